@@ -1,0 +1,47 @@
+# Two commands matter: `make demo` and `make test`. Everything else is a step of those.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+ROUTING_DATA_DIR ?= $(abspath ../shared/data)
+
+export ROUTING_DATA_DIR
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export LITELLM_LOCAL_MODEL_COST_MAP := True
+export TOKENIZERS_PARALLELISM := false
+export MPLBACKEND := Agg
+
+.PHONY: install system-deps lint typecheck test test-fast demo bench clean
+
+install: $(VENV)/.installed
+
+# torch is pinned to the CPU build (2.13.0) first so nothing else can pull a CUDA build.
+$(VENV)/.installed: pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt torch==2.13.0
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	touch $@
+
+# Services and programs the tests use (headless Chromium for the report screenshot test).
+system-deps:
+	bash scripts/ensure_chromium.sh
+
+lint: install
+	$(VENV)/bin/ruff check router envs training serve tests bench
+	$(VENV)/bin/mypy router envs training serve
+
+test: install system-deps lint
+	$(PY) -m pytest -q -p no:cacheprovider
+
+test-fast: install
+	$(PY) -m pytest -q -p no:cacheprovider -m "not slow"
+
+demo: install
+	$(PY) -m training demo
+
+bench: install
+	$(PY) bench/run_all.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

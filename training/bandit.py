@@ -1,0 +1,306 @@
+"""Run a contextual-bandit policy through the replay environment and record its regret.
+
+Usage::
+
+    python -m training bandit --dataset synthetic --policy linucb --steps 5000 --lam 100 --out runs/linucb
+
+The policy sees batches of requests from :class:`envs.vector.ReplayVectorEnv` (full-information
+outcomes, so every reward is exact), picks a model per request, observes the reward
+``quality - lam * cost - mu * latency`` of that model only, and updates online. Written to ``--out``:
+
+* ``metrics.json``: cumulative ``policy_reward``, ``oracle_reward`` (best model per request),
+  ``best_fixed_reward`` (best single model in hindsight over the served requests), ``regret``
+  (oracle minus policy), ``regret_vs_best_fixed``, the curves of all of them per batch, the
+  arguments and model names;
+* ``policy/``: ``config.json`` + ``state.npz`` of the trained policy (see
+  :func:`router.policies.save_policy`), with the encoder and reward weights needed to route.
+
+Tracking: ``--track`` logs ``vars(args)`` as parameters and the curves as metrics (namespaced
+``bandit/...``) to MLflow, in batches through ``MlflowClient().log_batch`` -- never one call per
+step. Pass your own ``tracker`` to :func:`run` to send them elsewhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import platform
+import re
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from router.errors import ConfigError, RoutingError
+
+__all__ = ["Args", "main", "run", "build_parser", "load_data", "make_policy"]
+
+#: tracker(params, metrics) where metrics are (name, value, step) triples.
+Tracker = Callable[[dict[str, Any], list[tuple[str, float, int]]], None]
+
+
+@dataclass
+class Args:
+    """Arguments of ``python -m training bandit`` (``vars(args)`` is what gets logged)."""
+
+    dataset: str = field(default="synthetic", metadata={"help": "'synthetic', a source name, or a path"})
+    policy: str = field(default="linucb", metadata={"help": "linucb | egreedy | thompson | neural"})
+    steps: int = field(default=5000, metadata={"help": "requests served in total"})
+    batch_size: int = field(default=32, metadata={"help": "requests per vector-env step (policy updates per batch)"})
+    lam: float = field(default=0.0, metadata={"help": "cost weight, reward units per USD"})
+    mu: float = field(default=0.0, metadata={"help": "latency weight, reward units per second"})
+    seed: int = field(default=0, metadata={"help": "seed of the data, the environment and the policy"})
+    out: str = field(default="runs/bandit", metadata={"help": "output directory"})
+    encoder: str = field(default="hashing", metadata={"help": "hashing | static | minilm | features (synthetic only)"})
+    n_prompts: int = field(default=2000, metadata={"help": "prompts generated for --dataset synthetic"})
+    order: str = field(default="random", metadata={"help": "random | sequential (time order, drift in order)"})
+    alpha: float = field(default=1.0, metadata={"help": "UCB width (linucb, neural)"})
+    epsilon: float = field(default=0.1, metadata={"help": "exploration rate (egreedy)"})
+    v: float = field(default=0.3, metadata={"help": "posterior scale (thompson)"})
+    ridge: float = field(default=1.0, metadata={"help": "ridge penalty of the linear models"})
+    hidden: int = field(default=64, metadata={"help": "hidden width (neural)"})
+    hashing_dim: int = field(default=128, metadata={"help": "width of the hashing encoder"})
+    track: bool = field(default=False, metadata={"help": "log to MLflow (if installed and configured)"})
+    experiment: str = field(default="bandit", metadata={"help": "MLflow experiment name"})
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """An argparse parser with one ``--flag`` per :class:`Args` field."""
+    parser = argparse.ArgumentParser(prog="python -m training bandit", description=__doc__.splitlines()[0])
+    for f in dataclasses.fields(Args):
+        flag = "--" + f.name.replace("_", "-")
+        help_ = str(f.metadata.get("help", ""))
+        if f.type in (bool, "bool"):
+            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=f.default, help=help_)
+        else:
+            typ = {"int": int, "float": float, "str": str}.get(str(f.type), str)
+            parser.add_argument(flag, dest=f.name, type=typ, default=f.default, help=help_)
+    return parser
+
+
+# --------------------------------------------------------------------------- data
+def _hashed_bow(texts: Sequence[str], dim: int) -> np.ndarray:
+    """Stable hashed bag of words and bigrams, L2-normalised rows -> (n, dim) float32."""
+    out = np.zeros((len(texts), dim), dtype=np.float32)
+    for i, text in enumerate(texts):
+        words = re.findall(r"\w+", str(text).lower())
+        for tok in [*words, *(a + " " + b for a, b in zip(words, words[1:]))]:
+            h = int.from_bytes(hashlib.blake2b(tok.encode(), digest_size=8).digest(), "little")
+            out[i, h % dim] += 1.0 if (h >> 63) & 1 else -1.0
+        norm = np.linalg.norm(out[i])
+        if norm > 0:
+            out[i] /= norm
+    return out
+
+
+def _encode(texts: Sequence[str], encoder: str, hashing_dim: int) -> np.ndarray:
+    try:
+        import router.encoders as enc_mod
+    except ImportError:
+        enc_mod = None  # type: ignore[assignment]
+    if encoder == "hashing":
+        cls = getattr(enc_mod, "HashingEncoder", None) if enc_mod is not None else None
+        if cls is not None:
+            try:
+                return np.asarray(cls(dim=hashing_dim).encode(list(texts)), dtype=np.float32)
+            except TypeError:
+                return np.asarray(cls().encode(list(texts)), dtype=np.float32)
+        return _hashed_bow(texts, hashing_dim)
+    if enc_mod is not None:
+        for factory in ("make_encoder", "get_encoder", "encoder_from_name"):
+            fn = getattr(enc_mod, factory, None)
+            if fn is not None:
+                return np.asarray(fn(encoder).encode(list(texts)), dtype=np.float32)
+        names = {"minilm": ("MiniLMEncoder", "SentenceTransformerEncoder"), "static": ("StaticEncoder", "Model2VecEncoder")}
+        for name in names.get(encoder, ()):
+            cls = getattr(enc_mod, name, None)
+            if cls is not None:
+                return np.asarray(cls().encode(list(texts)), dtype=np.float32)
+    raise ConfigError(f"encoder {encoder!r} is not available (router.encoders lacks it); use --encoder hashing.")
+
+
+def load_data(args: Args) -> tuple[Any, np.ndarray]:
+    """(Outcomes, embeddings (n, d) float32) for ``args.dataset`` encoded with ``args.encoder``."""
+    features: np.ndarray | None = None
+    if args.dataset == "synthetic":
+        from router.data import synthetic
+
+        data = synthetic.generate(n_prompts=args.n_prompts, seed=args.seed)
+        outcomes = data.outcomes
+        features = getattr(data, "embeddings", None)
+        if args.encoder == "features":
+            features = np.asarray(data.features, dtype=np.float32)
+        elif features is not None and args.encoder != "hashing":
+            features = None
+    else:
+        if args.encoder == "features":
+            raise ConfigError("--encoder features is only for --dataset synthetic.")
+        try:
+            from router.data.registry import load_source
+        except ImportError as err:
+            raise ConfigError(f"router.data.registry is not available yet ({err}); use --dataset synthetic.") from err
+        outcomes = load_source(args.dataset)
+    if features is None:
+        features = _encode([str(p) for p in outcomes.prompts], args.encoder, args.hashing_dim)
+    return outcomes, np.asarray(features, dtype=np.float32)
+
+
+def make_policy(args: Args, n_actions: int, dim: int) -> Any:
+    """The policy named by ``args.policy`` with the matching hyperparameters from ``args``."""
+    from router.policies import EpsilonGreedy, LinearThompson, LinUCB, NeuralLinear
+
+    if args.policy == "linucb":
+        return LinUCB(n_actions, dim, alpha=args.alpha, ridge=args.ridge, seed=args.seed)
+    if args.policy == "egreedy":
+        return EpsilonGreedy(n_actions, dim, epsilon=args.epsilon, ridge=args.ridge, seed=args.seed)
+    if args.policy == "thompson":
+        return LinearThompson(n_actions, dim, v=args.v, ridge=args.ridge, seed=args.seed)
+    if args.policy == "neural":
+        return NeuralLinear(n_actions, dim, hidden=args.hidden, alpha=args.alpha, ridge=args.ridge, seed=args.seed)
+    raise ConfigError(f"unknown --policy {args.policy!r}; choose linucb, egreedy, thompson or neural.")
+
+
+# --------------------------------------------------------------------------- tracking
+def mlflow_tracker(experiment: str) -> Tracker:
+    """A tracker that logs to MLflow with ``MlflowClient().log_batch`` (at most 1000 metrics a call)."""
+
+    def track(params: dict[str, Any], metrics: list[tuple[str, float, int]]) -> None:
+        from mlflow.entities import Metric, Param
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient()
+        exp = client.get_experiment_by_name(experiment)
+        exp_id = exp.experiment_id if exp is not None else client.create_experiment(experiment)
+        run = client.create_run(exp_id, tags={"mlflow.runName": f"bandit-{params.get('policy')}"})
+        rid = run.info.run_id
+        client.log_batch(rid, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
+        now = int(time.time() * 1000)
+        ms = [Metric(k, float(v), now, int(s)) for k, v, s in metrics if np.isfinite(v)]
+        for i in range(0, len(ms), 1000):
+            client.log_batch(rid, metrics=ms[i : i + 1000])
+        client.set_terminated(rid)
+
+    return track
+
+
+# --------------------------------------------------------------------------- the run
+def run(args: Args, tracker: Tracker | None = None) -> dict[str, Any]:
+    """Run the policy for ``args.steps`` requests; write metrics and the policy; return the metrics."""
+    from envs.vector import make_vector
+    from router.policies import save_policy
+
+    if args.steps < 1 or args.batch_size < 1:
+        raise ConfigError("--steps and --batch-size must be >= 1.")
+    t0 = time.perf_counter()
+    outcomes, emb = load_data(args)
+    envs = make_vector(emb, outcomes, num_envs=args.batch_size, lam=args.lam, mu=args.mu, order=args.order)
+    dim = int(envs.single_observation_space["features"].shape[0])  # type: ignore[index]
+    m = envs.data.n_models
+    policy = make_policy(args, m, dim)
+    obs, _ = envs.reset(seed=args.seed)
+    n_batches = -(-args.steps // args.batch_size)
+    pol_cum = orc_cum = 0.0
+    fixed_cum = np.zeros(m)
+    counts = np.zeros(m, dtype=np.int64)
+    served = 0
+    curve: dict[str, list[float]] = {"step": [], "policy_reward": [], "oracle_reward": [], "fixed_rewards": []}
+    fixed_hist: list[np.ndarray] = []
+    for _ in range(n_batches):
+        take = min(args.batch_size, args.steps - served)
+        probs = policy.select(obs["features"], obs["action_mask"].astype(bool))
+        actions = np.asarray(policy.sample(probs), dtype=np.int64)
+        prop = probs[np.arange(actions.shape[0]), actions]
+        ctx = obs["features"]
+        obs, reward, _, _, info = envs.step(actions)
+        sl = slice(0, take)
+        policy.update(ctx[sl], actions[sl], reward[sl], prop[sl])
+        pol_cum += float(reward[sl].sum())
+        orc_cum += float(info["oracle_reward"][sl].sum())
+        fixed_cum += info["all_rewards"][sl].sum(axis=0)
+        np.add.at(counts, actions[sl], 1)
+        served += take
+        curve["step"].append(served)
+        curve["policy_reward"].append(pol_cum)
+        curve["oracle_reward"].append(orc_cum)
+        fixed_hist.append(fixed_cum.copy())
+    best = int(np.argmax(fixed_cum))
+    fixed_curve = [float(f[best]) for f in fixed_hist]
+    names = list(envs.data.model_names)
+    metrics: dict[str, Any] = {
+        "steps": served,
+        "policy_reward": pol_cum,
+        "oracle_reward": orc_cum,
+        "best_fixed_reward": float(fixed_cum[best]),
+        "best_fixed_model": names[best],
+        "regret": orc_cum - pol_cum,
+        "regret_vs_best_fixed": float(fixed_cum[best]) - pol_cum,
+        "mean_policy_reward": pol_cum / served,
+        "action_counts": {names[i]: int(counts[i]) for i in range(m)},
+        "model_names": names,
+        "curves": {
+            "step": curve["step"],
+            "policy_reward": curve["policy_reward"],
+            "oracle_reward": curve["oracle_reward"],
+            "best_fixed_reward": fixed_curve,
+            "regret": [o - p for o, p in zip(curve["oracle_reward"], curve["policy_reward"])],
+        },
+        "args": vars(args),
+        "wall_s": time.perf_counter() - t0,
+        "python": platform.python_version(),
+    }
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    save_policy(
+        policy,
+        out / "policy",
+        extra={"model_names": names, "lam": args.lam, "mu": args.mu, "encoder": args.encoder,
+               "hashing_dim": args.hashing_dim, "dataset": args.dataset},
+    )
+    if args.track and tracker is None:
+        try:
+            import mlflow  # noqa: F401
+        except ImportError:
+            print("mlflow is not installed; --track ignored", file=sys.stderr)
+        else:
+            tracker = mlflow_tracker(args.experiment)
+    if tracker is not None:
+        rows: list[tuple[str, float, int]] = []
+        c = metrics["curves"]
+        for i, s in enumerate(c["step"]):
+            for key in ("policy_reward", "oracle_reward", "best_fixed_reward", "regret"):
+                rows.append((f"bandit/{key}", float(c[key][i]), int(s)))
+        rows.append(("bandit/regret_vs_best_fixed", float(metrics["regret_vs_best_fixed"]), served))
+        try:
+            tracker(dict(vars(args)), rows)
+        except Exception as err:  # tracking must never lose a finished run: metrics.json is written
+            print(f"warning: tracking failed ({type(err).__name__}: {err}); results are in {out}", file=sys.stderr)
+            metrics["tracking_error"] = f"{type(err).__name__}: {err}"
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry: parse ``argv``, run, print a one-line summary; 0 on success, 2 on bad input."""
+    ns = build_parser().parse_args(argv)
+    args = Args(**vars(ns))
+    try:
+        metrics = run(args)
+    except RoutingError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(
+        f"{args.policy}: steps={metrics['steps']} reward={metrics['policy_reward']:.2f} "
+        f"oracle={metrics['oracle_reward']:.2f} best_fixed={metrics['best_fixed_reward']:.2f} "
+        f"({metrics['best_fixed_model']}) regret={metrics['regret']:.2f} -> {args.out}"
+    )
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

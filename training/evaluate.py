@@ -1,0 +1,274 @@
+"""``python -m training evaluate``: score routers on held-out outcomes and write a report.
+
+Usage::
+
+    python -m training evaluate --dataset routerbench --model runs/router --out reports/rb
+    python -m training evaluate --dataset data.parquet --decisions other_router.parquet --out reports/x
+
+Routers come from ``--model`` (a saved :class:`router.router.Router` directory or an MLflow
+``models:/NAME@alias`` URI; swept over its settings) and/or ``--decisions`` (any router's output:
+Parquet or JSON lines with one row per prompt per setting: ``prompt_id``, ``setting``,
+``chosen_model``). The same code scores both, on the same prompts. With ``--log`` (a traffic log
+with propensities) the model's settings are also evaluated off-policy.
+
+Outputs in ``--out``: ``report.html`` (self-contained), ``metrics.json`` (schema in
+``docs/metrics_schema.md``) and ``summary.md``. Inside an active MLflow run the files are logged
+as artifacts and the scalars as ``eval/<router>/<metric>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from router.errors import (
+    ConfigError,
+    PersistenceError,
+    SchemaError,
+    SourceNotFoundError,
+    UnknownModelError,
+    ValidationError,
+)
+from router.metrics.evaluate import Curve, EvaluationResult, evaluate_curves
+
+if TYPE_CHECKING:
+    from router.data.schema import Outcomes
+
+__all__ = ["Args", "load_curve_from_model", "load_decisions", "main", "parse_args", "run"]
+
+
+@dataclass
+class Args:
+    """Arguments of ``python -m training evaluate`` (``vars(args)`` is what gets logged).
+
+    Attributes:
+        dataset: a registered source name or a path (see ``router.data.registry.load_source``).
+        out: output directory for the report.
+        model: a saved router directory or ``models:/NAME@alias``; optional when ``decisions`` is given.
+        decisions: a Parquet/JSONL decisions file to score (prompt_id, setting, chosen_model).
+        split: the source-given split to evaluate on ("" or "all" for every row).
+        log: a traffic log (with propensities) to evaluate the model's settings off-policy.
+        n_bootstrap: bootstrap replicates for intervals.
+        seed: bootstrap seed.
+        n_thresholds: RouteLLM quantile bins (two-model pools).
+    """
+
+    dataset: str
+    out: str
+    model: str | None = None
+    decisions: str | None = None
+    split: str = "test"
+    log: str | None = None
+    n_bootstrap: int = 500
+    seed: int = 0
+    n_thresholds: int = 10
+
+
+def parse_args(argv: list[str] | None = None) -> Args:
+    """Parse command-line arguments into :class:`Args`.
+
+    Example:
+        >>> parse_args(["--dataset", "demo", "--out", "/tmp/r", "--decisions", "d.parquet"]).split
+        'test'
+    """
+    p = argparse.ArgumentParser(prog="python -m training evaluate", description=__doc__.split("\n\n")[0])
+    p.add_argument("--dataset", required=True, help="source name or path")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--model", default=None, help="router directory or models:/NAME@alias")
+    p.add_argument("--decisions", default=None, help="decisions file (Parquet or JSONL) to score")
+    p.add_argument("--split", default="test", help="split to evaluate ('all' for every row)")
+    p.add_argument("--log", default=None, help="traffic log with propensities for off-policy estimates")
+    p.add_argument("--n-bootstrap", type=int, default=500)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n-thresholds", type=int, default=10)
+    ns = p.parse_args(argv)
+    if ns.model is None and ns.decisions is None:
+        p.error("give --model and/or --decisions: there is nothing to evaluate.")
+    return Args(**vars(ns))
+
+
+# --------------------------------------------------------------------------- inputs
+def load_outcomes(dataset: str, split: str | None) -> tuple[Outcomes, str | None]:
+    """The evaluation outcomes and the split actually used (None when the source has no splits)."""
+    from router.data.registry import load_source
+
+    outcomes = load_source(dataset)
+    if not split or split == "all":
+        return outcomes, None
+    if outcomes.split is None:
+        print(f"note: {dataset} has no source-given split; evaluating on all {outcomes.n_prompts} prompts.",
+              file=sys.stderr)
+        return outcomes, None
+    return outcomes.where_split(split), split
+
+
+def load_curve_from_model(spec: str, outcomes: Outcomes) -> Curve:
+    """Load a router (directory or ``models:/NAME@alias``) and sweep it over its settings on ``outcomes``.
+
+    Relies on ``Router.load(dir)`` and ``Router.sweep(prompts, models=...) -> (lambdas (S,),
+    choices (S, n), probs (S, n, m), predicted_quality (n, m))``.
+    """
+    path = spec
+    if spec.startswith("models:/") or spec.startswith("runs:/"):
+        import mlflow
+
+        path = mlflow.artifacts.download_artifacts(artifact_uri=spec)
+    if not Path(path).exists():
+        raise SourceNotFoundError(f"{path}: no such router directory; train one with `python -m training fit`.")
+    from router.router import Router
+
+    router = Router.load(path)
+    lambdas, choices, probs, predicted = router.sweep(list(outcomes.prompts), models=list(outcomes.models))
+    return Curve(settings=np.asarray(lambdas), choices=np.asarray(choices),
+                 probs=None if probs is None else np.asarray(probs),
+                 predicted_quality=None if predicted is None else np.asarray(predicted))
+
+
+def load_decisions(path: str | Path, outcomes: Outcomes) -> Curve:
+    """Read a decisions file (Parquet or JSONL: ``prompt_id``, ``setting``, ``chosen_model``) as a :class:`Curve`.
+
+    Every (prompt, setting) pair of the evaluated prompts must be present exactly once; extra prompt
+    ids (e.g. other splits) are ignored only when none of the evaluated prompts is missing.
+
+    Example:
+        >>> import polars as pl, tempfile
+        >>> from router.data.schema import Outcomes
+        >>> o = Outcomes(prompt_ids=["a", "b"], prompts=["x", "y"], models=["s", "b"],
+        ...              quality=[[0, 1], [1, 1]], cost=[[1.0, 2.0], [1.0, 2.0]])
+        >>> f = tempfile.mkdtemp() + "/d.parquet"
+        >>> pl.DataFrame({"prompt_id": ["a", "b", "a", "b"], "setting": [0.0, 0.0, 1.0, 1.0],
+        ...               "chosen_model": ["b", "s", "s", "s"]}).write_parquet(f)
+        >>> load_decisions(f, o).choices.tolist()
+        [[1, 0], [0, 0]]
+    """
+    import polars as pl
+
+    p = Path(path)
+    if not p.exists():
+        raise SourceNotFoundError(f"{p}: no such decisions file.")
+    if p.suffix in (".jsonl", ".ndjson", ".json"):
+        df = pl.read_ndjson(p)
+    elif p.suffix == ".parquet" or p.is_dir():
+        df = pl.read_parquet(p / "*.parquet" if p.is_dir() else p)
+    else:
+        raise SchemaError(f"{p}: decisions must be a .parquet or .jsonl file.")
+    missing = {"prompt_id", "setting", "chosen_model"} - set(df.columns)
+    if missing:
+        raise SchemaError(f"{p}: decisions file lacks column(s) {sorted(missing)}; "
+                          "expected prompt_id, setting, chosen_model.")
+    df = df.select(pl.col("prompt_id").cast(pl.String), pl.col("setting").cast(pl.Float64),
+                   pl.col("chosen_model").cast(pl.String))
+    known_models = set(outcomes.models)
+    bad_models = sorted(set(df["chosen_model"].unique().to_list()) - known_models)
+    if bad_models:
+        raise UnknownModelError(f"{p}: chosen_model values {bad_models[:10]} are not in the data's models "
+                                f"{list(outcomes.models)}.")
+    ids = list(outcomes.prompt_ids)
+    pos = {pid: i for i, pid in enumerate(ids)}
+    file_ids = set(df["prompt_id"].unique().to_list())
+    unknown = sorted(file_ids - set(ids))
+    if unknown and not (set(ids) <= file_ids):
+        raise ValidationError(f"{p}: {len(unknown)} prompt_id(s) not in the evaluated data, e.g. {unknown[:5]}.")
+    df = df.filter(pl.col("prompt_id").is_in(ids))
+    dup = df.group_by(["prompt_id", "setting"]).len().filter(pl.col("len") > 1)
+    if dup.height:
+        r = dup.row(0, named=True)
+        raise ValidationError(f"{p}: prompt {r['prompt_id']!r} has {r['len']} rows for setting {r['setting']}; "
+                              "give one decision per (prompt, setting).")
+    settings = np.sort(np.asarray(df["setting"].unique().to_list(), dtype=np.float64))
+    n, S = len(ids), len(settings)
+    if df.height != n * S:
+        have = set(zip(df["prompt_id"].to_list(), df["setting"].to_list()))
+        gap = next((pid, s) for s in settings for pid in ids if (pid, s) not in have)
+        raise ValidationError(f"{p}: {n * S - df.height} (prompt, setting) pair(s) missing, e.g. prompt "
+                              f"{gap[0]!r} at setting {gap[1]}; every setting needs a decision for every prompt.")
+    mi = {m: j for j, m in enumerate(outcomes.models)}
+    si = {float(s): k for k, s in enumerate(settings)}
+    choices = np.empty((S, n), dtype=np.int64)
+    choices[[si[s] for s in df["setting"].to_list()], [pos[x] for x in df["prompt_id"].to_list()]] = [
+        mi[m] for m in df["chosen_model"].to_list()
+    ]
+    return Curve(settings=settings, choices=choices)
+
+
+def ope_from_log(log_path: str, model_spec: str, seed: int = 0,
+                 n_bootstrap: int = 500) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Off-policy estimates of the model's settings on a traffic log (rows, diagnostics of the middle setting).
+
+    The router's probabilities on the logged prompts are the target policy; its predicted quality
+    is the reward model for DM/DR (it was fitted on other data, so no cross-fitting is needed).
+    """
+    from router.data.logs import read_log
+    from router.ope import evaluate_policy
+
+    log = read_log(log_path)
+    log = log.filter(log["quality"].is_not_null() & log["prompt"].is_not_null())
+    if log.height == 0:
+        raise ValidationError(f"{log_path}: no rows with both a prompt and a quality signal to evaluate on.")
+    path = model_spec
+    if model_spec.startswith("models:/"):
+        import mlflow
+
+        path = mlflow.artifacts.download_artifacts(artifact_uri=model_spec)
+    from router.router import Router
+
+    router = Router.load(path)
+    models = sorted(set(log["chosen_model"].to_list()))
+    lambdas, _, probs, predicted = router.sweep(log["prompt"].to_list(), models=models)
+    a = np.array([models.index(m) for m in log["chosen_model"].to_list()])
+    rows: list[dict[str, Any]] = []
+    diag: dict[str, Any] = {}
+    picks = sorted({0, len(lambdas) // 2, len(lambdas) - 1})
+    for s in picks:
+        res = evaluate_policy(log["quality"].to_numpy(), a, log["propensity"].to_numpy(), np.asarray(probs)[s],
+                              q_hat=predicted, seed=seed, n_bootstrap=n_bootstrap)
+        rows += [{"policy": f"lambda={float(lambdas[s]):g}", **r} for r in res.rows()]
+        if s == len(lambdas) // 2:
+            diag = res.diagnostics.as_dict()
+    return rows, diag
+
+
+# --------------------------------------------------------------------------- run
+def run(args: Args) -> EvaluationResult:
+    """Evaluate and write the report; returns the :class:`EvaluationResult`."""
+    from training.report import log_to_mlflow, write_report
+
+    outcomes, split = load_outcomes(args.dataset, args.split)
+    curves: dict[str, Curve] = {}
+    if args.model:
+        curves[Path(args.model.rstrip("/")).name or args.model] = load_curve_from_model(args.model, outcomes)
+    if args.decisions:
+        curves[Path(args.decisions).stem] = load_decisions(args.decisions, outcomes)
+    if not curves:
+        raise ConfigError("nothing to evaluate: give --model and/or --decisions.")
+    res = evaluate_curves(outcomes, curves, n_bootstrap=args.n_bootstrap, seed=args.seed,
+                          n_thresholds=args.n_thresholds)
+    ope_rows: list[dict[str, Any]] = []
+    diag: dict[str, Any] = {}
+    if args.log:
+        if not args.model:
+            raise ConfigError("--log needs --model: off-policy estimates need the router's probabilities.")
+        ope_rows, diag = ope_from_log(args.log, args.model, seed=args.seed, n_bootstrap=args.n_bootstrap)
+    write_report(res, args.out, dataset=args.dataset, split=split, ope_rows=ope_rows, ope_diagnostics=diag)
+    log_to_mlflow(res, args.out)
+    return res
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m training evaluate``; returns the exit code."""
+    args = parse_args(argv)
+    try:
+        res = run(args)
+    except (ConfigError, SchemaError, ValidationError, SourceNotFoundError, UnknownModelError,
+            PersistenceError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.out}/report.html, metrics.json, summary.md ({len(res.routers)} router(s), "
+          f"{res.n_prompts} prompts); args: {dataclasses.asdict(args)}")
+    return 0

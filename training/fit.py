@@ -1,0 +1,185 @@
+"""``python -m training fit``: train a router on a data set's training split and save it.
+
+Example::
+
+    python -m training fit --dataset routerbench --router knn --encoder minilm --out out/knn
+    python -m training fit --dataset demo --out out/best --register demo-router
+
+With no ``--router`` it trains the project's best router (see :data:`BEST`). The run is tracked in
+MLflow (parameters = ``vars(args)``, dataset lineage, git commit, package versions, the held-out
+evaluation); ``--register NAME`` also registers the trained router as a new version of ``NAME``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["Args", "BEST", "build_predictor", "build_encoder", "main", "train"]
+
+#: The router trained when ``--router`` is not given.
+BEST = "ensemble"
+
+
+@dataclass
+class Args:
+    """Arguments of ``python -m training fit``.
+
+    Attributes:
+        dataset: a registered source name (``routerbench``, ``demo``, ...) or a path to outcomes.
+        router: predictor kind: ``knn``, ``logistic``, ``mlp``, ``mf``, ``ensemble`` (default: the best).
+        encoder: ``minilm``, ``static`` or ``hashing``.
+        out: directory to save the router to.
+        seed: seed of the split and of every learner.
+        test_fraction: held-out share when the source has no split of its own.
+        lam: default lambda saved with the router (quality points per USD); None = calibrated.
+        spend_per_1000: when given, calibrate lambda to spend at most this many USD per 1,000 requests.
+        register: register the trained router under this MLflow model name.
+        track: log the run to MLflow.
+        experiment: MLflow experiment name.
+    """
+
+    dataset: str = "demo"
+    router: str = BEST
+    encoder: str = "static"
+    out: str = "out/router"
+    seed: int = 0
+    test_fraction: float = 0.3
+    lam: float | None = None
+    spend_per_1000: float | None = None
+    register: str | None = None
+    track: bool = True
+    experiment: str = "routing-fit"
+
+
+def build_encoder(name: str, *, cache: bool = True) -> Any:
+    """An encoder by short name (``minilm``, ``static``, ``hashing``), wrapped in the embedding cache."""
+    from router import encoders as enc
+
+    base: Any
+    if name == "minilm":
+        base = enc.SentenceTransformerEncoder()
+    elif name == "static":
+        base = enc.StaticEncoder()
+    elif name == "hashing":
+        base = enc.HashingEncoder(dim=512)
+    else:
+        from router.errors import ConfigError
+
+        raise ConfigError(f"unknown encoder {name!r}; use 'minilm', 'static' or 'hashing'.")
+    return enc.EmbeddingCache(base) if cache and name != "hashing" else base
+
+
+def build_predictor(kind: str, seed: int = 0) -> Any:
+    """A quality predictor by kind."""
+    from router import predictors as p
+    from router.errors import ConfigError
+
+    table = {
+        "knn": lambda: p.KNNPredictor(k=40),
+        "logistic": lambda: p.LogisticPredictor(),
+        "mlp": lambda: p.MLPPredictor(seed=seed),
+        "mf": lambda: p.MatrixFactorizationPredictor(seed=seed),
+        "ensemble": lambda: p.EnsemblePredictor(seed=seed),
+    }
+    if kind not in table:
+        raise ConfigError(f"unknown router kind {kind!r}; choose from {sorted(table)}.")
+    return table[kind]()
+
+
+def train(args: Args) -> dict[str, Any]:
+    """Train, calibrate, evaluate on the held-out split, save; returns a summary dict."""
+    from router.calibration import SpendTarget, calibrate, realised
+    from router.data.registry import load_source
+    from router.data.splits import split_outcomes
+    from router.decision import DecisionRule
+    from router.router import Router
+
+    t0 = time.perf_counter()
+    outcomes = load_source(args.dataset)
+    train_o, test_o = split_outcomes(outcomes, test_fraction=args.test_fraction, seed=args.seed)
+    encoder = build_encoder(args.encoder)
+    predictor = build_predictor(args.router, args.seed)
+    router = Router.fit(train_o, encoder=encoder, predictor=predictor,
+                        metadata={"router_kind": args.router, "encoder": args.encoder, "dataset": args.dataset,
+                                  "split_seed": args.seed})
+    lam = args.lam
+    calibration: dict[str, Any] | None = None
+    q_te, c_te, _ = router.predict(list(test_o.prompts))
+    if args.spend_per_1000 is not None:
+        q_tr, c_tr, _ = router.predict(list(train_o.prompts))
+        res = calibrate(SpendTarget(args.spend_per_1000), q_tr, c_tr, true_quality=train_o.quality,
+                        true_cost=train_o.cost, models=list(router.models))
+        lam = res.lam
+        calibration = realised(res, q_te, c_te, test_o.quality, test_o.cost, models=list(router.models))
+    router.rule = DecisionRule(lam=lam if lam is not None else _knee_lambda(q_te, c_te))
+    out = Path(args.out)
+    router.save(out)
+    summary = _evaluate_heldout(router, test_o)
+    summary.update({"train_rows": train_o.n_prompts, "test_rows": test_o.n_prompts, "lam": router.rule.lam,
+                    "calibration": calibration, "fit_seconds": round(time.perf_counter() - t0, 2),
+                    "out": str(out.resolve())})
+    (out / "heldout_metrics.json").write_text(json.dumps(summary, indent=2, default=str))
+    return {"summary": summary, "router": router, "train": train_o, "test": test_o}
+
+
+def _knee_lambda(q: np.ndarray, c: np.ndarray) -> float:
+    """A default lambda: the one that spends half of the way between cheapest and best routing."""
+    from router.router import default_lambda_grid
+
+    grid = default_lambda_grid(q, c)
+    return float(np.median(grid))
+
+
+def _evaluate_heldout(router: Any, test_o: Any) -> dict[str, Any]:
+    from router.metrics import evaluate_curves
+
+    lams, choices, probs, qhat = router.sweep(list(test_o.prompts))
+    result = evaluate_curves(test_o, {"router": (lams, choices)}, n_boot=200, seed=0)
+    return {"heldout": result.to_metrics_json()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training fit", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    for f in dataclasses.fields(Args):
+        flag = "--" + f.name.replace("_", "-")
+        if f.type in ("bool", bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default)
+        else:
+            typ = {"int": int, "float": float, "float | None": float}.get(str(f.type), str)
+            parser.add_argument(flag, type=typ, default=f.default)
+    args = Args(**vars(parser.parse_args(argv)))
+    from router.errors import RoutingError
+
+    try:
+        if args.track:
+            from training import tracking
+
+            with tracking.run(args, experiment=args.experiment, run_name=f"fit-{args.router}"):
+                res = train(args)
+                tracking.log_lineage(res["train"], role="train", split_seed=args.seed, split="train")
+                tracking.log_lineage(res["test"], role="test", split_seed=args.seed, split="test")
+                from training.registry import log_router
+
+                log_router(res["router"], res["summary"], register=args.register, test=res["test"])
+        else:
+            res = train(args)
+    except RoutingError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    s = res["summary"]
+    print(json.dumps({k: s[k] for k in ("out", "train_rows", "test_rows", "lam", "fit_seconds")}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,303 @@
+"""``python -m training promote``: move ``@champion`` only on evidence.
+
+Example::
+
+    python -m training promote --name demo-router --candidate 3 [--dataset demo] [--dry-run]
+    python -m training promote --name demo-router --candidate 4 --alias challenger
+
+The candidate and the current champion are routed over the *same* held-out prompts. With full
+information (an outcomes table) both get their cost-quality hull and AIQ, and the difference is
+judged with a **paired** bootstrap over prompts (both routers scored on the same resample). The
+candidate is promoted only when all hold:
+
+1. better beyond the interval: the lower end of the 95% interval of ``AIQ(candidate) - AIQ(champion)``
+   is above zero (with no champion yet: above the zero router, i.e. random mixing of single models);
+2. no task regresses: per task, ``AIQ(candidate) >= AIQ(champion) - task_tolerance``;
+3. within the decision-latency budget: the candidate's p50 single-request decision time is at most
+   ``latency_budget_ms``.
+
+With ``--log PATH`` (a traffic log with propensities) the comparison uses the doubly-robust
+off-policy estimate of each router's value at its saved lambda instead of AIQ, with the same
+interval rule.
+
+Whatever the outcome, the evidence is recorded on the candidate version (tags ``promotion.*`` and
+a description paragraph); a refusal lists every failed check. ``--alias challenger`` sets the
+challenger alias for a live A/B test instead (same checks, except it need not beat the champion).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+__all__ = ["Args", "Evidence", "compare", "main", "promote"]
+
+
+@dataclass
+class Args:
+    """Arguments of ``python -m training promote``.
+
+    Attributes:
+        name: registered model name.
+        candidate: candidate version number.
+        dataset: held-out data (registered name or path); default: the candidate's training data set.
+        split_seed: seed of the held-out split when the source has no split of its own.
+        log: a traffic log to judge on by off-policy estimates instead of outcomes.
+        alias: ``champion`` (default) or ``challenger``.
+        task_tolerance: largest allowed per-task AIQ drop.
+        latency_budget_ms: largest allowed p50 single-request decision time.
+        n_boot: bootstrap resamples.
+        dry_run: evaluate and report, change nothing.
+    """
+
+    name: str = ""
+    candidate: str = ""
+    dataset: str | None = None
+    split_seed: int = 0
+    log: str | None = None
+    alias: str = "champion"
+    task_tolerance: float = 0.02
+    latency_budget_ms: float = 15.0
+    n_boot: int = 500
+    dry_run: bool = False
+
+
+@dataclass
+class Evidence:
+    """What the decision rests on."""
+
+    promote: bool
+    reasons: list[str]
+    candidate_value: float
+    champion_value: float | None
+    delta_ci: tuple[float, float]
+    metric: str
+    per_task: dict[str, dict[str, float]] = field(default_factory=dict)
+    latency_p50_ms: float = float("nan")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.__dict__, "delta_ci": list(self.delta_ci)}
+
+
+def _aiq_of(q: np.ndarray, c: np.ndarray, choices: np.ndarray, span: tuple[float, float]) -> float:
+    from router.metrics import aiq, non_decreasing_hull
+
+    rows = np.arange(q.shape[0])
+    pts = np.array([[c[rows, ch].mean(), q[rows, ch].mean()] for ch in choices])
+    return float(aiq(non_decreasing_hull(pts), span))
+
+
+def _paired_aiq(outcomes: Any, cand: np.ndarray, champ: np.ndarray | None, n_boot: int, seed: int = 0
+                ) -> tuple[float, float, np.ndarray]:
+    """(AIQ candidate, AIQ champion-or-zero-router, bootstrap deltas (B,))."""
+    q, c = outcomes.quality, outcomes.cost
+    n, m = q.shape
+    single = np.tile(np.arange(m)[:, None], (1, n))  # the zero router's settings: each single model
+
+    def span_of(idx: np.ndarray) -> tuple[float, float]:
+        means = c[idx].mean(axis=0)
+        return float(means.min()), float(means.max())
+
+    ref = single if champ is None else champ
+    full = np.arange(n)
+    a = _aiq_of(q, c, cand, span_of(full))
+    b = _aiq_of(q, c, ref, span_of(full))
+    rng = np.random.default_rng(seed)
+    deltas = np.empty(n_boot)
+    for k in range(n_boot):
+        idx = rng.integers(0, n, n)
+        sp = span_of(idx)
+        deltas[k] = _aiq_of(q[idx], c[idx], cand[:, idx], sp) - _aiq_of(q[idx], c[idx], ref[:, idx], sp)
+    return a, b, deltas
+
+
+def _decision_latency_ms(router: Any, prompts: list[str], n: int = 50) -> float:
+    router.route(prompts[:1])  # warm up (lazy model loads)
+    times = []
+    for p in prompts[:n]:
+        t = time.perf_counter()
+        router.route([p], explain=False)
+        times.append((time.perf_counter() - t) * 1e3)
+    return float(np.median(times))
+
+
+def compare(candidate: Any, champion: Any | None, outcomes: Any, *, task_tolerance: float = 0.02,
+            latency_budget_ms: float = 15.0, n_boot: int = 500, require_better: bool = True) -> Evidence:
+    """Judge a candidate router against the champion (or the zero router) on held-out outcomes."""
+    prompts = [str(p) for p in outcomes.prompts]
+    emb, lengths = candidate.embed(prompts)
+    _, cand_choices, _, _ = candidate.sweep(embeddings=emb, lengths=lengths, models=list(outcomes.models))
+    champ_choices = None
+    if champion is not None:
+        e2, l2 = champion.embed(prompts)
+        _, champ_choices, _, _ = champion.sweep(embeddings=e2, lengths=l2, models=list(outcomes.models))
+    a, b, deltas = _paired_aiq(outcomes, cand_choices, champ_choices, n_boot)
+    lo, hi = (float(x) for x in np.percentile(deltas, [2.5, 97.5]))
+    reasons: list[str] = []
+    ok = True
+    against = "the champion" if champion is not None else "the zero router"
+    if require_better or champion is None:
+        if lo > 0:
+            reasons.append(f"AIQ {a:.4f} beats {against} ({b:.4f}); 95% interval of the gain [{lo:+.4f}, {hi:+.4f}]")
+        else:
+            ok = False
+            reasons.append(f"not better than {against} beyond the interval: AIQ {a:.4f} vs {b:.4f}, "
+                           f"gain interval [{lo:+.4f}, {hi:+.4f}] includes or is below 0")
+    per_task: dict[str, dict[str, float]] = {}
+    if champ_choices is not None:
+        q, c = outcomes.quality, outcomes.cost
+        for task in sorted(set(outcomes.tasks)):
+            rows = np.flatnonzero(outcomes.tasks == task)
+            means = c[rows].mean(axis=0)
+            span = (float(means.min()), float(means.max()))
+            ta = _aiq_of(q[rows], c[rows], cand_choices[:, rows], span)
+            tb = _aiq_of(q[rows], c[rows], champ_choices[:, rows], span)
+            per_task[str(task)] = {"candidate": ta, "champion": tb, "delta": ta - tb}
+            if ta < tb - task_tolerance:
+                ok = False
+                reasons.append(f"task {task!r} regresses: AIQ {ta:.4f} vs champion {tb:.4f} "
+                               f"(tolerance {task_tolerance})")
+    lat = _decision_latency_ms(candidate, prompts)
+    if lat > latency_budget_ms:
+        ok = False
+        reasons.append(f"decision latency p50 {lat:.2f} ms exceeds the budget of {latency_budget_ms} ms")
+    else:
+        reasons.append(f"decision latency p50 {lat:.2f} ms within {latency_budget_ms} ms")
+    return Evidence(ok, reasons, a, b if champion is not None else None, (lo, hi), "aiq", per_task, lat)
+
+
+def compare_on_log(candidate: Any, champion: Any | None, log: Any, *, n_boot: int = 500,
+                   latency_budget_ms: float = 15.0) -> Evidence:
+    """Judge by doubly-robust off-policy value on a traffic log (paired bootstrap of the difference)."""
+    from router.ope import DoublyRobust
+
+    prompts = [p if p is not None else "" for p in log["prompt"].to_list()]
+    models = list(candidate.models)
+    pos = {m: i for i, m in enumerate(models)}
+    actions = np.array([pos[m] for m in log["chosen_model"].to_list()])
+    reward = log["quality"].to_numpy().astype(float) - candidate.rule.lam * log["cost"].to_numpy().astype(float)
+    if np.isnan(reward).any():
+        raise ValueError("the log has rows without quality feedback; filter them before promotion.")
+    prop = log["propensity"].to_numpy().astype(float)
+    emb, lengths = candidate.embed(prompts)
+    pi_c = candidate.route(prompts, explain=False).probabilities
+    est = DoublyRobust()
+    rng = np.random.default_rng(0)
+    n = len(actions)
+    a = est.estimate_policy_value(reward=reward, action=actions, propensity=prop, action_dist=pi_c, context=emb)
+    if champion is not None:
+        pi_b = champion.route(prompts, explain=False).probabilities
+        b = est.estimate_policy_value(reward=reward, action=actions, propensity=prop, action_dist=pi_b, context=emb)
+    else:
+        pi_b = np.full_like(pi_c, 1.0 / pi_c.shape[1])
+        b = est.estimate_policy_value(reward=reward, action=actions, propensity=prop, action_dist=pi_b, context=emb)
+    deltas = []
+    for _ in range(n_boot):
+        idx = rng.integers(0, n, n)
+        w_c = pi_c[idx, actions[idx]] / prop[idx]
+        w_b = pi_b[idx, actions[idx]] / prop[idx]
+        deltas.append(float(np.mean((w_c - w_b) * reward[idx])))
+    lo, hi = (float(x) for x in np.percentile(deltas, [2.5, 97.5]))
+    ok = lo > 0
+    reasons = [f"DR value {a:.4f} vs {b:.4f}; IPS gain interval [{lo:+.4f}, {hi:+.4f}]"]
+    lat = _decision_latency_ms(candidate, prompts)
+    if lat > latency_budget_ms:
+        ok = False
+        reasons.append(f"decision latency p50 {lat:.2f} ms exceeds the budget of {latency_budget_ms} ms")
+    return Evidence(ok, reasons, float(a), float(b), (lo, hi), "dr_value", {}, lat)
+
+
+def promote(args: Args) -> Evidence:
+    """Compare, record the evidence on the candidate version, and move the alias when it passes."""
+    import mlflow
+
+    from router.data.registry import load_source
+    from router.data.splits import split_outcomes
+    from training.registry import download_router, resolve_version
+    from training.tracking import setup
+
+    setup()
+    client = mlflow.MlflowClient()
+    cand_mv = client.get_model_version(args.name, str(args.candidate))
+    candidate = download_router(f"models:/{args.name}/{cand_mv.version}")
+    champion = None
+    champ_version = None
+    try:
+        champ_mv = resolve_version(args.name, "champion")
+        champ_version = champ_mv.version
+        if str(champ_version) != str(cand_mv.version):
+            champion = download_router(f"models:/{args.name}/{champ_version}")
+    except mlflow.exceptions.MlflowException:
+        champion = None
+    require_better = args.alias == "champion"
+    if args.log:
+        from router.data.logs import read_log
+
+        ev = compare_on_log(candidate, champion, read_log(args.log), n_boot=args.n_boot,
+                            latency_budget_ms=args.latency_budget_ms)
+    else:
+        dataset = args.dataset or candidate.metadata.get("dataset") or "demo"
+        split_seed = int(candidate.metadata.get("split_seed", args.split_seed))
+        _, test = split_outcomes(load_source(dataset), seed=split_seed)
+        test = test.subset(models=list(candidate.models))
+        ev = compare(candidate, champion, test, task_tolerance=args.task_tolerance,
+                     latency_budget_ms=args.latency_budget_ms, n_boot=args.n_boot, require_better=require_better)
+    tags = {
+        "promotion.decision": ("promoted" if ev.promote else "refused") + ("" if not args.dry_run else " (dry run)"),
+        "promotion.alias": args.alias,
+        "promotion.metric": ev.metric,
+        "promotion.candidate_value": f"{ev.candidate_value:.6f}",
+        "promotion.baseline_value": "" if ev.champion_value is None else f"{ev.champion_value:.6f}",
+        "promotion.baseline": f"version {champ_version}" if champion is not None else "zero router",
+        "promotion.delta_ci": json.dumps([round(x, 6) for x in ev.delta_ci]),
+        "promotion.latency_p50_ms": f"{ev.latency_p50_ms:.3f}",
+        "promotion.reasons": " | ".join(ev.reasons)[:5000],
+        "promotion.time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    if not args.dry_run:
+        for k, v in tags.items():
+            client.set_model_version_tag(args.name, cand_mv.version, k, v)
+        note = (f"\n\n## Promotion to @{args.alias} ({tags['promotion.time']}): {tags['promotion.decision']}\n"
+                + "\n".join(f"- {r}" for r in ev.reasons))
+        client.update_model_version(args.name, cand_mv.version, description=(cand_mv.description or "") + note)
+        if ev.promote:
+            client.set_registered_model_alias(args.name, args.alias, cand_mv.version)
+    return ev
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m training promote", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--name", required=True)
+    p.add_argument("--candidate", required=True)
+    p.add_argument("--dataset", default=None)
+    p.add_argument("--split-seed", type=int, default=0)
+    p.add_argument("--log", default=None)
+    p.add_argument("--alias", default="champion", choices=["champion", "challenger"])
+    p.add_argument("--task-tolerance", type=float, default=0.02)
+    p.add_argument("--latency-budget-ms", type=float, default=15.0)
+    p.add_argument("--n-boot", type=int, default=500)
+    p.add_argument("--dry-run", action="store_true")
+    args = Args(**vars(p.parse_args(argv)))
+    from router.errors import RoutingError
+
+    try:
+        ev = promote(args)
+    except RoutingError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(ev.to_dict(), indent=2, default=str))
+    if not ev.promote:
+        print("refused: " + "; ".join(r for r in ev.reasons), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
