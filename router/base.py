@@ -39,7 +39,7 @@ def check_embeddings(x: Any, *, name: str = "embeddings", dim: int | None = None
     return arr
 
 
-class Component(ABC):
+class Component(ABC):  # noqa: B024  (abstract by convention: subclasses set kind)
     """Shared plumbing: config from constructor arguments, fitted-state checks."""
 
     #: registry name used when saving; set by subclasses.

@@ -71,13 +71,13 @@ class BaselineRouter:
         q, _ = self._means(n)
         return settings, choices, probs, q
 
-    def route(self, prompts: Sequence[Any], *, lam: float | None = None, **_: Any) -> Decisions:
+    def route(self, prompts: Sequence[Any], *, lam: float | None = None, **options: Any) -> Decisions:
         setting = self.default_settings()[-1] if lam is None else lam
         _, choices, probs, q = self.sweep(prompts, [setting])
         _, c = self._means(len(prompts))
         reasons = [f"{type(self).__name__}: {self.models[j]}" for j in choices[0]]
         return Decisions(self.models, choices[0], probs[0], q, c, np.zeros_like(c), q - float(setting) * c,
-                         reasons, float(setting), 0.0)
+                         reasons, float(setting), 0.0, {})
 
 
 class AlwaysRouter(BaselineRouter):

@@ -37,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m router", description="Learned LLM routing toolkit.")
     groups = parser.add_subparsers(dest="group", metavar="GROUP", required=True)
     _add_data(groups)
+    from router.cli_route import add_parser as _add_route
+
+    _add_route(groups)
     return parser
 
 

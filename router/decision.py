@@ -143,7 +143,7 @@ class DecisionRule:
             feasible[fallback] = False
             feasible[np.flatnonzero(fallback), cheapest[fallback]] = True
         util = np.where(ok, util, -np.inf)
-        return RuleOutput(self._probs(util, c, feasible), util, feasible, fallback)
+        return RuleOutput(self._probs(util, c, feasible), util, feasible, np.asarray(fallback))
 
     def _probs(self, util: np.ndarray, cost: np.ndarray, feasible: np.ndarray) -> np.ndarray:
         n, m = util.shape

@@ -24,15 +24,16 @@ COMPONENT_MODULES: tuple[str, ...] = (
     "router.predictors",
     "router.policies",
     "router.costs",
-    "router.preprocess",
+    "router.cost_predictor",
 )
 
 
 def _all_subclasses(cls: type) -> list[type]:
-    out = []
-    for sub in cls.__subclasses__():
-        out.append(sub)
-        out.extend(_all_subclasses(sub))
+    out: list[type] = []
+    children: list[type] = cls.__subclasses__()
+    for child in children:
+        out.append(child)
+        out.extend(_all_subclasses(child))
     return out
 
 
@@ -51,6 +52,8 @@ def component_class(kind: str) -> type[Component]:
 
 
 def _jsonable(value: Any) -> Any:
+    if isinstance(value, Component):  # nested component (e.g. the encoder an embedding cache wraps)
+        return {"__component__": {"kind": value.kind, "config": _jsonable(value.get_config())}}
     if isinstance(value, dict):
         return {str(k): _jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
@@ -79,14 +82,23 @@ def read_json(path: Path) -> Any:
 def save_component(obj: Component, directory: Path, name: str) -> None:
     """Write ``name.json`` and, when the component has learned arrays, ``name.npz``."""
     directory.mkdir(parents=True, exist_ok=True)
-    write_json(directory / f"{name}.json", {"kind": obj.kind, "config": obj.get_config()})
+    write_json(directory / f"{name}.json", {"kind": obj.kind, "config": _jsonable(obj.get_config())})
     state = obj.get_state()
     if state:
         arrays = {k: np.asarray(v) for k, v in state.items()}
         bad = [k for k, v in arrays.items() if v.dtype == object]
         if bad:
             raise PersistenceError(f"{type(obj).__name__} state {bad} is not numeric; store it in the config.")
-        np.savez(directory / f"{name}.npz", **arrays)
+        np.savez(str(directory / f"{name}.npz"), **arrays)  # type: ignore[arg-type]
+
+
+def _revive(value: Any) -> Any:
+    if isinstance(value, dict):
+        if set(value) == {"__component__"}:
+            spec = value["__component__"]
+            return component_class(spec["kind"]).from_config(_revive(spec["config"]))
+        return {k: _revive(v) for k, v in value.items()}
+    return value
 
 
 def load_component(directory: Path, name: str) -> Component:
@@ -98,4 +110,4 @@ def load_component(directory: Path, name: str) -> Component:
     if state_path.exists():
         with np.load(state_path, allow_pickle=False) as npz:
             state = {k: npz[k] for k in npz.files}
-    return cls.from_config(meta["config"], state)
+    return cls.from_config(_revive(meta["config"]), state)

@@ -62,7 +62,7 @@ def prompt_texts(prompts: Sequence[Prompt]) -> list[str]:
         if isinstance(p, str):
             text = p
         elif isinstance(p, Sequence):
-            text = render_conversation(list(p))
+            text = render_conversation(list(p))  # type: ignore[arg-type]
         else:
             raise ConfigError(f"prompt {i} has type {type(p).__name__}; give text or a list of chat messages.")
         if not text.strip():
@@ -189,7 +189,6 @@ class Router:
         encoder: Encoder,
         predictor: QualityPredictor,
         cost_model: Component | None = None,
-        latency_model: Component | None = None,
         rule: DecisionRule | None = None,
         strip_prefixes: bool = True,
         embeddings: np.ndarray | None = None,
@@ -201,27 +200,24 @@ class Router:
             outcomes: training outcomes.
             encoder: text encoder (not trained here).
             predictor: quality predictor to fit on (embeddings, quality).
-            cost_model / latency_model: defaults are fitted from the outcomes' tokens, cost and latency.
+            cost_model: default :class:`~router.cost_predictor.CostPredictor`, fitted on the outcomes' cost,
+                tokens and latency (it predicts latency too when latency was logged).
             strip_prefixes: learn and strip long few-shot prefixes shared by many prompts.
             embeddings: (n, d) precomputed embeddings of the *preprocessed* prompts, to skip encoding.
         """
-        from router.costs import LatencyModel, TokenCostModel
+        from router.cost_predictor import CostPredictor
         from router.encoders import PrefixStripper
 
-        texts = [str(p) for p in outcomes.prompts]
+        texts = prompt_texts(list(outcomes.prompts))
         pre = PrefixStripper().fit(texts) if strip_prefixes else None
         if embeddings is None:
             embeddings = encoder.encode(pre.transform(texts) if pre is not None else texts)
         lengths = np.array([len(t) for t in texts], dtype=np.float64)
         predictor.fit(embeddings, outcomes.quality)
-        cost_model = cost_model or TokenCostModel()
-        _fit_cost(cost_model, embeddings, lengths, outcomes)
-        if latency_model is None and outcomes.latency is not None:
-            latency_model = LatencyModel()
-        if latency_model is not None:
-            _fit_latency(latency_model, embeddings, lengths, outcomes)
+        cost_model = cost_model or CostPredictor()
+        cost_model.fit(embeddings, lengths, outcomes)  # type: ignore[attr-defined]
         meta = {"trained_on": outcomes.source, "n_train": outcomes.n_prompts, **(metadata or {})}
-        return cls(outcomes.models, encoder, predictor, cost_model, latency_model, rule, pre, meta)
+        return cls(outcomes.models, encoder, predictor, cost_model, None, rule, pre, meta)
 
     # ------------------------------------------------------------------ prediction
     def embed(self, prompts: Sequence[Prompt]) -> tuple[np.ndarray, np.ndarray]:
@@ -248,10 +244,9 @@ class Router:
         else:
             q = self.quality.predict(embeddings)
         c = np.asarray(self.cost.predict(embeddings, lengths))  # type: ignore[attr-defined]
-        if self.latency is not None:
-            lat = np.asarray(self.latency.predict(embeddings, lengths))  # type: ignore[attr-defined]
-        else:
-            lat = np.zeros_like(c)
+        lat_fn = getattr(self.latency or self.cost, "predict_latency", None)
+        lat_pred = lat_fn(embeddings, lengths) if lat_fn is not None else None
+        lat = np.zeros_like(c) if lat_pred is None else np.asarray(lat_pred)
         return q, c, lat
 
     def allowed_mask(self, models: Sequence[str] | None) -> np.ndarray | None:
@@ -327,8 +322,9 @@ class Router:
             ``(lambdas (S,), choices (S, n) indices into models, probabilities (S, n, m), quality_hat (n, m))``.
         """
         q, c, lat = self.predict(prompts, embeddings=embeddings, lengths=lengths)
-        cols = np.arange(len(self.models)) if models is None else np.flatnonzero(self.allowed_mask(models))
+        cols = np.arange(len(self.models))
         if models is not None:
+            self.allowed_mask(models)  # validates the names
             order = {m: i for i, m in enumerate(self.models)}
             cols = np.array([order[m] for m in models])
         q, c, lat = q[:, cols], c[:, cols], lat[:, cols]
@@ -407,11 +403,3 @@ class Router:
 
     def describe(self) -> str:
         return json.dumps({"models": list(self.models), "rule": self.rule.to_dict(), **self.metadata}, indent=2)
-
-
-def _fit_cost(model: Any, emb: np.ndarray, lengths: np.ndarray, o: Outcomes) -> None:
-    model.fit(emb, lengths, cost=o.cost, output_tokens=o.output_tokens, input_tokens=o.input_tokens)
-
-
-def _fit_latency(model: Any, emb: np.ndarray, lengths: np.ndarray, o: Outcomes) -> None:
-    model.fit(emb, lengths, latency=o.latency, output_tokens=o.output_tokens)

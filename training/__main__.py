@@ -12,7 +12,12 @@ import sys
 
 #: command name -> module path holding ``main(argv)``.
 COMMANDS: dict[str, str] = {
+    "fit": "training.fit",
     "evaluate": "training.evaluate",
+    "bandit": "training.bandit",
+    "tune": "training.tune",
+    "promote": "training.promote",
+    "demo": "training.demo",
 }
 
 

@@ -143,7 +143,7 @@ def _evaluate_heldout(router: Any, test_o: Any) -> dict[str, Any]:
     from router.metrics import evaluate_curves
 
     lams, choices, probs, qhat = router.sweep(list(test_o.prompts))
-    result = evaluate_curves(test_o, {"router": (lams, choices)}, n_boot=200, seed=0)
+    result = evaluate_curves(test_o, {"router": (lams, choices)}, n_bootstrap=200, seed=0)
     return {"heldout": result.to_metrics_json()}
 
 

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 
-class RouterModel(mlflow.pyfunc.PythonModel):
+class RouterModel(mlflow.pyfunc.PythonModel):  # type: ignore[name-defined,misc]
     """pyfunc wrapper around :class:`router.router.Router`."""
 
     def load_context(self, context: Any) -> None:

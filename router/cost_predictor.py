@@ -1,0 +1,174 @@
+"""Cost and latency of every candidate, predicted before any call.
+
+:class:`CostPredictor` is what the :class:`~router.router.Router` uses. It picks its method from
+what the training data holds:
+
+* **tokens** (input and output token counts known): per-model prices are recovered from the logged
+  cost by non-negative least squares on ``cost = in_tokens * p_in + out_tokens * p_out`` (or taken
+  from ``prices``), input tokens are ``chars * ratio`` with the ratio learned per model, and output
+  tokens come from :class:`~router.costs.TokenCostModel` (ridge on the embedding and prompt length).
+  Predicted USD = input tokens x input price + predicted output tokens x output price. Latency, when
+  logged, is ``ttft + output tokens / throughput`` (:class:`~router.costs.LatencyModel`).
+* **cost** (only USD per call known, as in RouterBench): a ridge regression of ``log(cost)`` per model
+  on ``[embedding, log(prompt chars)]``; costs are multiplicative in prompt length and price, so the
+  log scale fits them with one linear model.
+
+Example:
+    >>> from router.data.synthetic import generate
+    >>> o = generate(300, seed=0).outcomes
+    >>> x = np.random.default_rng(0).normal(size=(300, 8)).astype(np.float32)
+    >>> lengths = np.array([len(p) for p in o.prompts], dtype=float)
+    >>> cp = CostPredictor().fit(x, lengths, o)
+    >>> cp.mode_, cp.predict(x[:2], lengths[:2]).shape
+    ('tokens', (2, 5))
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+
+from router.base import Component, check_embeddings
+from router.errors import ConfigError
+
+__all__ = ["CostPredictor"]
+
+
+def _nnls2(a: np.ndarray, b: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Non-negative least squares for y ~ pa * a + pb * b (two unknowns, closed form over active sets)."""
+    best = (0.0, 0.0)
+    best_err = float(np.sum(y**2))
+    cands = []
+    m = np.array([[a @ a, a @ b], [a @ b, b @ b]])
+    rhs = np.array([a @ y, b @ y])
+    if abs(np.linalg.det(m)) > 1e-30:
+        cands.append(tuple(np.linalg.solve(m, rhs)))
+    if a @ a > 0:
+        cands.append((float(a @ y / (a @ a)), 0.0))
+    if b @ b > 0:
+        cands.append((0.0, float(b @ y / (b @ b))))
+    for pa, pb in cands:
+        if pa < 0 or pb < 0:
+            continue
+        err = float(np.sum((y - pa * a - pb * b) ** 2))
+        if err < best_err:
+            best, best_err = (float(pa), float(pb)), err
+    return best
+
+
+class CostPredictor(Component):
+    """Predicted USD (n, m) and seconds (n, m) per candidate; see the module docs.
+
+    Args:
+        alpha: ridge penalty of the regressions.
+    """
+
+    kind: ClassVar[str] = "cost_predictor"
+
+    def __init__(self, alpha: float = 1.0) -> None:
+        self.alpha = alpha
+        if not alpha >= 0:
+            raise ConfigError(f"CostPredictor(alpha=...) must be >= 0, got {alpha!r}.")
+        self.mode_: str | None = None
+        self.coef_: np.ndarray | None = None  # cost mode: (d + 2, m) on log cost
+        self.price_in_: np.ndarray | None = None
+        self.price_out_: np.ndarray | None = None
+        self.chars_per_token_: np.ndarray | None = None
+        self._tokens: Any = None
+        self._latency: Any = None
+
+    @staticmethod
+    def _features(x: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        return np.hstack([x.astype(np.float64), np.log1p(lengths)[:, None], np.ones((len(x), 1))])
+
+    def fit(self, embeddings: np.ndarray, prompt_chars: np.ndarray, outcomes: Any) -> CostPredictor:
+        """Fit on embeddings (n, d), prompt lengths in characters (n,) and the outcomes of those prompts."""
+        from router.costs import LatencyModel, TokenCostModel
+
+        x = check_embeddings(embeddings)
+        chars = np.asarray(prompt_chars, dtype=np.float64)
+        if chars.shape != (x.shape[0],):
+            raise ConfigError(f"prompt_chars must be ({x.shape[0]},), got {chars.shape}.")
+        cost = np.asarray(outcomes.cost, dtype=np.float64)
+        m = cost.shape[1]
+        if outcomes.output_tokens is not None and outcomes.input_tokens is not None:
+            tin = np.asarray(outcomes.input_tokens, dtype=np.float64)
+            tout = np.asarray(outcomes.output_tokens, dtype=np.float64)
+            self.mode_ = "tokens"
+            prices = [_nnls2(tin[:, j], tout[:, j], cost[:, j]) for j in range(m)]
+            self.price_in_ = np.array([p[0] for p in prices])
+            self.price_out_ = np.array([p[1] for p in prices])
+            self.chars_per_token_ = np.array(
+                [float(np.median(chars / np.maximum(tin[:, j], 1.0))) for j in range(m)]
+            )
+            self._tokens = TokenCostModel(alpha=self.alpha).fit(x, chars, output_tokens=tout)
+            if outcomes.latency is not None:
+                self._latency = LatencyModel().fit(latency=outcomes.latency, output_tokens=tout)
+        else:
+            self.mode_ = "cost"
+            f = self._features(x, chars)
+            y = np.log(np.maximum(cost, 1e-12))
+            pen = self.alpha * np.eye(f.shape[1])
+            pen[-1, -1] = 0.0
+            self.coef_ = np.linalg.solve(f.T @ f + pen + 1e-9 * np.eye(f.shape[1]), f.T @ y)
+            resid = y - f @ self.coef_
+            # log-normal mean correction so predicted USD is unbiased on average
+            self.price_in_ = np.exp(0.5 * resid.var(axis=0))
+        return self
+
+    def predict_output_tokens(self, embeddings: np.ndarray, prompt_chars: np.ndarray) -> np.ndarray | None:
+        """(n, m) predicted answer tokens, or None in cost mode."""
+        if self.mode_ != "tokens":
+            return None
+        return np.asarray(self._tokens.predict_target(embeddings, prompt_chars))
+
+    def predict(self, embeddings: np.ndarray, prompt_chars: np.ndarray) -> np.ndarray:
+        """(n, m) predicted USD per call."""
+        self._check_fitted("mode_")
+        chars = np.asarray(prompt_chars, dtype=np.float64)
+        if self.mode_ == "cost":
+            assert self.coef_ is not None and self.price_in_ is not None
+            x = check_embeddings(embeddings, dim=self.coef_.shape[0] - 2)
+            return np.asarray(np.exp(self._features(x, chars) @ self.coef_) * self.price_in_)
+        assert self.price_in_ is not None and self.price_out_ is not None and self.chars_per_token_ is not None
+        out = self.predict_output_tokens(embeddings, chars)
+        assert out is not None
+        tin = chars[:, None] / self.chars_per_token_[None, :]
+        return np.asarray(tin * self.price_in_ + out * self.price_out_)
+
+    def predict_latency(self, embeddings: np.ndarray, prompt_chars: np.ndarray) -> np.ndarray | None:
+        """(n, m) predicted seconds, or None when no latency was logged."""
+        if self._latency is None:
+            return None
+        out = self.predict_output_tokens(embeddings, prompt_chars)
+        return None if out is None else np.asarray(self._latency.predict(out))
+
+    def get_state(self) -> dict[str, np.ndarray]:
+        self._check_fitted("mode_")
+        state: dict[str, np.ndarray] = {"mode_": np.asarray(self.mode_)}
+        for name in ("coef_", "price_in_", "price_out_", "chars_per_token_"):
+            v = getattr(self, name)
+            if v is not None:
+                state[name] = np.asarray(v)
+        if self._tokens is not None:
+            state.update({f"tokens.{k}": v for k, v in self._tokens.get_state().items()})
+        if self._latency is not None:
+            state.update({f"latency.{k}": v for k, v in self._latency.get_state().items()})
+        return state
+
+    def set_state(self, state: dict[str, np.ndarray]) -> None:
+        from router.costs import LatencyModel, TokenCostModel
+
+        self.mode_ = str(state["mode_"])
+        for name in ("coef_", "price_in_", "price_out_", "chars_per_token_"):
+            if name in state:
+                setattr(self, name, np.asarray(state[name], dtype=np.float64))
+        tok = {k.split(".", 1)[1]: v for k, v in state.items() if k.startswith("tokens.")}
+        if tok:
+            self._tokens = TokenCostModel(alpha=self.alpha)
+            self._tokens.set_state(tok)
+        lat = {k.split(".", 1)[1]: v for k, v in state.items() if k.startswith("latency.")}
+        if lat:
+            self._latency = LatencyModel()
+            self._latency.set_state(lat)
