@@ -239,15 +239,25 @@ class Router:
             embeddings, lengths = self.embed(prompts)
         if lengths is None:
             raise ConfigError("give prompt lengths with precomputed embeddings.")
-        if isinstance(self.quality, Policy):
-            q = np.asarray(self.quality.expected_reward(embeddings))  # type: ignore[attr-defined]
-        else:
-            q = self.quality.predict(embeddings)
         c = np.asarray(self.cost.predict(embeddings, lengths))  # type: ignore[attr-defined]
         lat_fn = getattr(self.latency or self.cost, "predict_latency", None)
         lat_pred = lat_fn(embeddings, lengths) if lat_fn is not None else None
         lat = np.zeros_like(c) if lat_pred is None else np.asarray(lat_pred)
+        if isinstance(self.quality, Policy):
+            # a policy learns reward = quality - lam0 * cost - mu0 * latency at its training trade-off;
+            # adding the predicted cost and latency back gives its quality estimate for any other trade-off
+            reward = np.asarray(self.quality.expected_reward(self._policy_context(embeddings)))  # type: ignore[attr-defined]
+            lam0 = float(self.metadata.get("policy_lam", 0.0))
+            mu0 = float(self.metadata.get("policy_mu", 0.0))
+            q = np.clip(reward + lam0 * c + mu0 * lat, 0.0, 1.0)
+        else:
+            q = self.quality.predict(embeddings)
         return q, c, lat
+
+    @staticmethod
+    def _policy_context(embeddings: np.ndarray) -> np.ndarray:
+        """The replay environment's observation features: embeddings clipped to [-1, 1]."""
+        return np.clip(np.asarray(embeddings, dtype=np.float64), -1.0, 1.0)
 
     def allowed_mask(self, models: Sequence[str] | None) -> np.ndarray | None:
         """(m,) bool mask of the named models; None means all."""
@@ -276,6 +286,10 @@ class Router:
     ) -> Decisions:
         """Choose a model for every prompt.
 
+        With a bandit policy inside and no ``lam`` / ``mu`` override, the policy's own probabilities
+        (including its exploration) decide; with an override, the decision rule decides on the
+        policy's quality estimates, as for any other router.
+
         Args:
             prompts: texts, or chat conversations (lists of ``{"role", "content"}``).
             lam, mu, max_cost, max_latency: override the router's decision rule for this call.
@@ -289,9 +303,12 @@ class Router:
         t2 = time.perf_counter()
         rule = self.rule.with_(lam=lam, mu=mu, max_cost=max_cost, max_latency=max_latency)
         mask = self.allowed_mask(allowed)
-        if isinstance(self.quality, Policy):
-            probs = np.atleast_2d(self.quality.select(emb, None if mask is None else np.broadcast_to(mask, q.shape)))
+        if isinstance(self.quality, Policy) and lam is None and mu is None:
+            # at its own trade-off a policy decides itself (with its exploration), so the logged
+            # propensities are the policy's; limits still apply through the rule's feasible set
             out = rule.probabilities(q, c, lat, mask)
+            ctx = self._policy_context(emb)
+            probs = np.atleast_2d(self.quality.select(ctx, out.feasible))
             out = type(out)(probs, out.utility, out.feasible, out.fallback)
         else:
             out = rule.probabilities(q, c, lat, mask)

@@ -68,6 +68,7 @@ class Args:
     hashing_dim: int = field(default=128, metadata={"help": "width of the hashing encoder"})
     track: bool = field(default=False, metadata={"help": "log to MLflow (if installed and configured)"})
     experiment: str = field(default="bandit", metadata={"help": "MLflow experiment name"})
+    register: str | None = field(default=None, metadata={"help": "register the trained router under this name (needs --track)"})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -167,24 +168,37 @@ def make_policy(args: Args, n_actions: int, dim: int) -> Any:
 
 
 # --------------------------------------------------------------------------- tracking
-def mlflow_tracker(experiment: str) -> Tracker:
-    """A tracker that logs to MLflow with ``MlflowClient().log_batch`` (at most 1000 metrics a call)."""
+def mlflow_tracker(args: Args, outcomes: Any, out: Path) -> Tracker:
+    """A tracker that logs to the project's MLflow store (:mod:`training.tracking`).
+
+    One run (nested when another run is active, e.g. inside ``training tune``) with ``vars(args)`` as
+    parameters, the git commit and package versions, the dataset lineage, the curves as metrics in
+    batches of at most 900 (``log_batch``, never one call per step), ``metrics.json`` as an artifact,
+    and -- with ``--register NAME`` -- the trained router registered as a new version of NAME.
+    """
 
     def track(params: dict[str, Any], metrics: list[tuple[str, float, int]]) -> None:
-        from mlflow.entities import Metric, Param
-        from mlflow.tracking import MlflowClient
+        import mlflow
+        from mlflow.entities import Metric
 
-        client = MlflowClient()
-        exp = client.get_experiment_by_name(experiment)
-        exp_id = exp.experiment_id if exp is not None else client.create_experiment(experiment)
-        run = client.create_run(exp_id, tags={"mlflow.runName": f"bandit-{params.get('policy')}"})
-        rid = run.info.run_id
-        client.log_batch(rid, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
-        now = int(time.time() * 1000)
-        ms = [Metric(k, float(v), now, int(s)) for k, v, s in metrics if np.isfinite(v)]
-        for i in range(0, len(ms), 1000):
-            client.log_batch(rid, metrics=ms[i : i + 1000])
-        client.set_terminated(rid)
+        from training import tracking
+
+        nested = mlflow.active_run() is not None
+        with tracking.run(args, experiment=args.experiment, run_name=f"bandit-{args.policy}", nested=nested) as r:
+            tracking.log_lineage(outcomes, role="train", split_seed=args.seed)
+            now = int(time.time() * 1000)
+            ms = [Metric(k, float(v), now, int(step)) for k, v, step in metrics if np.isfinite(v)]
+            client = mlflow.MlflowClient()
+            for i in range(0, len(ms), 900):
+                client.log_batch(r.info.run_id, metrics=ms[i : i + 900])
+            mlflow.log_artifact(str(out / "metrics.json"))
+            if args.register and (out / "router.json").exists():
+                from router.router import Router
+                from training.registry import log_router
+
+                summary = json.loads((out / "metrics.json").read_text())
+                log_router(Router.load(out), {k: v for k, v in summary.items() if k != "curves"},
+                           register=args.register)
 
     return track
 
@@ -263,13 +277,16 @@ def run(args: Args, tracker: Tracker | None = None) -> dict[str, Any]:
         extra={"model_names": names, "lam": args.lam, "mu": args.mu, "encoder": args.encoder,
                "hashing_dim": args.hashing_dim, "dataset": args.dataset},
     )
+    routable = save_router(args, policy, outcomes, emb, out)
+    metrics["router_saved"] = routable
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
     if args.track and tracker is None:
         try:
             import mlflow  # noqa: F401
         except ImportError:
             print("mlflow is not installed; --track ignored", file=sys.stderr)
         else:
-            tracker = mlflow_tracker(args.experiment)
+            tracker = mlflow_tracker(args, outcomes, out)
     if tracker is not None:
         rows: list[tuple[str, float, int]] = []
         c = metrics["curves"]
@@ -283,6 +300,43 @@ def run(args: Args, tracker: Tracker | None = None) -> dict[str, Any]:
             print(f"warning: tracking failed ({type(err).__name__}: {err}); results are in {out}", file=sys.stderr)
             metrics["tracking_error"] = f"{type(err).__name__}: {err}"
     return metrics
+
+
+def routing_encoder(args: Args) -> Any:
+    """The encoder object that produced the training contexts (None for ``features``)."""
+    from router import encoders as enc
+
+    if args.encoder == "hashing":
+        return enc.HashingEncoder(dim=args.hashing_dim)
+    if args.encoder == "static":
+        return enc.StaticEncoder()
+    if args.encoder == "minilm":
+        return enc.SentenceTransformerEncoder()
+    return None
+
+
+def save_router(args: Args, policy: Any, outcomes: Any, emb: np.ndarray, out: Path) -> bool:
+    """Save the trained policy inside a :class:`~router.router.Router` at ``out``.
+
+    ``python -m router route --model out`` then routes with it, and serving treats it like any
+    other router. Not possible for ``--encoder features`` (the synthetic ground-truth context has
+    no text encoder); returns whether a router was saved.
+    """
+    from router.cost_predictor import CostPredictor
+    from router.decision import DecisionRule
+    from router.router import Router
+
+    encoder = routing_encoder(args)
+    if encoder is None:
+        return False
+    lengths = np.array([len(str(p)) for p in outcomes.prompts], dtype=np.float64)
+    cost = CostPredictor().fit(emb, lengths, outcomes)
+    router = Router(outcomes.models, encoder, policy, cost, rule=DecisionRule(lam=args.lam, mu=args.mu),
+                    metadata={"router_kind": f"bandit:{args.policy}", "policy_lam": args.lam, "policy_mu": args.mu,
+                              "dataset": args.dataset, "trained_on": outcomes.source, "n_train": args.steps,
+                              "split_seed": args.seed})
+    router.save(out)
+    return True
 
 
 def main(argv: list[str] | None = None) -> int:

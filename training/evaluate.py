@@ -52,11 +52,13 @@ class Args:
         out: output directory for the report.
         model: a saved router directory or ``models:/NAME@alias``; optional when ``decisions`` is given.
         decisions: a Parquet/JSONL decisions file to score (prompt_id, setting, chosen_model).
-        split: the source-given split to evaluate on ("" or "all" for every row).
+        split: the split to evaluate on ("" or "all" for every row); for sources without their own split,
+            the grouped split of ``split_seed`` (the one ``training fit`` uses).
         log: a traffic log (with propensities) to evaluate the model's settings off-policy.
         n_bootstrap: bootstrap replicates for intervals.
         seed: bootstrap seed.
         n_thresholds: RouteLLM quantile bins (two-model pools).
+        split_seed: seed of the grouped split for sources without their own split.
     """
 
     dataset: str
@@ -68,6 +70,7 @@ class Args:
     n_bootstrap: int = 500
     seed: int = 0
     n_thresholds: int = 10
+    split_seed: int = 0
 
 
 def parse_args(argv: list[str] | None = None) -> Args:
@@ -87,6 +90,8 @@ def parse_args(argv: list[str] | None = None) -> Args:
     p.add_argument("--n-bootstrap", type=int, default=500)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n-thresholds", type=int, default=10)
+    p.add_argument("--split-seed", type=int, default=0,
+                   help="seed of the grouped held-out split for sources without their own split")
     ns = p.parse_args(argv)
     if ns.model is None and ns.decisions is None:
         p.error("give --model and/or --decisions: there is nothing to evaluate.")
@@ -94,7 +99,7 @@ def parse_args(argv: list[str] | None = None) -> Args:
 
 
 # --------------------------------------------------------------------------- inputs
-def load_outcomes(dataset: str, split: str | None) -> tuple[Outcomes, str | None]:
+def load_outcomes(dataset: str, split: str | None, split_seed: int = 0) -> tuple[Outcomes, str | None]:
     """The evaluation outcomes and the split actually used (None when the source has no splits)."""
     from router.data.registry import load_source
 
@@ -102,10 +107,27 @@ def load_outcomes(dataset: str, split: str | None) -> tuple[Outcomes, str | None
     if not split or split == "all":
         return outcomes, None
     if outcomes.split is None:
-        print(f"note: {dataset} has no source-given split; evaluating on all {outcomes.n_prompts} prompts.",
-              file=sys.stderr)
-        return outcomes, None
+        if split not in ("train", "test"):
+            raise ConfigError(f"{dataset} has no source-given splits; use --split test, train or all.")
+        from router.data.splits import split_outcomes
+
+        train, test = split_outcomes(outcomes, seed=split_seed)
+        print(f"note: {dataset} has no source-given split; using the grouped split with seed {split_seed} "
+              f"(as `training fit` does): {test.n_prompts} held-out prompts.", file=sys.stderr)
+        return (test if split == "test" else train), f"{split} (grouped, seed {split_seed})"
     return outcomes.where_split(split), split
+
+
+def _load_router(spec: str) -> Any:
+    if spec.startswith("models:/") or spec.startswith("runs:/"):
+        from training.registry import download_router
+
+        return download_router(spec)
+    if not Path(spec).exists():
+        raise SourceNotFoundError(f"{spec}: no such router directory; train one with `python -m training fit`.")
+    from router.router import Router
+
+    return Router.load(spec)
 
 
 def load_curve_from_model(spec: str, outcomes: Outcomes) -> Curve:
@@ -114,16 +136,7 @@ def load_curve_from_model(spec: str, outcomes: Outcomes) -> Curve:
     Relies on ``Router.load(dir)`` and ``Router.sweep(prompts, models=...) -> (lambdas (S,),
     choices (S, n), probs (S, n, m), predicted_quality (n, m))``.
     """
-    path = spec
-    if spec.startswith("models:/") or spec.startswith("runs:/"):
-        import mlflow
-
-        path = mlflow.artifacts.download_artifacts(artifact_uri=spec)
-    if not Path(path).exists():
-        raise SourceNotFoundError(f"{path}: no such router directory; train one with `python -m training fit`.")
-    from router.router import Router
-
-    router = Router.load(path)
+    router = _load_router(spec)
     lambdas, choices, probs, predicted = router.sweep(list(outcomes.prompts), models=list(outcomes.models))
     return Curve(settings=np.asarray(lambdas), choices=np.asarray(choices),
                  probs=None if probs is None else np.asarray(probs),
@@ -211,14 +224,7 @@ def ope_from_log(log_path: str, model_spec: str, seed: int = 0,
     log = log.filter(log["quality"].is_not_null() & log["prompt"].is_not_null())
     if log.height == 0:
         raise ValidationError(f"{log_path}: no rows with both a prompt and a quality signal to evaluate on.")
-    path = model_spec
-    if model_spec.startswith("models:/"):
-        import mlflow
-
-        path = mlflow.artifacts.download_artifacts(artifact_uri=model_spec)
-    from router.router import Router
-
-    router = Router.load(path)
+    router = _load_router(model_spec)
     models = sorted(set(log["chosen_model"].to_list()))
     lambdas, _, probs, predicted = router.sweep(log["prompt"].to_list(), models=models)
     a = np.array([models.index(m) for m in log["chosen_model"].to_list()])
@@ -239,7 +245,7 @@ def run(args: Args) -> EvaluationResult:
     """Evaluate and write the report; returns the :class:`EvaluationResult`."""
     from training.report import log_to_mlflow, write_report
 
-    outcomes, split = load_outcomes(args.dataset, args.split)
+    outcomes, split = load_outcomes(args.dataset, args.split, args.split_seed)
     curves: dict[str, Curve] = {}
     if args.model:
         curves[Path(args.model.rstrip("/")).name or args.model] = load_curve_from_model(args.model, outcomes)

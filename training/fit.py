@@ -26,7 +26,7 @@ import numpy as np
 __all__ = ["Args", "BEST", "build_predictor", "build_encoder", "main", "train"]
 
 #: The router trained when ``--router`` is not given.
-BEST = "ensemble"
+BEST = "mlp"
 
 
 @dataclass

@@ -106,10 +106,18 @@ def plot_settings(res: EvaluationResult) -> str:
     a1.set_title("Setting -> cost")
     a2.set_title("Setting -> quality (dotted: single models)")
     for a in (a1, a2):
+        _symlog_settings(a, res)
         a.grid(alpha=0.3)
         a.legend(fontsize=8)
     fig.tight_layout()
     return _fig_to_b64(fig)
+
+
+def _symlog_settings(ax: Any, res: EvaluationResult) -> None:
+    """Lambdas span orders of magnitude: a symmetric log axis (linear near 0) shows them all."""
+    pos = np.concatenate([r.settings[r.settings > 0] for r in res.routers.values()] or [np.array([])])
+    if pos.size and pos.max() / max(pos.min(), 1e-12) > 50:
+        ax.set_xscale("symlog", linthresh=float(pos.min()))
 
 
 def plot_shares(res: EvaluationResult) -> str:
@@ -124,6 +132,7 @@ def plot_shares(res: EvaluationResult) -> str:
         ax.set_title(f"{r.name}: routing share")
         ax.set_xlabel("setting (lambda)")
         ax.set_ylim(0, 1)
+        _symlog_settings(ax, res)
     axes[0][0].set_ylabel("share of prompts")
     axes[0][-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
     fig.tight_layout()

@@ -225,6 +225,11 @@ class LinearPolicy(Policy):
     def _select(self, x: np.ndarray, mask: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
+    def expected_reward(self, context: np.ndarray) -> np.ndarray:
+        """Posterior-mean reward (n, m) of every action for contexts (n, d) (no exploration bonus)."""
+        x, _ = check_context(np.atleast_2d(context), int(self.dim))
+        return np.asarray(self._design(x) @ self.theta_.T)
+
     def _check_update(self, context: Any, action: Any, reward: Any,
                       propensity: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         x, _ = check_context(context, int(self.dim))

@@ -187,6 +187,12 @@ class NeuralLinear(Policy):
         """Draw action(s) from ``probs`` (m,) or (n, m) with ``rng`` (default: the policy's own)."""
         return _sample(probs, self.rng_ if rng is None else rng)
 
+    def expected_reward(self, context: np.ndarray) -> np.ndarray:
+        """Head's posterior-mean reward (n, m) of every action for contexts (n, d)."""
+        x, _ = check_context(np.atleast_2d(context), int(self.dim))
+        theta = np.einsum("mij,mj->mi", self.A_inv_, self.b_)
+        return np.asarray(self._features(x) @ theta.T)
+
     def select(self, context: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
         """Probabilities (m,) for a context (d,), or (n, m) for contexts (n, d); masked entries are 0."""
         x, single = check_context(context, int(self.dim))

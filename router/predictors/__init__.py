@@ -9,6 +9,7 @@ kind                        class                                               
 ``"logistic"``              :class:`LogisticPredictor` (fractional logit)         probabilities
 ``"mlp"``                   :class:`MLPPredictor` (torch, soft-target BCE)        probabilities
 ``"matrix_factorization"``  :class:`MatrixFactorizationPredictor` (RouteLLM MF)   probabilities
+``"ensemble"``              :class:`EnsemblePredictor` (kNN + logistic + MLP)    mean
 ==========================  ===================================================  ============
 
 torch and faiss are imported inside methods, never at import time.
@@ -36,6 +37,7 @@ from router.predictors.calibration import (
     expected_calibration_error,
     out_of_fold_scores,
 )
+from router.predictors.ensemble import EnsemblePredictor
 from router.predictors.knn import KNNPredictor
 from router.predictors.logistic import LogisticPredictor
 from router.predictors.matrix_factorization import MatrixFactorizationPredictor
@@ -49,6 +51,7 @@ __all__ = [
     "MLPPredictor",
     "MatrixFactorizationPredictor",
     "PlattCalibrator",
+    "EnsemblePredictor",
     "expected_calibration_error",
     "out_of_fold_scores",
     "predictor_from_config",
@@ -56,7 +59,7 @@ __all__ = [
 
 #: kind -> predictor class, used for loading.
 PREDICTORS: dict[str, type[QualityPredictor]] = {
-    cls.kind: cls for cls in (KNNPredictor, LogisticPredictor, MLPPredictor, MatrixFactorizationPredictor)
+    cls.kind: cls for cls in (KNNPredictor, LogisticPredictor, MLPPredictor, MatrixFactorizationPredictor, EnsemblePredictor)
 }
 
 
