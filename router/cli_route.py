@@ -2,9 +2,9 @@
 
 Input: JSON lines with ``prompt_id`` and either ``prompt`` (text) or ``messages`` (a chat: a list of
 ``{"role", "content"}``). Output (Parquet, or CSV/JSONL by extension): one row per prompt per
-setting with ``prompt_id``, ``setting``, ``lam``, ``chosen_model``, ``propensity``, then for every
-candidate ``p:<model>`` (probability), ``q:<model>`` (predicted quality) and ``cost:<model>``
-(predicted USD). Without ``--lambdas`` it sweeps a grid wide enough to trace the whole cost-quality
+setting with ``prompt_id``, ``setting``, ``chosen_model``, then for every candidate ``p:<model>``
+(probability), ``q:<model>`` (predicted quality) and ``cost:<model>`` (predicted USD), then ``lam``
+and ``propensity`` (the chosen model's probability). Without ``--lambdas`` it sweeps a grid wide enough to trace the whole cost-quality
 curve, from the best model to the cheapest.
 """
 
@@ -105,9 +105,7 @@ def run(args: argparse.Namespace) -> int:
         data: dict[str, Any] = {
             "prompt_id": ids,
             "setting": [f"lam={lam:g}"] * n,
-            "lam": np.full(n, lam),
             "chosen_model": [pool[j] for j in choices[s]],
-            "propensity": probs[s, np.arange(n), choices[s]],
         }
         for j, name in enumerate(pool):
             data[f"p:{name}"] = probs[s, :, j]
@@ -115,6 +113,8 @@ def run(args: argparse.Namespace) -> int:
             data[f"q:{name}"] = q[:, j]
         for j, name in enumerate(pool):
             data[f"cost:{name}"] = c[:, j]
+        data["lam"] = np.full(n, lam)
+        data["propensity"] = probs[s, np.arange(n), choices[s]]
         frames.append(pl.DataFrame(data))
     out = pl.concat(frames)
     path = Path(args.output)

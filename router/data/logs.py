@@ -66,6 +66,8 @@ def conform_log(df: pl.DataFrame | pl.LazyFrame) -> Any:
 
 def _timestamp_expr(dtype: pl.DataType) -> pl.Expr:
     col = pl.col("timestamp")
+    if dtype == pl.Null:  # every row lacks a timestamp: keep the nulls, validation names the row
+        return col.cast(pl.Datetime("us", "UTC")).alias("timestamp")
     if dtype == pl.String:
         return col.str.to_datetime(time_unit="us", time_zone="UTC").alias("timestamp")
     if isinstance(dtype, pl.Datetime):
@@ -73,6 +75,33 @@ def _timestamp_expr(dtype: pl.DataType) -> pl.Expr:
             return col.cast(pl.Datetime("us")).dt.replace_time_zone("UTC").alias("timestamp")
         return col.cast(pl.Datetime("us", "UTC")).alias("timestamp")
     raise SchemaError(f"column 'timestamp' has type {dtype}; use ISO-8601 strings or datetimes.")
+
+
+def _cast_error(lf: pl.DataFrame | pl.LazyFrame, where: str, exc: Exception) -> SchemaError:
+    """A :class:`SchemaError` naming the first row and column that cannot be cast to the log schema."""
+    lf = lf.lazy() if isinstance(lf, pl.DataFrame) else lf
+    try:
+        schema = lf.collect_schema()
+        indexed = lf.with_row_index("__row")
+        for name, dtype in TRAFFIC_LOG_SCHEMA.items():
+            if name not in schema:
+                continue
+            col = pl.col(name)
+            if name == "timestamp" and schema[name] == pl.String:
+                cast = col.str.to_datetime(time_unit="us", time_zone="UTC", strict=False)
+            elif name == "timestamp":
+                continue
+            else:
+                cast = col.cast(dtype, strict=False)
+            hit = indexed.filter(col.is_not_null() & cast.is_null()).head(1).collect()
+            if hit.height:
+                return SchemaError(
+                    f"{where}row {hit['__row'][0]}, column {name!r} has type {schema[name]} "
+                    f"(value {hit[name][0]!r}); expected {dtype}."
+                )
+    except pl.exceptions.PolarsError:
+        pass
+    return SchemaError(f"{where}cannot read the log as the traffic-log schema: {exc}")
 
 
 def scan_log(path: str | os.PathLike[str]) -> pl.LazyFrame:
@@ -108,13 +137,17 @@ def read_log(
         sample: keep this many rows chosen uniformly at random (seeded), after filtering.
         seed: the sampling seed.
     """
-    lf = scan_log(path)
-    if where is not None:
-        lf = lf.filter(where)
     try:
+        lf = scan_log(path)
+        if where is not None:
+            lf = lf.filter(where)
         df = lf.collect()
     except pl.exceptions.PolarsError as exc:
-        raise SchemaError(f"{path}: cannot read the log as the traffic-log schema: {exc}") from exc
+        p = Path(path)
+        raw = pl.scan_ndjson(p, infer_schema_length=10_000) if _kind(p) == "jsonl" else pl.scan_parquet(
+            str(p / "*.parquet") if p.is_dir() else str(p)
+        )
+        raise _cast_error(raw, f"{path}: ", exc) from exc
     if sample is not None and sample < df.height:
         df = df.sample(n=sample, seed=seed, shuffle=False)
     validate_traffic_log(df, source=str(path), known_models=known_models)
@@ -138,7 +171,10 @@ def append_log(rows: pl.DataFrame | Iterable[Mapping[str, Any]], path: str | os.
     df = rows if isinstance(rows, pl.DataFrame) else pl.DataFrame(list(rows))
     if df.height == 0:
         return 0
-    df = conform_log(df).collect()
+    try:
+        df = conform_log(df).collect()
+    except pl.exceptions.PolarsError as exc:
+        raise _cast_error(df, f"{path}: ", exc) from exc
     validate_traffic_log(df, source=str(path))
     p = Path(path)
     kind = _kind(p) if p.exists() else ("jsonl" if p.suffix in (".jsonl", ".ndjson") else "parquet")

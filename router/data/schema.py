@@ -49,8 +49,20 @@ class DroppedRows:
         return {"reason": self.reason, "count": self.count, "ids": list(self.ids), "file": self.file}
 
 
-def _as_float_matrix(name: str, value: Any, n: int, m: int) -> np.ndarray:
-    arr = np.asarray(value, dtype=np.float64)
+def _as_float_matrix(name: str, value: Any, n: int, m: int, models: Sequence[str] = ()) -> np.ndarray:
+    try:
+        arr = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        cells = np.asarray(value, dtype=object)
+        for (r, c), v in (np.ndenumerate(cells) if cells.ndim == 2 else ()):
+            try:
+                float(v)
+            except (TypeError, ValueError):
+                col = repr(models[c]) if c < len(models) else str(c)
+                raise SchemaError(
+                    f"Outcomes.{name}: row {r}, column {col} has {v!r}; expected a number."
+                ) from exc
+        raise SchemaError(f"Outcomes.{name} must be a numeric (n_prompts, n_models) array: {exc}") from exc
     if arr.shape != (n, m):
         raise SchemaError(f"Outcomes.{name} must have shape (n_prompts, n_models) = ({n}, {m}), got {arr.shape}.")
     return arr
@@ -121,8 +133,8 @@ class Outcomes:
         if len(set(models)) != m:
             dup = sorted({x for x in models if models.count(x) > 1})
             raise ValidationError(f"Outcomes.models has duplicate names {dup}; model names must be unique.")
-        quality = _as_float_matrix("quality", self.quality, n, m)
-        cost = _as_float_matrix("cost", self.cost, n, m)
+        quality = _as_float_matrix("quality", self.quality, n, m, models)
+        cost = _as_float_matrix("cost", self.cost, n, m, models)
         tasks = (
             np.full(n, "unknown", dtype=object)
             if self.tasks is None
@@ -133,7 +145,7 @@ class Outcomes:
         optional: dict[str, np.ndarray | None] = {}
         for name in ("latency", "input_tokens", "output_tokens"):
             value = getattr(self, name)
-            optional[name] = None if value is None else _as_float_matrix(name, value, n, m)
+            optional[name] = None if value is None else _as_float_matrix(name, value, n, m, models)
         split = None if self.split is None else np.asarray(self.split, dtype=object).astype(str).astype(object)
         if split is not None and split.shape != (n,):
             raise SchemaError(f"Outcomes.split must have shape ({n},), got {split.shape}.")

@@ -109,6 +109,7 @@ def validate_traffic_log(
 
     checks: list[tuple[str, pl.Expr, str]] = [
         ("request_id", pl.col("request_id").is_null(), "is empty; every request needs an id"),
+        ("timestamp", pl.col("timestamp").is_null(), "is empty; log when the request arrived (ISO-8601, UTC)"),
         ("chosen_model", pl.col("chosen_model").is_null(), "is empty; log the model that answered"),
         (
             "propensity",
@@ -116,7 +117,11 @@ def validate_traffic_log(
             | (pl.col("propensity") > 1),
             "must be in (0, 1]: it is the probability the logging policy gave the chosen model",
         ),
-        ("cost", pl.col("cost").is_null() | (pl.col("cost") < 0), "must be present and >= 0 (USD)"),
+        (
+            "cost",
+            pl.col("cost").is_null() | ~pl.col("cost").is_finite() | (pl.col("cost") < 0),
+            "must be present and >= 0 (USD), and finite",
+        ),
     ]
     if "quality" in df.columns:
         checks.append(
@@ -128,7 +133,8 @@ def validate_traffic_log(
         )
     for col in ("latency_s", "input_tokens", "output_tokens"):
         if col in df.columns:
-            checks.append((col, pl.col(col).is_not_null() & (pl.col(col) < 0), "must be >= 0"))
+            bad = (pl.col(col) < 0) | (~pl.col(col).is_finite() if df.schema[col].is_float() else pl.lit(False))
+            checks.append((col, pl.col(col).is_not_null() & bad, "must be finite and >= 0"))
     for col, expr, what in checks:
         row = first_row(expr)
         if row is not None:
