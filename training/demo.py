@@ -74,8 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     log = read_log(DEMO_DIR / "traffic", known_models=summary["models"])
     print(json.dumps({k: summary[k] for k in ("rows", "models", "tasks", "oracle", "best_single_model")},
                      indent=1, default=str))
-    print(f"traffic log: {log.height} requests, logged by {log['policy_version'][0]}, "
-          f"mean propensity {log['propensity'].mean():.3f}")
+    version = str(log["policy_version"][0])
+    mean_p = float(log["propensity"].mean())  # type: ignore[arg-type]
+    print(f"traffic log: {log.height} requests, logged by {version}, mean propensity {mean_p:.3f}")
 
     print("== 2. train the best router (tracked in MLflow)")
     from training import tracking

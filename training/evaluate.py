@@ -59,6 +59,8 @@ class Args:
         seed: bootstrap seed.
         n_thresholds: RouteLLM quantile bins (two-model pools).
         split_seed: seed of the grouped split for sources without their own split.
+        track: log the evaluation to MLflow as its own run (inside an active run it always logs there).
+        experiment: MLflow experiment of that run.
     """
 
     dataset: str
@@ -71,6 +73,8 @@ class Args:
     seed: int = 0
     n_thresholds: int = 10
     split_seed: int = 0
+    track: bool = True
+    experiment: str = "routing-evaluate"
 
 
 def parse_args(argv: list[str] | None = None) -> Args:
@@ -92,6 +96,9 @@ def parse_args(argv: list[str] | None = None) -> Args:
     p.add_argument("--n-thresholds", type=int, default=10)
     p.add_argument("--split-seed", type=int, default=0,
                    help="seed of the grouped held-out split for sources without their own split")
+    p.add_argument("--track", action=argparse.BooleanOptionalAction, default=True,
+                   help="log parameters, lineage, metrics and the report to MLflow")
+    p.add_argument("--experiment", default="routing-evaluate")
     ns = p.parse_args(argv)
     if ns.model is None and ns.decisions is None:
         p.error("give --model and/or --decisions: there is nothing to evaluate.")
@@ -270,7 +277,15 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m training evaluate``; returns the exit code."""
     args = parse_args(argv)
     try:
-        res = run(args)
+        if args.track:
+            from training import tracking
+
+            with tracking.run(args, experiment=args.experiment, run_name=f"evaluate-{args.dataset}"):
+                outcomes, split = load_outcomes(args.dataset, args.split, args.split_seed)
+                tracking.log_lineage(outcomes, role="eval", split_seed=args.split_seed, split=split)
+                res = run(args)
+        else:
+            res = run(args)
     except (ConfigError, SchemaError, ValidationError, SourceNotFoundError, UnknownModelError,
             PersistenceError) as exc:
         print(f"error: {exc}", file=sys.stderr)

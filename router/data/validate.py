@@ -154,9 +154,9 @@ def validate_traffic_log(
         )
     if known_models is not None:
         known = set(known_models)
-        bad = df.filter(~pl.col("chosen_model").is_in(sorted(known)))
-        if bad.height:
-            name = bad["chosen_model"][0]
+        unknown_rows = df.filter(~pl.col("chosen_model").is_in(sorted(known)))
+        if unknown_rows.height:
+            name = unknown_rows["chosen_model"][0]
             row = first_row(pl.col("chosen_model") == name)
             raise ValidationError(
                 f"{where}row {row}, column 'chosen_model' = {name!r}: unknown model; known models are "
