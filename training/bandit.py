@@ -23,7 +23,6 @@ step. Pass your own ``tracker`` to :func:`run` to send them elsewhere.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import hashlib
 import json
 import platform
@@ -73,16 +72,9 @@ class Args:
 
 def build_parser() -> argparse.ArgumentParser:
     """An argparse parser with one ``--flag`` per :class:`Args` field."""
-    parser = argparse.ArgumentParser(prog="python -m training bandit", description=__doc__.splitlines()[0])
-    for f in dataclasses.fields(Args):
-        flag = "--" + f.name.replace("_", "-")
-        help_ = str(f.metadata.get("help", ""))
-        if f.type in (bool, "bool"):
-            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=f.default, help=help_)
-        else:
-            typ = {"int": int, "float": float, "str": str}.get(str(f.type), str)
-            parser.add_argument(flag, dest=f.name, type=typ, default=f.default, help=help_)
-    return parser
+    from training._cli import dataclass_parser
+
+    return dataclass_parser(Args, "python -m training bandit", __doc__.splitlines()[0])
 
 
 # --------------------------------------------------------------------------- data

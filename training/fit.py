@@ -12,8 +12,6 @@ evaluation); ``--register NAME`` also registers the trained router as a new vers
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import json
 import sys
 import time
@@ -148,16 +146,9 @@ def _evaluate_heldout(router: Any, test_o: Any) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training fit", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    for f in dataclasses.fields(Args):
-        flag = "--" + f.name.replace("_", "-")
-        if f.type in ("bool", bool):
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default)
-        else:
-            typ = {"int": int, "float": float, "float | None": float}.get(str(f.type), str)
-            parser.add_argument(flag, type=typ, default=f.default)
-    args = Args(**vars(parser.parse_args(argv)))
+    from training._cli import dataclass_parser
+
+    args = Args(**vars(dataclass_parser(Args, "python -m training fit", __doc__).parse_args(argv)))
     from router.errors import RoutingError
 
     try:

@@ -22,8 +22,6 @@ recorded exactly once however many workers run.
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import json
 import sys
 from dataclasses import dataclass
@@ -224,16 +222,9 @@ def run(args: Args) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training tune", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    for f in dataclasses.fields(Args):
-        flag = "--" + f.name.replace("_", "-")
-        if str(f.type) == "bool":
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default)
-        else:
-            typ = {"int": int, "float": float}.get(str(f.type), str)
-            parser.add_argument(flag, type=typ, default=f.default)
-    args = Args(**vars(parser.parse_args(argv)))
+    from training._cli import dataclass_parser
+
+    args = Args(**vars(dataclass_parser(Args, "python -m training tune", __doc__).parse_args(argv)))
     from router.errors import RoutingError
 
     try:
