@@ -471,7 +471,7 @@ def main(argv: list[str] | None = None) -> int:
     thr = throughput(x_tr, otr, args.lams[0], args.quick)
     doc = {
         "benchmark": "bandits",
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "command": "python bench/bench_bandits.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "machine": machine(),
         "args": {k: v for k, v in vars(args).items()},

@@ -118,9 +118,15 @@ def _encode(texts: Sequence[str], encoder: str, hashing_dim: int) -> np.ndarray:
     raise ConfigError(f"encoder {encoder!r} is not available (router.encoders lacks it); use --encoder hashing.")
 
 
-def load_data(args: Args) -> tuple[Any, np.ndarray]:
-    """(Outcomes, embeddings (n, d) float32) for ``args.dataset`` encoded with ``args.encoder``."""
+def load_data(args: Args) -> tuple[Any, np.ndarray, Any]:
+    """(Outcomes, embeddings (n, d) float32, prefix stripper or None) for ``args.dataset``.
+
+    Text is encoded with ``args.encoder`` after stripping long few-shot prefixes shared by many
+    prompts (the same :class:`~router.encoders.PrefixStripper` the offline routers use), so
+    sources such as RouterBench's ARC-C and Winogrande rows encode what tells prompts apart.
+    """
     features: np.ndarray | None = None
+    stripper: Any = None
     if args.dataset == "synthetic":
         from router.data import synthetic
 
@@ -140,8 +146,12 @@ def load_data(args: Args) -> tuple[Any, np.ndarray]:
             raise ConfigError(f"router.data.registry is not available yet ({err}); use --dataset synthetic.") from err
         outcomes = load_source(args.dataset)
     if features is None:
-        features = _encode([str(p) for p in outcomes.prompts], args.encoder, args.hashing_dim)
-    return outcomes, np.asarray(features, dtype=np.float32)
+        from router.encoders import PrefixStripper
+
+        texts = [str(p) for p in outcomes.prompts]
+        stripper = PrefixStripper().fit(texts)
+        features = _encode(stripper.transform(texts), args.encoder, args.hashing_dim)
+    return outcomes, np.asarray(features, dtype=np.float32), stripper
 
 
 def make_policy(args: Args, n_actions: int, dim: int) -> Any:
@@ -204,7 +214,7 @@ def run(args: Args, tracker: Tracker | None = None) -> dict[str, Any]:
     if args.steps < 1 or args.batch_size < 1:
         raise ConfigError("--steps and --batch-size must be >= 1.")
     t0 = time.perf_counter()
-    outcomes, emb = load_data(args)
+    outcomes, emb, stripper = load_data(args)
     envs = make_vector(emb, outcomes, num_envs=args.batch_size, lam=args.lam, mu=args.mu, order=args.order)
     dim = int(envs.single_observation_space["features"].shape[0])  # type: ignore[index]
     m = envs.data.n_models
@@ -269,7 +279,7 @@ def run(args: Args, tracker: Tracker | None = None) -> dict[str, Any]:
         extra={"model_names": names, "lam": args.lam, "mu": args.mu, "encoder": args.encoder,
                "hashing_dim": args.hashing_dim, "dataset": args.dataset},
     )
-    routable = save_router(args, policy, outcomes, emb, out)
+    routable = save_router(args, policy, outcomes, emb, out, stripper)
     metrics["router_saved"] = routable
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
     if args.track and tracker is None:
@@ -307,7 +317,7 @@ def routing_encoder(args: Args) -> Any:
     return None
 
 
-def save_router(args: Args, policy: Any, outcomes: Any, emb: np.ndarray, out: Path) -> bool:
+def save_router(args: Args, policy: Any, outcomes: Any, emb: np.ndarray, out: Path, stripper: Any = None) -> bool:
     """Save the trained policy inside a :class:`~router.router.Router` at ``out``.
 
     ``python -m router route --model out`` then routes with it, and serving treats it like any
@@ -324,6 +334,7 @@ def save_router(args: Args, policy: Any, outcomes: Any, emb: np.ndarray, out: Pa
     lengths = np.array([len(str(p)) for p in outcomes.prompts], dtype=np.float64)
     cost = CostPredictor().fit(emb, lengths, outcomes)
     router = Router(outcomes.models, encoder, policy, cost, rule=DecisionRule(lam=args.lam, mu=args.mu),
+                    preprocessor=stripper,
                     metadata={"router_kind": f"bandit:{args.policy}", "policy_lam": args.lam, "policy_mu": args.mu,
                               "dataset": args.dataset, "trained_on": outcomes.source, "n_train": args.steps,
                               "split_seed": args.seed})
