@@ -24,7 +24,7 @@ import numpy as np
 __all__ = ["Args", "BEST", "build_predictor", "build_encoder", "main", "train"]
 
 #: The router trained when ``--router`` is not given.
-BEST = "mlp"
+BEST = "ensemble"
 
 
 @dataclass

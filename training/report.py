@@ -117,7 +117,9 @@ def _symlog_settings(ax: Any, res: EvaluationResult) -> None:
     """Lambdas span orders of magnitude: a symmetric log axis (linear near 0) shows them all."""
     pos = np.concatenate([r.settings[r.settings > 0] for r in res.routers.values()] or [np.array([])])
     if pos.size and pos.max() / max(pos.min(), 1e-12) > 50:
-        ax.set_xscale("symlog", linthresh=float(pos.min()))
+        lo = float(pos.min())
+        ax.set_xscale("symlog", linthresh=lo, linscale=0.5)
+        ax.set_xlim(0.0, float(pos.max()) * 1.5)
 
 
 def plot_shares(res: EvaluationResult) -> str:
