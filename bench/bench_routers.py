@@ -337,7 +337,7 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     t0 = time.perf_counter()
     enc = minilm_cached()
-    doc: dict = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
+    doc: dict = {"date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "machine": machine(),
                  "quick": bool(args.quick), "encoder": "MiniLM (all-MiniLM-L6-v2) of prefix-stripped prompts",
                  "lambda_grid": N_LAMBDAS}
     print("RouterBench", flush=True)
