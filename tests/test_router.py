@@ -303,3 +303,25 @@ def test_route_cli(fitted, tmp_path):
     r = _cli("route", "--model", str(tmp_path / "model"), "--input", str(tmp_path / "bad.jsonl"),
              "--output", str(out))
     assert r.returncode == 2 and "bad.jsonl:1" in r.stderr and "Traceback" not in r.stderr
+
+
+# --------------------------------------------------------------------------- training CLI + budget knob
+@pytest.mark.slow
+def test_fit_then_evaluate_with_budget_knob(tmp_path):
+    """`training fit` on the shipped demo data, then `training evaluate --budgets`: realised spend on the
+    held-out split stays within 15% of each calibrated target, and the report shows the table."""
+    from training.evaluate import Args as EvalArgs
+    from training.evaluate import run as evaluate
+    from training.fit import Args, train
+
+    res = train(Args(dataset="demo", router="logistic", encoder="hashing", out=str(tmp_path / "r"), track=False))
+    assert (tmp_path / "r" / "router.json").exists() and res["summary"]["test_rows"] > 1000
+    held = json.loads((tmp_path / "r" / "heldout_metrics.json").read_text())
+    assert held["heldout"]["routers"]["router"]["aiq"] > held["heldout"]["zero_router"]["aiq"]
+    evaluate(EvalArgs(dataset="demo", out=str(tmp_path / "rep"), model=str(tmp_path / "r"), n_bootstrap=20,
+                      budgets="0.2,1.0", track=False))
+    metrics = json.loads((tmp_path / "rep" / "metrics.json").read_text())
+    budget = metrics["routers"]["r (budget knob)"]["budget"]
+    assert [b["target"] for b in budget] == [0.2, 1.0]
+    assert all(b["realised"] <= 1.15 * b["target"] and b["realised"] >= 0.5 * b["target"] for b in budget)
+    assert "Budget knob fidelity" in (tmp_path / "rep" / "report.html").read_text()

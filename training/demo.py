@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         from training.evaluate import run as evaluate
 
         ev = evaluate(EvalArgs(dataset="demo", out=str(out / "report"), model=str(out / "router"),
-                               log=str(DEMO_DIR / "traffic"), n_bootstrap=300))
+                               log=str(DEMO_DIR / "traffic"), n_bootstrap=300, budgets="0.2,0.5,1,2"))
         reg = log_router(res["router"], res["summary"], register=ns.name, test=res["test"])
         tracking.log_metrics(ev.scalar_metrics(), prefix="")
 

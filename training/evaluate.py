@@ -61,6 +61,8 @@ class Args:
         split_seed: seed of the grouped split for sources without their own split.
         track: log the evaluation to MLflow as its own run (inside an active run it always logs there).
         experiment: MLflow experiment of that run.
+        budgets: comma-separated spend targets (USD per 1,000 requests): lambda is calibrated for each on
+            the training split and the realised spend on the evaluated prompts is reported (budget-knob fidelity).
     """
 
     dataset: str
@@ -75,6 +77,7 @@ class Args:
     split_seed: int = 0
     track: bool = True
     experiment: str = "routing-evaluate"
+    budgets: str | None = None
 
 
 def parse_args(argv: list[str] | None = None) -> Args:
@@ -99,6 +102,8 @@ def parse_args(argv: list[str] | None = None) -> Args:
     p.add_argument("--track", action=argparse.BooleanOptionalAction, default=True,
                    help="log parameters, lineage, metrics and the report to MLflow")
     p.add_argument("--experiment", default="routing-evaluate")
+    p.add_argument("--budgets", default=None,
+                   help="comma-separated spend targets in USD per 1,000 requests to check the budget knob")
     ns = p.parse_args(argv)
     if ns.model is None and ns.decisions is None:
         p.error("give --model and/or --decisions: there is nothing to evaluate.")
@@ -135,6 +140,31 @@ def _load_router(spec: str) -> Any:
     from router.router import Router
 
     return Router.load(spec)
+
+
+def budget_curve(args: Args, outcomes: Outcomes) -> Curve:
+    """Calibrate lambda on the training split for each spend target; route the evaluated prompts with it."""
+    from router.calibration import SpendTarget, calibrate
+    from router.decision import DecisionRule
+
+    try:
+        targets = [float(x) for x in str(args.budgets).split(",") if x.strip()]
+    except ValueError:
+        raise ConfigError(f"--budgets must be comma-separated numbers, got {args.budgets!r}.") from None
+    if not targets or any(t <= 0 for t in targets):
+        raise ConfigError(f"--budgets must be positive USD per 1,000 requests, got {args.budgets!r}.")
+    router = _load_router(str(args.model))
+    train, _ = load_outcomes(args.dataset, "train", args.split_seed)
+    train = train.subset(models=list(outcomes.models))
+    q_tr, c_tr, _ = router.predict(list(train.prompts))
+    cols = [router.models.index(m) for m in outcomes.models]
+    q_tr, c_tr = q_tr[:, cols], c_tr[:, cols]
+    lams = [calibrate(SpendTarget(t), q_tr, c_tr, true_quality=train.quality, true_cost=train.cost).lam
+            for t in targets]
+    q, c, _ = router.predict(list(outcomes.prompts))
+    q, c = q[:, cols], c[:, cols]
+    choices = np.stack([DecisionRule(lam=lv).probabilities(q, c).probabilities.argmax(axis=1) for lv in lams])
+    return Curve(settings=np.asarray(lams), choices=choices, targets=np.asarray(targets))
 
 
 def load_curve_from_model(spec: str, outcomes: Outcomes) -> Curve:
@@ -258,6 +288,11 @@ def run(args: Args) -> EvaluationResult:
         curves[Path(args.model.rstrip("/")).name or args.model] = load_curve_from_model(args.model, outcomes)
     if args.decisions:
         curves[Path(args.decisions).stem] = load_decisions(args.decisions, outcomes)
+    if args.budgets:
+        if not args.model:
+            raise ConfigError("--budgets needs --model: the budget knob calibrates the router's lambda.")
+        name = Path(args.model.rstrip("/")).name or args.model
+        curves[f"{name} (budget knob)"] = budget_curve(args, outcomes)
     if not curves:
         raise ConfigError("nothing to evaluate: give --model and/or --decisions.")
     res = evaluate_curves(outcomes, curves, n_bootstrap=args.n_bootstrap, seed=args.seed,

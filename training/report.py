@@ -324,6 +324,14 @@ def render_html(res: EvaluationResult, dataset: str, split: str | None = None,
     if res.task_models:
         img("Per-task AIQ", plot_tasks(res))
     img("Calibration", plot_calibration(res))
+    budget_rows = [(name, b) for name, r in res.routers.items() for b in getattr(r, "budget", [])]
+    if budget_rows:
+        parts.append("<h2>Budget knob fidelity</h2>")
+        parts.append("<p class='meta'>Lambda calibrated on the training split to spend at most the target per "
+                     "1,000 requests; realised spend on the evaluated prompts.</p>")
+        parts.append(_table_html(
+            ["router", "target (USD / 1k)", "realised (USD / 1k)", "realised / target"],
+            [[n, f"{b['target']:.4f}", f"{b['realised']:.4f}", f"{b['ratio']:.3f}"] for n, b in budget_rows]))
     if ope_rows:
         img("Off-policy estimates", plot_ope(ope_rows))
         for w in ope_warnings:
