@@ -82,14 +82,9 @@ def _parse_lambdas(text: str | None) -> list[float] | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from router.router import Router
+    from router.registry_io import load_router
 
-    if args.model.startswith("models:/"):
-        from training.registry import download_router  # optional: only with MLflow installed
-
-        router = download_router(args.model)
-    else:
-        router = Router.load(args.model)
+    router = load_router(args.model)
     ids, prompts = read_prompts(args.input)
     models = [m.strip() for m in args.models.split(",")] if args.models else None
     pool = list(models) if models is not None else list(router.models)

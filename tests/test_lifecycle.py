@@ -110,6 +110,17 @@ def test_lifecycle_train_register_promote_load_in_fresh_process(store, dataset, 
     assert np.allclose(fresh["cost"], in_memory.cost[rows, in_memory.chosen_index])
     assert all(abs(sum(p.values()) - 1.0) < 1e-9 for p in fresh["p"])
 
+    # the batch routing CLI reads the champion from the registry too
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps({"prompt_id": str(i), "prompt": p}) + "\n"
+                                               for i, p in enumerate(prompts)))
+    proc = subprocess.run([sys.executable, "-m", "router", "route", "--model", "models:/lc-router@champion",
+                           "--input", str(tmp_path / "in.jsonl"), "--output", str(tmp_path / "d.parquet"),
+                           "--lambdas", str(in_memory.lam)],
+                          capture_output=True, text=True, cwd=ROOT, env={**os.environ, "MLFLOW_TRACKING_URI": store},
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert pd.read_parquet(tmp_path / "d.parquet")["chosen_model"].tolist() == in_memory.chosen
+
     # MLflow's serving-input check accepts the logged signature
     from mlflow.models import convert_input_example_to_serving_input
     from mlflow.models.utils import validate_serving_input

@@ -115,14 +115,7 @@ def resolve_version(name: str, ref: str) -> Any:
 
 def download_router(spec: str, dst: str | Path | None = None) -> Any:
     """A :class:`Router` from a directory or ``models:/NAME@alias`` / ``models:/NAME/VERSION``."""
-    from router.router import Router
-
-    if not spec.startswith("models:/") and not spec.startswith("runs:/"):
-        return Router.load(spec)
-    import mlflow
+    from router.registry_io import load_router
 
     setup()
-    target = Path(dst or tempfile.mkdtemp(prefix="router-"))
-    local = mlflow.artifacts.download_artifacts(artifact_uri=spec.rstrip("/") + "/artifacts/router",
-                                                dst_path=str(target))
-    return Router.load(local)
+    return load_router(spec, dst=dst)

@@ -1,0 +1,53 @@
+"""Load a saved router from a directory or from the MLflow model registry.
+
+``load_router("out/my-router")`` reads a directory written by :meth:`Router.save`;
+``load_router("models:/NAME@champion")`` (or ``models:/NAME/3``, ``runs:/ID/router``) downloads the
+router that ``python -m training fit --register`` logged and loads it the same way. mlflow is
+imported only for registry URIs, so the library stays free of it otherwise; serving uses this
+function too.
+
+The registry is ``MLFLOW_TRACKING_URI`` when set, else the project's default SQLite store
+(``<project>/mlruns/mlflow.db``).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from router.errors import PersistenceError
+
+__all__ = ["load_router", "registry_uri"]
+
+
+def registry_uri() -> str:
+    """``MLFLOW_TRACKING_URI`` or the project's default SQLite store."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri
+    from router.data.paths import project_root
+
+    return f"sqlite:///{(project_root() / 'mlruns' / 'mlflow.db').resolve()}"
+
+
+def load_router(spec: str | os.PathLike[str], *, dst: str | os.PathLike[str] | None = None) -> Any:
+    """A :class:`~router.router.Router` from a directory or a ``models:/`` / ``runs:/`` URI."""
+    from router.router import Router
+
+    text = str(spec)
+    if not text.startswith(("models:/", "runs:/")):
+        return Router.load(text)
+    import mlflow
+
+    uri = registry_uri()
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    target = Path(dst) if dst is not None else Path(tempfile.mkdtemp(prefix="router-"))
+    artifact = text.rstrip("/") if text.startswith("runs:/") else text.rstrip("/") + "/artifacts/router"
+    try:
+        local = mlflow.artifacts.download_artifacts(artifact_uri=artifact, dst_path=str(target))
+    except mlflow.exceptions.MlflowException as exc:
+        raise PersistenceError(f"cannot load {text} from the registry at {uri}: {exc}") from exc
+    return Router.load(local)
