@@ -325,3 +325,16 @@ def test_fit_then_evaluate_with_budget_knob(tmp_path):
     assert [b["target"] for b in budget] == [0.2, 1.0]
     assert all(b["realised"] <= 1.15 * b["target"] and b["realised"] >= 0.5 * b["target"] for b in budget)
     assert "Budget knob fidelity" in (tmp_path / "rep" / "report.html").read_text()
+
+
+@pytest.mark.slow
+def test_fit_calibrates_lambda_to_a_quality_target_on_held_out(tmp_path):
+    """Lambda is calibrated on cross-fitted predictions of the training split; on the held-out split the
+    realised share of the best model's quality is within 3 points of the target."""
+    from training.fit import Args, train
+
+    res = train(Args(dataset="demo", router="logistic", encoder="hashing", out=str(tmp_path / "r"), track=False,
+                     keep_quality=0.9))
+    cal = res["summary"]["calibration"]
+    assert cal["kind"] == "QualityTarget" and cal["realised"] >= 0.87
+    assert res["router"].rule.lam == cal["lam"] > 0

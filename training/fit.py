@@ -39,7 +39,9 @@ class Args:
         seed: seed of the split and of every learner.
         test_fraction: held-out share when the source has no split of its own.
         lam: default lambda saved with the router (quality points per USD); None = calibrated.
-        spend_per_1000: when given, calibrate lambda to spend at most this many USD per 1,000 requests.
+        spend_per_1000: calibrate lambda to spend at most this many USD per 1,000 requests.
+        strong_share: calibrate lambda to send at most this share (0-1) of requests to the best model.
+        keep_quality: calibrate lambda to keep at least this share (0-1] of the best model's quality.
         register: register the trained router under this MLflow model name.
         track: log the run to MLflow.
         experiment: MLflow experiment name.
@@ -53,6 +55,8 @@ class Args:
     test_fraction: float = 0.3
     lam: float | None = None
     spend_per_1000: float | None = None
+    strong_share: float | None = None
+    keep_quality: float | None = None
     register: str | None = None
     track: bool = True
     experiment: str = "routing-fit"
@@ -95,7 +99,8 @@ def build_predictor(kind: str, seed: int = 0) -> Any:
 
 def train(args: Args) -> dict[str, Any]:
     """Train, calibrate, evaluate on the held-out split, save; returns a summary dict."""
-    from router.calibration import SpendTarget, calibrate, realised
+    from router.calibration import QualityTarget, SpendTarget, StrongShareTarget, calibrate, realised
+    from router.errors import ConfigError
     from router.data.registry import load_source
     from router.data.splits import split_outcomes
     from router.decision import DecisionRule
@@ -112,9 +117,16 @@ def train(args: Args) -> dict[str, Any]:
     lam = args.lam
     calibration: dict[str, Any] | None = None
     q_te, c_te, _ = router.predict(list(test_o.prompts))
-    if args.spend_per_1000 is not None:
-        q_tr, c_tr, _ = router.predict(list(train_o.prompts))
-        res = calibrate(SpendTarget(args.spend_per_1000), q_tr, c_tr, true_quality=train_o.quality,
+    targets = [t for t in (
+        None if args.spend_per_1000 is None else SpendTarget(args.spend_per_1000),
+        None if args.strong_share is None else StrongShareTarget(args.strong_share),
+        None if args.keep_quality is None else QualityTarget(args.keep_quality),
+    ) if t is not None]
+    if len(targets) > 1:
+        raise ConfigError("give at most one of --spend-per-1000, --strong-share and --keep-quality.")
+    if targets:
+        q_tr, c_tr = _out_of_fold_predictions(router, train_o, args)
+        res = calibrate(targets[0], q_tr, c_tr, true_quality=train_o.quality,
                         true_cost=train_o.cost, models=list(router.models))
         lam = res.lam
         calibration = realised(res, q_te, c_te, test_o.quality, test_o.cost, models=list(router.models))
@@ -127,6 +139,24 @@ def train(args: Args) -> dict[str, Any]:
                     "out": str(out.resolve())})
     (out / "heldout_metrics.json").write_text(json.dumps(summary, indent=2, default=str))
     return {"summary": summary, "router": router, "train": train_o, "test": test_o}
+
+
+def _out_of_fold_predictions(router: Any, train_o: Any, args: Args, n_folds: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """Cross-fitted quality predictions (and predicted cost) on the training prompts.
+
+    Lambda is calibrated on these, not on in-sample predictions, which are optimistic about the
+    quality a cheap model keeps and so undershoot quality targets on new prompts.
+    """
+    from router.data.splits import kfold_groups, normalise_prompt
+
+    emb, lengths = router.embed(list(train_o.prompts))
+    _, c_tr, _ = router.predict(embeddings=emb, lengths=lengths)
+    q_oof = np.zeros_like(train_o.quality, dtype=np.float64)
+    groups = [normalise_prompt(p) for p in train_o.prompts]
+    for fit_idx, val_idx in kfold_groups(groups, n_folds=n_folds, seed=args.seed):
+        pred = build_predictor(args.router, args.seed).fit(emb[fit_idx], train_o.quality[fit_idx])
+        q_oof[val_idx] = pred.predict(emb[val_idx])
+    return q_oof, c_tr
 
 
 def _knee_lambda(q: np.ndarray, c: np.ndarray) -> float:
