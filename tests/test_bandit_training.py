@@ -85,3 +85,19 @@ def test_tracking_failure_keeps_results(tmp_path, capsys) -> None:
     metrics = run(args, tracker=broken)
     assert "no server" in metrics["tracking_error"] and (tmp_path / "metrics.json").is_file()
     assert "tracking failed" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_warm_start_from_offline_router_lowers_regret(tmp_path) -> None:
+    """A policy started from an offline router's predictions has less regret over the same replay."""
+    from training.fit import Args as FitArgs
+    from training.fit import train
+
+    train(FitArgs(dataset="synthetic", router="logistic", encoder="hashing", out=str(tmp_path / "off"),
+                  track=False))
+    base = ["--dataset", "synthetic", "--policy", "linucb", "--steps", "1500", "--lam", "20"]
+    assert main([*base, "--out", str(tmp_path / "cold")]) == 0
+    assert main([*base, "--out", str(tmp_path / "warm"), "--warm-start", str(tmp_path / "off")]) == 0
+    cold = json.loads((tmp_path / "cold" / "metrics.json").read_text())
+    warm = json.loads((tmp_path / "warm" / "metrics.json").read_text())
+    assert warm["regret"] < 0.8 * cold["regret"]

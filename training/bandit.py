@@ -67,6 +67,9 @@ class Args:
     hashing_dim: int = field(default=128, metadata={"help": "width of the hashing encoder"})
     track: bool = field(default=False, metadata={"help": "log to MLflow (if installed and configured)"})
     experiment: str = field(default="bandit", metadata={"help": "MLflow experiment name"})
+    warm_start: str | None = field(default=None, metadata={
+        "help": "a saved router (directory or models:/...) whose quality and cost predictions start the policy"})
+    warm_weight: float = field(default=0.2, metadata={"help": "weight of each warm-start pseudo-observation"})
     register: str | None = field(default=None, metadata={"help": "register the trained router under this name (needs --track)"})
 
 
@@ -219,6 +222,8 @@ def run(args: Args, tracker: Tracker | None = None) -> dict[str, Any]:
     dim = int(envs.single_observation_space["features"].shape[0])  # type: ignore[index]
     m = envs.data.n_models
     policy = make_policy(args, m, dim)
+    if args.warm_start:
+        _warm_start(policy, args, outcomes, emb)
     obs, _ = envs.reset(seed=args.seed)
     n_batches = -(-args.steps // args.batch_size)
     pol_cum = orc_cum = 0.0
@@ -302,6 +307,18 @@ def run(args: Args, tracker: Tracker | None = None) -> dict[str, Any]:
             print(f"warning: tracking failed ({type(err).__name__}: {err}); results are in {out}", file=sys.stderr)
             metrics["tracking_error"] = f"{type(err).__name__}: {err}"
     return metrics
+
+
+def _warm_start(policy: Any, args: Args, outcomes: Any, emb: np.ndarray) -> None:
+    """Start the policy from an offline router's predictions on the replayed prompts (no outcomes used)."""
+    from router.registry_io import load_router
+
+    offline = load_router(str(args.warm_start))
+    if list(offline.models) != list(outcomes.models):
+        raise ConfigError(f"--warm-start router routes over {list(offline.models)}, the data has "
+                          f"{list(outcomes.models)}; they must match.")
+    q_hat, c_hat, _ = offline.predict([str(p) for p in outcomes.prompts])
+    policy.warm_start(np.clip(emb, -1.0, 1.0), q_hat, lam=args.lam, cost=c_hat, weight=args.warm_weight)
 
 
 def routing_encoder(args: Args) -> Any:
