@@ -100,10 +100,10 @@ def build_predictor(kind: str, seed: int = 0) -> Any:
 def train(args: Args) -> dict[str, Any]:
     """Train, calibrate, evaluate on the held-out split, save; returns a summary dict."""
     from router.calibration import QualityTarget, SpendTarget, StrongShareTarget, calibrate, realised
-    from router.errors import ConfigError
     from router.data.registry import load_source
     from router.data.splits import split_outcomes
     from router.decision import DecisionRule
+    from router.errors import ConfigError
     from router.router import Router
 
     t0 = time.perf_counter()
