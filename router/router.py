@@ -192,6 +192,7 @@ class Router:
         rule: DecisionRule | None = None,
         strip_prefixes: bool = True,
         embeddings: np.ndarray | None = None,
+        encode_with: Encoder | None = None,
         metadata: dict[str, Any] | None = None,
     ) -> Router:
         """Fit every part on full-information outcomes (use the training split only).
@@ -204,6 +205,9 @@ class Router:
                 tokens and latency (it predicts latency too when latency was logged).
             strip_prefixes: learn and strip long few-shot prefixes shared by many prompts.
             embeddings: (n, d) precomputed embeddings of the *preprocessed* prompts, to skip encoding.
+            encode_with: encoder used for the training prompts instead of ``encoder`` -- e.g. an
+                :class:`~router.encoders.EmbeddingCache` around it, so re-training does not re-encode while
+                the saved router keeps the bare encoder.
         """
         from router.cost_predictor import CostPredictor
         from router.encoders import PrefixStripper
@@ -211,7 +215,7 @@ class Router:
         texts = prompt_texts(list(outcomes.prompts))
         pre = PrefixStripper().fit(texts) if strip_prefixes else None
         if embeddings is None:
-            embeddings = encoder.encode(pre.transform(texts) if pre is not None else texts)
+            embeddings = (encode_with or encoder).encode(pre.transform(texts) if pre is not None else texts)
         lengths = np.array([len(t) for t in texts], dtype=np.float64)
         predictor.fit(embeddings, outcomes.quality)
         cost_model = cost_model or CostPredictor()

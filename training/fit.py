@@ -80,6 +80,16 @@ def build_encoder(name: str, *, cache: bool = True) -> Any:
     return enc.EmbeddingCache(base) if cache and name != "hashing" else base
 
 
+def _training_cache(encoder: Any) -> Any:
+    """An on-disk embedding cache for training (``$ROUTING_CACHE_DIR/embeddings``): re-training on the same
+    prompts does not re-encode them. The saved router keeps the bare encoder."""
+    from router.encoders import EmbeddingCache, HashingEncoder, default_cache_dir
+
+    if isinstance(encoder, HashingEncoder):
+        return None
+    return EmbeddingCache(encoder, path=str(default_cache_dir() / "embeddings"))
+
+
 def build_predictor(kind: str, seed: int = 0) -> Any:
     """A quality predictor by kind."""
     from router import predictors as p
@@ -109,9 +119,9 @@ def train(args: Args) -> dict[str, Any]:
     t0 = time.perf_counter()
     outcomes = load_source(args.dataset)
     train_o, test_o = split_outcomes(outcomes, test_fraction=args.test_fraction, seed=args.seed)
-    encoder = build_encoder(args.encoder)
+    encoder = build_encoder(args.encoder, cache=False)
     predictor = build_predictor(args.router, args.seed)
-    router = Router.fit(train_o, encoder=encoder, predictor=predictor,
+    router = Router.fit(train_o, encoder=encoder, predictor=predictor, encode_with=_training_cache(encoder),
                         metadata={"router_kind": args.router, "encoder": args.encoder, "dataset": args.dataset,
                                   "split_seed": args.seed})
     lam = args.lam
@@ -149,7 +159,13 @@ def _out_of_fold_predictions(router: Any, train_o: Any, args: Args, n_folds: int
     """
     from router.data.splits import kfold_groups, normalise_prompt
 
-    emb, lengths = router.embed(list(train_o.prompts))
+    from router.router import prompt_texts
+
+    texts = prompt_texts(list(train_o.prompts))
+    lengths = np.array([len(t) for t in texts], dtype=np.float64)
+    if router.preprocessor is not None:
+        texts = router.preprocessor.transform(texts)
+    emb = (_training_cache(router.encoder) or router.encoder).encode(texts)
     _, c_tr, _ = router.predict(embeddings=emb, lengths=lengths)
     q_oof = np.zeros_like(train_o.quality, dtype=np.float64)
     groups = [normalise_prompt(p) for p in train_o.prompts]
