@@ -158,7 +158,6 @@ def _out_of_fold_predictions(router: Any, train_o: Any, args: Args, n_folds: int
     quality a cheap model keeps and so undershoot quality targets on new prompts.
     """
     from router.data.splits import kfold_groups, normalise_prompt
-
     from router.router import prompt_texts
 
     texts = prompt_texts(list(train_o.prompts))
