@@ -212,7 +212,9 @@ def bench_latency(args, best) -> dict:
     otr = o.subset(tr)
     out = {}
     n_single = 30 if args.quick else 200
-    for enc_name, enc in (("static", StaticEncoder()), ("minilm", SentenceTransformerEncoder())):
+    encoders = (("static", StaticEncoder()), ("minilm", SentenceTransformerEncoder()),
+                ("minilm-int8", SentenceTransformerEncoder(quantize=True)))
+    for enc_name, enc in encoders:
         if enc_name == "minilm":
             emb_tr = minilm_cached().encode([texts[i] for i in tr])
         else:
@@ -224,7 +226,7 @@ def bench_latency(args, best) -> dict:
             r.save(d)
             r = Router.load(d)
             r.route(prompts[:4])  # warm up (model load)
-            n_s = n_single if enc_name == "static" else max(n_single // 4, 20)
+            n_s = n_single if enc_name == "static" else max(n_single // 2, 20)
             lat = []
             for p in (prompts * 2)[:n_s]:
                 t = time.perf_counter()
