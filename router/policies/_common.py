@@ -113,6 +113,27 @@ def sample(probs: Any, rng: np.random.Generator) -> np.ndarray | int:
     return int(a[0]) if single else a.astype(np.int64)
 
 
+def check_update(context: Any, action: Any, reward: Any, propensity: Any, dim: int,
+                 n_actions: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Validate one online update: contexts (n, dim), actions (n,) in [0, n_actions), finite rewards (n,),
+    propensities (n,) in (0, 1] or None. Returns (x float64, actions int64, rewards float64)."""
+    x, _ = check_context(context, dim)
+    n = x.shape[0]
+    a = np.atleast_1d(np.asarray(action))
+    r = np.atleast_1d(np.asarray(reward, dtype=np.float64))
+    if a.shape != (n,) or r.shape != (n,):
+        raise ConfigError(f"action and reward must have shape ({n},) matching context, got {a.shape} and {r.shape}.")
+    if not np.issubdtype(a.dtype, np.integer) or a.min() < 0 or a.max() >= n_actions:
+        raise ConfigError(f"action must hold integer indices in [0, {n_actions}).")
+    if not np.isfinite(r).all():
+        raise ConfigError("reward contains NaN or infinite values; drop rows without feedback.")
+    if propensity is not None:
+        p = np.atleast_1d(np.asarray(propensity, dtype=np.float64))
+        if p.shape != (n,) or not np.all((p > 0) & (p <= 1)):
+            raise ConfigError(f"propensity must be ({n},) values in (0, 1].")
+    return x, a.astype(np.int64), r
+
+
 def masked_argmax(scores: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Row-wise argmax over allowed actions, lowest index on ties -> (n,)."""
     return np.argmax(np.where(mask, scores, -np.inf), axis=1)
@@ -232,21 +253,7 @@ class LinearPolicy(Policy):
 
     def _check_update(self, context: Any, action: Any, reward: Any,
                       propensity: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        x, _ = check_context(context, int(self.dim))
-        n = x.shape[0]
-        a = np.atleast_1d(np.asarray(action))
-        r = np.atleast_1d(np.asarray(reward, dtype=np.float64))
-        if a.shape != (n,) or r.shape != (n,):
-            raise ConfigError(f"action and reward must have shape ({n},) matching context, got {a.shape} and {r.shape}.")
-        if not np.issubdtype(a.dtype, np.integer) or a.min() < 0 or a.max() >= int(self.n_actions):
-            raise ConfigError(f"action must hold integer indices in [0, {self.n_actions}).")
-        if not np.isfinite(r).all():
-            raise ConfigError("reward contains NaN or infinite values; drop rows without feedback.")
-        if propensity is not None:
-            p = np.atleast_1d(np.asarray(propensity, dtype=np.float64))
-            if p.shape != (n,) or not np.all((p > 0) & (p <= 1)):
-                raise ConfigError(f"propensity must be ({n},) values in (0, 1].")
-        return x, a.astype(np.int64), r
+        return check_update(context, action, reward, propensity, int(self.dim), int(self.n_actions))
 
     def update(self, context: np.ndarray, action: np.ndarray | int, reward: np.ndarray | float,
                propensity: np.ndarray | float | None = None) -> LinearPolicy:

@@ -29,7 +29,14 @@ import numpy as np
 
 from router.base import Policy
 from router.errors import ConfigError
-from router.policies._common import check_context, check_mask, masked_argmax, rng_from_state, rng_to_state
+from router.policies._common import (
+    check_context,
+    check_mask,
+    check_update,
+    masked_argmax,
+    rng_from_state,
+    rng_to_state,
+)
 from router.policies._common import sample as _sample
 from router.policies.linucb import softmax_probs, ucb_scores
 
@@ -209,20 +216,8 @@ class NeuralLinear(Policy):
     def update(self, context: np.ndarray, action: np.ndarray | int, reward: np.ndarray | float,
                propensity: np.ndarray | float | None = None) -> NeuralLinear:
         """Add rows to the buffer and the head; retrain every ``train_every`` rows."""
-        x, _ = check_context(context, int(self.dim))
+        x, a, r = check_update(context, action, reward, propensity, int(self.dim), int(self.n_actions))
         n = x.shape[0]
-        a = np.atleast_1d(np.asarray(action))
-        r = np.atleast_1d(np.asarray(reward, dtype=np.float64))
-        if a.shape != (n,) or r.shape != (n,):
-            raise ConfigError(f"action and reward must have shape ({n},) matching context.")
-        if not np.issubdtype(a.dtype, np.integer) or a.min() < 0 or a.max() >= int(self.n_actions):
-            raise ConfigError(f"action must hold integer indices in [0, {self.n_actions}).")
-        if not np.isfinite(r).all():
-            raise ConfigError("reward contains NaN or infinite values; drop rows without feedback.")
-        if propensity is not None:
-            p = np.atleast_1d(np.asarray(propensity, dtype=np.float64))
-            if p.shape != (n,) or not np.all((p > 0) & (p <= 1)):
-                raise ConfigError(f"propensity must be ({n},) values in (0, 1].")
         cap = int(self.buffer_size)
         slots = (int(self.n_seen_) + np.arange(n)) % cap
         self.buf_x_[slots] = x.astype(np.float32)
