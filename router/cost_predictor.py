@@ -75,6 +75,7 @@ class CostPredictor(Component):
         self.price_in_: np.ndarray | None = None
         self.price_out_: np.ndarray | None = None
         self.chars_per_token_: np.ndarray | None = None
+        self.log_range_: np.ndarray | None = None
         self._tokens: Any = None
         self._latency: Any = None
 
@@ -112,6 +113,7 @@ class CostPredictor(Component):
             pen = self.alpha * np.eye(f.shape[1])
             pen[-1, -1] = 0.0
             self.coef_ = np.linalg.solve(f.T @ f + pen + 1e-9 * np.eye(f.shape[1]), f.T @ y)
+            self.log_range_ = np.vstack([y.min(axis=0), y.max(axis=0)])  # no extrapolation past training costs
             resid = y - f @ self.coef_
             # log-normal mean correction so predicted USD is unbiased on average
             self.price_in_ = np.exp(0.5 * resid.var(axis=0))
@@ -130,7 +132,10 @@ class CostPredictor(Component):
         if self.mode_ == "cost":
             assert self.coef_ is not None and self.price_in_ is not None
             x = check_embeddings(embeddings, dim=self.coef_.shape[0] - 2)
-            return np.asarray(np.exp(self._features(x, chars) @ self.coef_) * self.price_in_)
+            log_cost = self._features(x, chars) @ self.coef_
+            if self.log_range_ is not None:
+                log_cost = np.clip(log_cost, self.log_range_[0], self.log_range_[1])
+            return np.asarray(np.exp(log_cost) * self.price_in_)
         assert self.price_in_ is not None and self.price_out_ is not None and self.chars_per_token_ is not None
         out = self.predict_output_tokens(embeddings, chars)
         assert out is not None
@@ -147,7 +152,7 @@ class CostPredictor(Component):
     def get_state(self) -> dict[str, np.ndarray]:
         self._check_fitted("mode_")
         state: dict[str, np.ndarray] = {"mode_": np.asarray(self.mode_)}
-        for name in ("coef_", "price_in_", "price_out_", "chars_per_token_"):
+        for name in ("coef_", "price_in_", "price_out_", "chars_per_token_", "log_range_"):
             v = getattr(self, name)
             if v is not None:
                 state[name] = np.asarray(v)
@@ -161,7 +166,7 @@ class CostPredictor(Component):
         from router.costs import LatencyModel, TokenCostModel
 
         self.mode_ = str(state["mode_"])
-        for name in ("coef_", "price_in_", "price_out_", "chars_per_token_"):
+        for name in ("coef_", "price_in_", "price_out_", "chars_per_token_", "log_range_"):
             if name in state:
                 setattr(self, name, np.asarray(state[name], dtype=np.float64))
         tok = {k.split(".", 1)[1]: v for k, v in state.items() if k.startswith("tokens.")}

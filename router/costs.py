@@ -74,6 +74,7 @@ class TokenCostModel(Component):
             raise ConfigError(f"TokenCostModel(alpha=...) must be a number >= 0, got {alpha!r}.")
         self.coef_: np.ndarray | None = None
         self.mode_: str | None = None
+        self.range_: np.ndarray | None = None  # (2, m) smallest / largest training target per model
 
     @staticmethod
     def _features(x: np.ndarray, lengths: np.ndarray) -> np.ndarray:
@@ -112,6 +113,9 @@ class TokenCostModel(Component):
             fj = f[ok]
             coef[:, j] = np.linalg.solve(fj.T @ fj + penalty + 1e-9 * np.eye(f.shape[1]), fj.T @ y[ok, j])
         self.coef_ = coef
+        # a linear model extrapolates on prompts unlike the training ones; keep predictions within
+        # the range seen in training (per model)
+        self.range_ = np.vstack([np.nanmin(y, axis=0), np.nanmax(y, axis=0)])
         return self
 
     def predict_target(self, embeddings: np.ndarray, prompt_lengths: np.ndarray) -> np.ndarray:
@@ -120,7 +124,10 @@ class TokenCostModel(Component):
         assert self.coef_ is not None
         x = check_embeddings(embeddings, dim=self.coef_.shape[0] - 2)
         f = self._features(x, _check_lengths(prompt_lengths, x.shape[0]))
-        return np.asarray(np.maximum(f @ self.coef_, 0.0))
+        pred = f @ self.coef_
+        if self.range_ is not None:
+            return np.asarray(np.clip(pred, self.range_[0], self.range_[1]))
+        return np.asarray(np.maximum(pred, 0.0))
 
     def predict_output_tokens(self, embeddings: np.ndarray, prompt_lengths: np.ndarray) -> np.ndarray:
         """Predicted output tokens (n, m); only in ``mode_ == "tokens"``."""
@@ -163,11 +170,15 @@ class TokenCostModel(Component):
     def get_state(self) -> dict[str, np.ndarray]:
         self._check_fitted("coef_")
         assert self.coef_ is not None
-        return {"coef_": self.coef_.copy(), "mode_": np.asarray(self.mode_)}
+        state = {"coef_": self.coef_.copy(), "mode_": np.asarray(self.mode_)}
+        if self.range_ is not None:
+            state["range_"] = self.range_.copy()
+        return state
 
     def set_state(self, state: dict[str, np.ndarray]) -> None:
         self.coef_ = np.asarray(state["coef_"], dtype=np.float64)
         self.mode_ = str(state["mode_"])
+        self.range_ = np.asarray(state["range_"], dtype=np.float64) if "range_" in state else None
 
 
 class LatencyModel(Component):

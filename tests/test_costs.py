@@ -94,3 +94,24 @@ def test_latency_model_defaults_and_errors():
     lat[:, 0] = 2.0
     lm = LatencyModel().fit(lat, np.full((10, 2), 50.0))
     assert lm.throughput_[1] == 50.0, "a model without logs keeps the default"
+
+
+def test_predictions_stay_in_the_training_range_off_distribution():
+    """A prompt unlike every training prompt must not get zero (or absurd) predicted answer tokens."""
+    from router.cost_predictor import CostPredictor
+    from router.data.synthetic import generate
+
+    o = generate(400, seed=1).outcomes
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 16)).astype(np.float32)
+    lengths = np.array([len(p) for p in o.prompts], dtype=float)
+    cm = TokenCostModel(alpha=1e-3).fit(x, lengths, output_tokens=o.output_tokens)
+    far = 50.0 * rng.normal(size=(5, 16)).astype(np.float32)
+    pred = cm.predict_target(far, np.full(5, 10.0))
+    lo, hi = o.output_tokens.min(axis=0), o.output_tokens.max(axis=0)
+    assert (pred >= lo - 1e-9).all() and (pred <= hi + 1e-9).all()
+    cp = CostPredictor().fit(x, lengths, o)
+    assert (cp.predict(far, np.full(5, 10.0)) > 0).all()
+    fresh = TokenCostModel(alpha=1e-3)
+    fresh.set_state(cm.get_state())
+    assert np.array_equal(fresh.predict_target(far, np.full(5, 10.0)), pred)
