@@ -224,13 +224,16 @@ class Router:
         return cls(outcomes.models, encoder, predictor, cost_model, None, rule, pre, meta)
 
     # ------------------------------------------------------------------ prediction
-    def embed(self, prompts: Sequence[Prompt]) -> tuple[np.ndarray, np.ndarray]:
-        """(embeddings (n, d), prompt lengths in characters (n,)) of the given prompts."""
+    def embed(self, prompts: Sequence[Prompt], encode_with: Encoder | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(embeddings (n, d), prompt lengths in characters (n,)) of the given prompts.
+
+        ``encode_with`` replaces the router's encoder for this call (e.g. a caching wrapper of it).
+        """
         texts = prompt_texts(prompts)
         lengths = np.array([len(t) for t in texts], dtype=np.float64)
         if self.preprocessor is not None:
             texts = self.preprocessor.transform(texts)  # type: ignore[attr-defined]
-        return self.encoder.encode(texts), lengths
+        return (encode_with or self.encoder).encode(texts), lengths
 
     def predict(
         self, prompts: Sequence[Prompt] | None = None, *, embeddings: np.ndarray | None = None,
@@ -287,6 +290,7 @@ class Router:
         max_cost: float | None = None,
         max_latency: float | None = None,
         explain: bool = True,
+        embedded: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> Decisions:
         """Choose a model for every prompt.
 
@@ -299,9 +303,11 @@ class Router:
             lam, mu, max_cost, max_latency: override the router's decision rule for this call.
             allowed: model names this caller may use (e.g. a tenant's list).
             explain: build a short reason per decision.
+            embedded: ``(embeddings, lengths)`` of these prompts from :meth:`embed`, when the caller already
+                has them, so they are not computed twice.
         """
         t0 = time.perf_counter()
-        emb, lengths = self.embed(prompts)
+        emb, lengths = self.embed(prompts) if embedded is None else embedded
         t1 = time.perf_counter()
         q, c, lat = self.predict(embeddings=emb, lengths=lengths)
         t2 = time.perf_counter()

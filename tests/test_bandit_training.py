@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from router.policies import load_policy
-from training.bandit import Args, _hashed_bow, build_parser, main, run
+from training.bandit import Args, build_parser, main, run
 
 REQUIRED = ("steps", "policy_reward", "best_fixed_reward", "oracle_reward", "regret")
 
@@ -18,12 +18,6 @@ def test_args_parser_round_trip() -> None:
     args = Args(**vars(ns))
     assert (args.policy, args.steps, args.lam, args.track) == ("thompson", 10, 2.5, True)
     assert build_parser().parse_args([]).track is False
-
-
-def test_hashed_bow_is_stable_and_normalised() -> None:
-    e = _hashed_bow(["hello world", "hello world", ""], 32)
-    np.testing.assert_array_equal(e[0], e[1])
-    assert np.linalg.norm(e[0]) == pytest.approx(1.0) and not e[2].any()
 
 
 @pytest.mark.parametrize("policy", ["linucb", "egreedy", "thompson"])

@@ -23,13 +23,11 @@ step. Pass your own ``tracker`` to :func:`run` to send them elsewhere.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import platform
-import re
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -81,46 +79,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # --------------------------------------------------------------------------- data
-def _hashed_bow(texts: Sequence[str], dim: int) -> np.ndarray:
-    """Stable hashed bag of words and bigrams, L2-normalised rows -> (n, dim) float32."""
-    out = np.zeros((len(texts), dim), dtype=np.float32)
-    for i, text in enumerate(texts):
-        words = re.findall(r"\w+", str(text).lower())
-        for tok in [*words, *(a + " " + b for a, b in zip(words, words[1:]))]:
-            h = int.from_bytes(hashlib.blake2b(tok.encode(), digest_size=8).digest(), "little")
-            out[i, h % dim] += 1.0 if (h >> 63) & 1 else -1.0
-        norm = np.linalg.norm(out[i])
-        if norm > 0:
-            out[i] /= norm
-    return out
-
-
-def _encode(texts: Sequence[str], encoder: str, hashing_dim: int) -> np.ndarray:
-    try:
-        import router.encoders as enc_mod
-    except ImportError:
-        enc_mod = None  # type: ignore[assignment]
-    if encoder == "hashing":
-        cls = getattr(enc_mod, "HashingEncoder", None) if enc_mod is not None else None
-        if cls is not None:
-            try:
-                return np.asarray(cls(dim=hashing_dim).encode(list(texts)), dtype=np.float32)
-            except TypeError:
-                return np.asarray(cls().encode(list(texts)), dtype=np.float32)
-        return _hashed_bow(texts, hashing_dim)
-    if enc_mod is not None:
-        for factory in ("make_encoder", "get_encoder", "encoder_from_name"):
-            fn = getattr(enc_mod, factory, None)
-            if fn is not None:
-                return np.asarray(fn(encoder).encode(list(texts)), dtype=np.float32)
-        names = {"minilm": ("MiniLMEncoder", "SentenceTransformerEncoder"), "static": ("StaticEncoder", "Model2VecEncoder")}
-        for name in names.get(encoder, ()):
-            cls = getattr(enc_mod, name, None)
-            if cls is not None:
-                return np.asarray(cls().encode(list(texts)), dtype=np.float32)
-    raise ConfigError(f"encoder {encoder!r} is not available (router.encoders lacks it); use --encoder hashing.")
-
-
 def load_data(args: Args) -> tuple[Any, np.ndarray, Any]:
     """(Outcomes, embeddings (n, d) float32, prefix stripper or None) for ``args.dataset``.
 
@@ -153,7 +111,10 @@ def load_data(args: Args) -> tuple[Any, np.ndarray, Any]:
 
         texts = [str(p) for p in outcomes.prompts]
         stripper = PrefixStripper().fit(texts)
-        features = _encode(stripper.transform(texts), args.encoder, args.hashing_dim)
+        encoder = routing_encoder(args)
+        if encoder is None:
+            raise ConfigError(f"unknown --encoder {args.encoder!r}; choose hashing, static, minilm or features.")
+        features = encoder.encode(stripper.transform(texts))
     return outcomes, np.asarray(features, dtype=np.float32), stripper
 
 

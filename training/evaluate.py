@@ -283,6 +283,10 @@ def run(args: Args) -> EvaluationResult:
     from training.report import log_to_mlflow, write_report
 
     outcomes, split = load_outcomes(args.dataset, args.split, args.split_seed)
+    if "mlflow" in sys.modules and sys.modules["mlflow"].active_run() is not None:
+        from training.tracking import log_lineage
+
+        log_lineage(outcomes, role="eval", split_seed=args.split_seed, split=split)
     curves: dict[str, Curve] = {}
     if args.model:
         curves[Path(args.model.rstrip("/")).name or args.model] = load_curve_from_model(args.model, outcomes)
@@ -316,8 +320,6 @@ def main(argv: list[str] | None = None) -> int:
             from training import tracking
 
             with tracking.run(args, experiment=args.experiment, run_name=f"evaluate-{args.dataset}"):
-                outcomes, split = load_outcomes(args.dataset, args.split, args.split_seed)
-                tracking.log_lineage(outcomes, role="eval", split_seed=args.split_seed, split=split)
                 res = run(args)
         else:
             res = run(args)

@@ -158,13 +158,7 @@ def _out_of_fold_predictions(router: Any, train_o: Any, args: Args, n_folds: int
     quality a cheap model keeps and so undershoot quality targets on new prompts.
     """
     from router.data.splits import kfold_groups, normalise_prompt
-    from router.router import prompt_texts
-
-    texts = prompt_texts(list(train_o.prompts))
-    lengths = np.array([len(t) for t in texts], dtype=np.float64)
-    if router.preprocessor is not None:
-        texts = router.preprocessor.transform(texts)
-    emb = (_training_cache(router.encoder) or router.encoder).encode(texts)
+    emb, lengths = router.embed(list(train_o.prompts), encode_with=_training_cache(router.encoder))
     _, c_tr, _ = router.predict(embeddings=emb, lengths=lengths)
     q_oof = np.zeros_like(train_o.quality, dtype=np.float64)
     groups = [normalise_prompt(p) for p in train_o.prompts]

@@ -185,8 +185,9 @@ def compare_on_log(candidate: Any, champion: Any | None, log: Any, *, n_boot: in
     if np.isnan(reward).any():
         raise ValueError("the log has rows without quality feedback; filter them before promotion.")
     prop = log["propensity"].to_numpy().astype(float)
-    emb, lengths = candidate.embed(prompts)
-    pi_c = candidate.route(prompts, explain=False).probabilities
+    embedded = candidate.embed(prompts)
+    emb = embedded[0]
+    pi_c = candidate.route(prompts, explain=False, embedded=embedded).probabilities
     est = DoublyRobust()
     rng = np.random.default_rng(0)
     n = len(actions)

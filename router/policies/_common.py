@@ -13,6 +13,7 @@ predictor's output), so a policy starts from what the offline predictors know.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -134,6 +135,23 @@ def check_update(context: Any, action: Any, reward: Any, propensity: Any, dim: i
     return x, a.astype(np.int64), r
 
 
+def restore_arrays(policy: Any, state: dict[str, np.ndarray], names: Sequence[str],
+                   required: Sequence[str] = ()) -> None:
+    """Set ``policy.<name>`` from ``state`` for each name (dtype and shape of the current value kept) and
+    ``policy.rng_`` from ``state["rng_"]``; ``required`` are further keys that must be present."""
+    where = f"{type(policy).__name__}.set_state"
+    missing = [k for k in (*names, "rng_", *required) if k not in state]
+    if missing:
+        raise ConfigError(f"{where}: missing arrays {missing}.")
+    for name in names:
+        cur = getattr(policy, name)
+        new = np.array(state[name], dtype=cur.dtype)
+        if new.shape != cur.shape:
+            raise ConfigError(f"{where}: {name} has shape {new.shape}, expected {cur.shape}.")
+        setattr(policy, name, new)
+    policy.rng_ = rng_from_state(state["rng_"])
+
+
 def masked_argmax(scores: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Row-wise argmax over allowed actions, lowest index on ties -> (n,)."""
     return np.argmax(np.where(mask, scores, -np.inf), axis=1)
@@ -210,16 +228,7 @@ class LinearPolicy(Policy):
         return state
 
     def set_state(self, state: dict[str, np.ndarray]) -> None:
-        missing = [k for k in (*self._state_names(), "rng_") if k not in state]
-        if missing:
-            raise ConfigError(f"{type(self).__name__}.set_state: missing arrays {missing}.")
-        for name in self._state_names():
-            cur = getattr(self, name)
-            new = np.array(state[name], dtype=cur.dtype)
-            if new.shape != cur.shape:
-                raise ConfigError(f"{type(self).__name__}.set_state: {name} has shape {new.shape}, expected {cur.shape}.")
-            setattr(self, name, new)
-        self.rng_ = rng_from_state(state["rng_"])
+        restore_arrays(self, state, self._state_names())
         self._after_state_change()
 
     def _after_state_change(self) -> None:

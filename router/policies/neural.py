@@ -34,7 +34,7 @@ from router.policies._common import (
     check_mask,
     check_update,
     masked_argmax,
-    rng_from_state,
+    restore_arrays,
     rng_to_state,
 )
 from router.policies._common import sample as _sample
@@ -131,16 +131,7 @@ class NeuralLinear(Policy):
         import torch
 
         net_keys = [f"net.{k}" for k in self.net_.state_dict()]
-        missing = [k for k in (*_ARRAYS, "rng_", *net_keys) if k not in state]
-        if missing:
-            raise ConfigError(f"NeuralLinear.set_state: missing arrays {missing}.")
-        for name in _ARRAYS:
-            cur = getattr(self, name)
-            new = np.array(state[name], dtype=cur.dtype)
-            if new.shape != cur.shape:
-                raise ConfigError(f"NeuralLinear.set_state: {name} has shape {new.shape}, expected {cur.shape}.")
-            setattr(self, name, new)
-        self.rng_ = rng_from_state(state["rng_"])
+        restore_arrays(self, state, _ARRAYS, net_keys)
         self.net_.load_state_dict({k[4:]: torch.from_numpy(np.array(state[k])) for k in net_keys})
 
     # ------------------------------------------------------------------ internals

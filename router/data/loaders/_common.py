@@ -145,3 +145,34 @@ def read_scores_json(
     drops = [dropped("score missing or not a number for some models", incomplete, file)] if incomplete else []
     quality = np.array(rows, dtype=np.float64).reshape(len(rows), len(models))
     return questions, models, quality, kept, drops
+
+
+def read_scores_files(
+    files: Sequence[Path], source: str
+) -> tuple[list[str], list[str], list[str], list[str], np.ndarray, list[DroppedRows]]:
+    """Read several :func:`read_scores_json` files that share one model pool.
+
+    Returns:
+        ``(prompt_ids, questions, file stem of each row, models, quality (n, m), dropped)``; prompt ids are
+        ``<file stem>/<row number>``. Files whose models differ from the first file's are an error.
+    """
+    ids: list[str] = []
+    prompts: list[str] = []
+    stems: list[str] = []
+    blocks: list[np.ndarray] = []
+    drops: list[DroppedRows] = []
+    models: list[str] | None = None
+    for f in files:
+        questions, file_models, quality, kept, file_drops = read_scores_json(f, source)
+        if models is None:
+            models = file_models
+        elif set(file_models) != set(models):
+            raise SchemaError(f"{f}: has models {sorted(file_models)} but {files[0]} has {sorted(models)}.")
+        blocks.append(quality[:, [file_models.index(m) for m in models]])
+        ids += [f"{f.stem}/{i}" for i in kept]
+        prompts += questions
+        stems += [f.stem] * len(kept)
+        drops += file_drops
+    if models is None:
+        raise SourceNotFoundError(f"{source}: no files to read.")
+    return ids, prompts, stems, models, np.concatenate(blocks, axis=0), drops

@@ -31,10 +31,10 @@ from router.data.loaders._common import (
     estimate_tokens,
     quality_kind_of,
     read_json,
-    read_scores_json,
+    read_scores_files,
     resolve_path,
 )
-from router.data.schema import DroppedRows, Outcomes
+from router.data.schema import Outcomes
 from router.errors import SchemaError, SourceNotFoundError, UnknownModelError
 
 __all__ = ["load_llmrouter", "read_llm_candidates"]
@@ -84,29 +84,10 @@ def load_llmrouter(
         )
     prices = read_llm_candidates(price_file)
 
-    ids: list[str] = []
-    prompts: list[str] = []
-    splits: list[str] = []
-    blocks: list[np.ndarray] = []
-    drops: list[DroppedRows] = []
-    models: list[str] | None = None
-    for f in files:
-        questions, file_models, quality, kept, file_drops = read_scores_json(f, SOURCE)
-        if models is None:
-            models = file_models
-        elif set(file_models) != set(models):
-            raise SchemaError(f"{f}: has models {sorted(file_models)} but {files[0]} has {sorted(models)}.")
-        order = [file_models.index(m) for m in models]
-        blocks.append(quality[:, order])
-        ids += [f"{f.stem}/{i}" for i in kept]
-        prompts += questions
-        splits += [f.stem] * len(kept)
-        drops += file_drops
-    assert models is not None
+    ids, prompts, splits, models, q, drops = read_scores_files(files, SOURCE)
     unknown = [m for m in models if m not in prices]
     if unknown:
         raise UnknownModelError(f"{SOURCE}: no price for model(s) {unknown} in {price_file}; add them there.")
-    q = np.concatenate(blocks, axis=0)
     tin = np.repeat(estimate_tokens(prompts)[:, None], len(models), axis=1)
     tout = np.full_like(tin, float(ESTIMATED_OUTPUT_TOKENS))
     p = np.array([prices[m] for m in models])

@@ -33,11 +33,11 @@ from router.data.loaders._common import (
     ESTIMATED_OUTPUT_TOKENS,
     estimate_tokens,
     quality_kind_of,
-    read_scores_json,
+    read_scores_files,
     resolve_path,
 )
-from router.data.schema import DroppedRows, Outcomes
-from router.errors import SchemaError, SourceNotFoundError
+from router.data.schema import Outcomes
+from router.errors import SourceNotFoundError
 
 __all__ = ["PRICE_PER_TOKEN", "load_routerdc", "split_of"]
 
@@ -69,28 +69,10 @@ def load_routerdc(path: str | os.PathLike[str] | None = None) -> Outcomes:
     files = sorted(root.glob("*.json")) if root.is_dir() else [root]
     if not files:
         raise SourceNotFoundError(f"{SOURCE}: no .json files in {root}.")
-    ids: list[str] = []
-    prompts: list[str] = []
-    tasks: list[str] = []
-    splits: list[str] = []
-    blocks: list[np.ndarray] = []
-    drops: list[DroppedRows] = []
-    models: list[str] | None = None
-    for f in files:
-        questions, file_models, quality, kept, file_drops = read_scores_json(f, SOURCE)
-        if models is None:
-            models = file_models
-        elif set(file_models) != set(models):
-            raise SchemaError(f"{f}: has models {sorted(file_models)} but {files[0]} has {sorted(models)}.")
-        blocks.append(quality[:, [file_models.index(m) for m in models]])
-        task, split = split_of(f.stem)
-        ids += [f"{f.stem}/{i}" for i in kept]
-        prompts += questions
-        tasks += [task] * len(kept)
-        splits += [split] * len(kept)
-        drops += file_drops
-    assert models is not None
-    q = np.concatenate(blocks, axis=0)
+    ids, prompts, stems, models, q, drops = read_scores_files(files, SOURCE)
+    task_split = {stem: split_of(stem) for stem in set(stems)}
+    tasks = [task_split[s][0] for s in stems]
+    splits = [task_split[s][1] for s in stems]
     tin = np.repeat(estimate_tokens(prompts)[:, None], len(models), axis=1)
     tout = np.full_like(tin, float(ESTIMATED_OUTPUT_TOKENS))
     return Outcomes(
