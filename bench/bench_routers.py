@@ -6,12 +6,14 @@ MMLU subsampled to 3,000 prompts, fewer latency samples). ``--embed-only`` just 
 * **RouterBench rows** (``load_source("routerbench")``, 11 models): train on ``split == "train"``,
   score on ``split == "test"``. Every router is the same :class:`~router.router.Router` (MiniLM
   embeddings of prefix-stripped prompts, :class:`~router.cost_predictor.CostPredictor` costs, greedy
-  rule over an 81-value lambda grid). Baselines: zero router (random mixing of single models),
+  rule over an 81-value lambda grid); the "+ stats" rows append :class:`~router.features.PromptStats`
+  (weight 0.2, the ``training fit`` default). Baselines: zero router (random mixing of single models),
   always-best, cheapest, a task-aware per-task mean (uses the task label, which routers do not get),
   and the oracle. AIQ, cost saving at the best single model's quality and at 95% of it, with
   percentile bootstrap 95% intervals (:func:`router.metrics.evaluate_curves`).
 * **RouteLLM MMLU / GSM8K** (two models, no split): 5-fold grouped cross-fitting
-  (:func:`router.data.splits.kfold_groups`); score = predicted strong minus weak quality; APGR,
+  (:func:`router.data.splits.kfold_groups`; prompt statistics standardised on each fold's training
+  prompts); score = predicted strong minus weak quality; APGR,
   CPT(50%), CPT(80%) beside the published figures of RouteLLM (Ong et al. 2024, "RouteLLM:
   Learning to Route LLMs with Preference Data", best published router CPT(50%): 35.4% MMLU,
   33.6% GSM8K).
@@ -60,7 +62,13 @@ def minilm_cached():
     return EmbeddingCache(SentenceTransformerEncoder(), path=str(CACHE_DIR / "minilm"))
 
 
-def predictors(dataset: str) -> dict[str, object]:
+#: Weight of the prompt statistics (:class:`router.features.PromptStats`) in the "+ stats" rows; the
+#: default of ``python -m training fit``.
+STATS_WEIGHT = 0.2
+
+
+def predictors(dataset: str) -> dict[str, tuple[object, float | None]]:
+    """Router name -> (quality predictor, prompt-statistics weight or None)."""
     from router.predictors import (
         EnsemblePredictor,
         KNNPredictor,
@@ -71,17 +79,22 @@ def predictors(dataset: str) -> dict[str, object]:
 
     if dataset == "routerbench":
         return {
-            "knn-40": KNNPredictor(k=40),
-            "logistic": LogisticPredictor(),
-            "mlp": MLPPredictor(seed=0),
-            "matrix-factorization": MatrixFactorizationPredictor(seed=0),
-            "ensemble (best)": EnsemblePredictor(seed=0),
+            "knn-40": (KNNPredictor(k=40), None),
+            "logistic": (LogisticPredictor(), None),
+            "mlp": (MLPPredictor(seed=0), None),
+            "matrix-factorization": (MatrixFactorizationPredictor(seed=0), None),
+            "ensemble": (EnsemblePredictor(seed=0), None),
+            "mlp + stats": (MLPPredictor(seed=0), STATS_WEIGHT),
+            "ensemble + stats (best)": (EnsemblePredictor(seed=0), STATS_WEIGHT),
         }
     # RouteLLM sets are 5-10x larger; the MLP baseline is capped at 30 epochs to keep the run short.
     return {
-        "knn-40": KNNPredictor(k=40),
-        "mlp": MLPPredictor(epochs=30, seed=0),
-        "ensemble (best)": EnsemblePredictor(seed=0),
+        "knn-40": (KNNPredictor(k=40), None),
+        "mlp": (MLPPredictor(epochs=30, seed=0), None),
+        "ensemble": (EnsemblePredictor(seed=0), None),
+        "knn-40 + stats": (KNNPredictor(k=40), STATS_WEIGHT),
+        "mlp + stats": (MLPPredictor(epochs=30, seed=0), STATS_WEIGHT),
+        "ensemble + stats (best)": (EnsemblePredictor(seed=0), STATS_WEIGHT),
     }
 
 
@@ -121,14 +134,15 @@ def bench_routerbench(args, enc) -> tuple[dict, object]:
 
     lengths = np.array([len(p) for p in prompt_texts(list(o.prompts))], dtype=np.float64)
     curves, fit_s, best_router = {}, {}, None
-    for name, pred in predictors("routerbench").items():
+    for name, (pred, stats) in predictors("routerbench").items():
         t = time.perf_counter()
-        r = Router.fit(otr, encoder=enc, predictor=pred, embeddings=emb[tr])
-        lams, ch, qhat = sweep_choices(r, emb[te], lengths[te])
+        r = Router.fit(otr, encoder=enc, predictor=pred, embeddings=emb[tr], prompt_stats=stats)
+        x_te = emb[te] if stats is None else r.embed(list(ote.prompts), encode_with=enc)[0]
+        lams, ch, qhat = sweep_choices(r, x_te, lengths[te])
         fit_s[name] = time.perf_counter() - t
         curves[name] = Curve(settings=lams, choices=ch, predicted_quality=qhat)
         print(f"  routerbench {name}: {fit_s[name]:.1f}s", flush=True)
-        if name.startswith("ensemble"):
+        if name.endswith("(best)"):
             best_router = r
     n_te, m = ote.quality.shape
     best = int(np.argmax(otr.quality.mean(0)))  # best single model chosen on train
@@ -140,7 +154,7 @@ def bench_routerbench(args, enc) -> tuple[dict, object]:
     tasks = np.asarray(o.tasks)
     for task in np.unique(tasks[tr]):
         tm[tasks[te] == task] = otr.quality[tasks[tr] == task].mean(0)
-    c_hat = best_router.predict(embeddings=emb[te], lengths=lengths[te])[1]
+    c_hat = best_router.predict(list(ote.prompts))[1]
     lams, ch = lambda_curve(tm, c_hat)
     curves["baseline: task-mean (uses task labels)"] = Curve(settings=lams, choices=ch)
     lams, ch = lambda_curve(ote.quality, ote.cost)
@@ -161,6 +175,7 @@ def bench_routellm(name: str, args, enc) -> dict:
     from router.cost_predictor import CostPredictor
     from router.data.registry import load_source
     from router.data.splits import kfold_groups, normalise_prompt
+    from router.features import PromptStats
     from router.metrics import Curve, evaluate_curves
     from router.router import prompt_texts
 
@@ -179,9 +194,13 @@ def bench_routellm(name: str, args, enc) -> dict:
         oof_q = np.zeros_like(o.quality)
         oof_c = np.zeros_like(o.cost)
         for a, b in folds:
-            pred = predictors(name)[pname]
-            pred.fit(emb[a], o.quality[a])
-            oof_q[b] = pred.predict(emb[b])
+            pred, stats = predictors(name)[pname]
+            x = emb
+            if stats is not None:  # standardised on the fold's training prompts only
+                ps = PromptStats(weight=stats).fit([texts[i] for i in a])
+                x = np.hstack([emb, ps.transform(texts)])
+            pred.fit(x[a], o.quality[a])  # type: ignore[attr-defined]
+            oof_q[b] = pred.predict(x[b])  # type: ignore[attr-defined]
             oof_c[b] = CostPredictor().fit(emb[a], lengths[a], o.subset(a)).predict(emb[b], lengths[b])
         fit_s[pname] = time.perf_counter() - t
         lams, ch = lambda_curve(oof_q, oof_c)
@@ -221,7 +240,8 @@ def bench_latency(args, best) -> dict:
             emb_tr = enc.encode([texts[i] for i in tr])
         from router.predictors import EnsemblePredictor
 
-        r = Router.fit(otr, encoder=enc, predictor=EnsemblePredictor(seed=0), embeddings=emb_tr)
+        r = Router.fit(otr, encoder=enc, predictor=EnsemblePredictor(seed=0), embeddings=emb_tr,
+                       prompt_stats=STATS_WEIGHT)
         with tempfile.TemporaryDirectory() as d:
             r.save(d)
             r = Router.load(d)

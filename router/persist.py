@@ -25,6 +25,7 @@ COMPONENT_MODULES: tuple[str, ...] = (
     "router.policies",
     "router.costs",
     "router.cost_predictor",
+    "router.features",
 )
 
 

@@ -8,6 +8,7 @@ and loads back to identical decisions::
       router.json            models, decision rule, component names, metadata, format version
       encoder.json           encoder reference + configuration (weights are never copied)
       preprocessor.json/.npz shared-prefix stripper (optional)
+      features.json/.npz     prompt statistics appended to the embedding (optional)
       quality.json/.npz      quality predictor or bandit policy
       cost.json/.npz         cost model
       latency.json/.npz      latency model (optional)
@@ -166,6 +167,7 @@ class Router:
         rule: DecisionRule | None = None,
         preprocessor: Component | None = None,
         metadata: dict[str, Any] | None = None,
+        features: Component | None = None,
     ) -> None:
         self.models = tuple(str(m) for m in models)
         if not self.models:
@@ -179,6 +181,7 @@ class Router:
         self.rule = rule or DecisionRule()
         self.preprocessor = preprocessor
         self.metadata = dict(metadata or {})
+        self.features = features
 
     # ------------------------------------------------------------------ training
     @classmethod
@@ -191,6 +194,7 @@ class Router:
         cost_model: Component | None = None,
         rule: DecisionRule | None = None,
         strip_prefixes: bool = True,
+        prompt_stats: float | None = None,
         embeddings: np.ndarray | None = None,
         encode_with: Encoder | None = None,
         metadata: dict[str, Any] | None = None,
@@ -204,7 +208,10 @@ class Router:
             cost_model: default :class:`~router.cost_predictor.CostPredictor`, fitted on the outcomes' cost,
                 tokens and latency (it predicts latency too when latency was logged).
             strip_prefixes: learn and strip long few-shot prefixes shared by many prompts.
-            embeddings: (n, d) precomputed embeddings of the *preprocessed* prompts, to skip encoding.
+            prompt_stats: weight of the :class:`~router.features.PromptStats` appended to the embedding
+                (standardised on these prompts); None or 0 appends none.
+            embeddings: (n, d) precomputed *encoder* embeddings of the preprocessed prompts, to skip
+                encoding (the prompt statistics, when asked for, are appended here).
             encode_with: encoder used for the training prompts instead of ``encoder`` -- e.g. an
                 :class:`~router.encoders.EmbeddingCache` around it, so re-training does not re-encode while
                 the saved router keeps the bare encoder.
@@ -214,26 +221,37 @@ class Router:
 
         texts = prompt_texts(list(outcomes.prompts))
         pre = PrefixStripper().fit(texts) if strip_prefixes else None
+        from router.features import PromptStats
+
+        texts_in = pre.transform(texts) if pre is not None else texts
         if embeddings is None:
-            embeddings = (encode_with or encoder).encode(pre.transform(texts) if pre is not None else texts)
+            embeddings = (encode_with or encoder).encode(texts_in)
+        feats = PromptStats(weight=prompt_stats).fit(texts_in) if prompt_stats else None
+        if feats is not None:
+            embeddings = np.hstack([np.asarray(embeddings, dtype=np.float32), feats.transform(texts_in)])
         lengths = np.array([len(t) for t in texts], dtype=np.float64)
         predictor.fit(embeddings, outcomes.quality)
         cost_model = cost_model or CostPredictor()
         cost_model.fit(embeddings, lengths, outcomes)  # type: ignore[attr-defined]
         meta = {"trained_on": outcomes.source, "n_train": outcomes.n_prompts, **(metadata or {})}
-        return cls(outcomes.models, encoder, predictor, cost_model, None, rule, pre, meta)
+        return cls(outcomes.models, encoder, predictor, cost_model, None, rule, pre, meta, feats)
 
     # ------------------------------------------------------------------ prediction
     def embed(self, prompts: Sequence[Prompt], encode_with: Encoder | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """(embeddings (n, d), prompt lengths in characters (n,)) of the given prompts.
+        """(features (n, d), prompt lengths in characters (n,)) of the given prompts.
 
-        ``encode_with`` replaces the router's encoder for this call (e.g. a caching wrapper of it).
+        The features are the encoder's embedding of the preprocessed prompt, followed by the prompt
+        statistics when the router has them. ``encode_with`` replaces the router's encoder for this
+        call (e.g. a caching wrapper of it).
         """
         texts = prompt_texts(prompts)
         lengths = np.array([len(t) for t in texts], dtype=np.float64)
         if self.preprocessor is not None:
             texts = self.preprocessor.transform(texts)  # type: ignore[attr-defined]
-        return (encode_with or self.encoder).encode(texts), lengths
+        emb = (encode_with or self.encoder).encode(texts)
+        if self.features is not None:
+            emb = np.hstack([emb, self.features.transform(texts)])  # type: ignore[attr-defined]
+        return emb, lengths
 
     def predict(
         self, prompts: Sequence[Prompt] | None = None, *, embeddings: np.ndarray | None = None,
@@ -391,12 +409,15 @@ class Router:
             save_component(self.latency, d, "latency")
         if self.preprocessor is not None:
             save_component(self.preprocessor, d, "preprocessor")
+        if self.features is not None:
+            save_component(self.features, d, "features")
         write_json(d / "router.json", {
             "format_version": FORMAT_VERSION,
             "models": list(self.models),
             "rule": self.rule.to_dict(),
             "has_latency": self.latency is not None,
             "has_preprocessor": self.preprocessor is not None,
+            "has_features": self.features is not None,
             "quality_role": "policy" if isinstance(self.quality, Policy) else "predictor",
             "metadata": self.metadata,
         })
@@ -421,8 +442,9 @@ class Router:
         cost = load_component(d, "cost")
         latency = load_component(d, "latency") if meta.get("has_latency") else None
         pre = load_component(d, "preprocessor") if meta.get("has_preprocessor") else None
+        feats = load_component(d, "features") if meta.get("has_features") else None
         return cls(meta["models"], encoder, quality, cost, latency,  # type: ignore[arg-type]
-                   DecisionRule(**meta["rule"]), pre, meta.get("metadata"))
+                   DecisionRule(**meta["rule"]), pre, meta.get("metadata"), feats)
 
     def __repr__(self) -> str:
         return (f"Router(models={list(self.models)}, encoder={type(self.encoder).__name__}, "

@@ -35,6 +35,8 @@ class Args:
         dataset: a registered source name (``routerbench``, ``demo``, ...) or a path to outcomes.
         router: predictor kind: ``knn``, ``logistic``, ``mlp``, ``mf``, ``ensemble`` (default: the best).
         encoder: ``minilm``, ``static`` or ``hashing``.
+        prompt_stats: weight of the prompt statistics (:class:`router.features.PromptStats`) appended to
+            the embedding; 0 appends none.
         out: directory to save the router to.
         seed: seed of the split and of every learner.
         test_fraction: held-out share when the source has no split of its own.
@@ -50,6 +52,7 @@ class Args:
     dataset: str = "demo"
     router: str = BEST
     encoder: str = "static"
+    prompt_stats: float = 0.2
     out: str = "out/router"
     seed: int = 0
     test_fraction: float = 0.3
@@ -122,6 +125,7 @@ def train(args: Args) -> dict[str, Any]:
     encoder = build_encoder(args.encoder, cache=False)
     predictor = build_predictor(args.router, args.seed)
     router = Router.fit(train_o, encoder=encoder, predictor=predictor, encode_with=_training_cache(encoder),
+                        prompt_stats=args.prompt_stats or None,
                         metadata={"router_kind": args.router, "encoder": args.encoder, "dataset": args.dataset,
                                   "split_seed": args.seed})
     lam = args.lam
