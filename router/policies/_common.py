@@ -135,6 +135,18 @@ def check_update(context: Any, action: Any, reward: Any, propensity: Any, dim: i
     return x, a.astype(np.int64), r
 
 
+def warm_start_rewards(embeddings: Any, quality: Any, lam: float, cost: Any, dim: int,
+                       n_actions: int) -> tuple[np.ndarray, np.ndarray]:
+    """Validated warm-start inputs: contexts (n, dim) and offline rewards ``quality - lam * cost`` (n, m)."""
+    x, _ = check_context(embeddings, dim)
+    n, m = x.shape[0], n_actions
+    q = np.asarray(quality, dtype=np.float64)
+    if q.shape != (n, m) or not np.isfinite(q).all():
+        raise ConfigError(f"quality must be a finite ({n}, {m}) matrix, got {q.shape}.")
+    c = np.zeros((n, m)) if cost is None else np.broadcast_to(np.asarray(cost, dtype=np.float64), (n, m))
+    return x, q - float(lam) * c
+
+
 def restore_arrays(policy: Any, state: dict[str, np.ndarray], names: Sequence[str],
                    required: Sequence[str] = ()) -> None:
     """Set ``policy.<name>`` from ``state`` for each name (dtype and shape of the current value kept) and
@@ -302,15 +314,10 @@ class LinearPolicy(Policy):
             >>> pol.select(np.ones(1)).tolist()
             [0.0, 1.0]
         """
-        x, _ = check_context(embeddings, int(self.dim))
-        n, m = x.shape[0], int(self.n_actions)
-        q = np.asarray(quality, dtype=np.float64)
-        if q.shape != (n, m) or not np.isfinite(q).all():
-            raise ConfigError(f"quality must be a finite ({n}, {m}) matrix, got {q.shape}.")
-        c = np.zeros((n, m)) if cost is None else np.broadcast_to(np.asarray(cost, dtype=np.float64), (n, m))
+        x, r = warm_start_rewards(embeddings, quality, lam, cost, int(self.dim), int(self.n_actions))
+        n, m = r.shape
         if not weight > 0:
             raise ConfigError(f"weight must be > 0, got {weight!r}.")
-        r = q - float(lam) * c
         xd = self._design(x)
         gram = weight * xd.T @ xd
         for k in range(m):

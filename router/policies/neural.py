@@ -36,6 +36,7 @@ from router.policies._common import (
     masked_argmax,
     restore_arrays,
     rng_to_state,
+    warm_start_rewards,
 )
 from router.policies._common import sample as _sample
 from router.policies.linucb import softmax_probs, ucb_scores
@@ -235,13 +236,8 @@ class NeuralLinear(Policy):
                    weight: float = 1.0, epochs: int = 5) -> NeuralLinear:
         """Pretrain the representation on offline full-information rewards ``quality - lam * cost``
         (n, m) and set the head from them as pseudo-observations of weight ``weight``."""
-        x, _ = check_context(embeddings, int(self.dim))
-        n, m = x.shape[0], int(self.n_actions)
-        q = np.asarray(quality, dtype=np.float64)
-        if q.shape != (n, m) or not np.isfinite(q).all():
-            raise ConfigError(f"quality must be a finite ({n}, {m}) matrix, got {q.shape}.")
-        c = np.zeros((n, m)) if cost is None else np.broadcast_to(np.asarray(cost, dtype=np.float64), (n, m))
-        r = q - float(lam) * c
+        x, r = warm_start_rewards(embeddings, quality, lam, cost, int(self.dim), int(self.n_actions))
+        n, m = r.shape
         steps = max(1, epochs * n // int(self.batch_size))
         self._train(steps, targets=r, x_full=x)
         z = self._features(x)
