@@ -14,6 +14,7 @@ given on the command line wins.
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import sys
 from pathlib import Path
@@ -78,7 +79,9 @@ def main(argv: list[str] | None = None) -> int:
 
     import uvicorn
 
-    common: dict[str, Any] = {"host": settings.host, "port": settings.port, "loop": "uvloop", "http": "httptools",
+    log_config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)  # the service's own messages, as uvicorn's
+    log_config["loggers"]["serve"] = {"handlers": ["default"], "level": settings.log_level.upper(), "propagate": False}
+    common: dict[str, Any] = {"log_config": log_config, "host": settings.host, "port": settings.port, "loop": "uvloop", "http": "httptools",
               "lifespan": "on", "log_level": settings.log_level, "access_log": settings.access_log,
               "timeout_graceful_shutdown": int(settings.shutdown_timeout_s) or None}
     if settings.workers > 1:

@@ -202,3 +202,15 @@ def test_cli_reports_a_bad_config_key(tmp_path):
                           text=True, timeout=60)
     assert proc.returncode == 2
     assert "max_body: unknown setting 'max_body' (did you mean 'max_body_bytes'?)" in proc.stderr
+
+
+def test_the_readme_config_example_is_valid(tmp_path):
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("## The routing service"):]
+    block = section[section.index("**Configuration**"):]
+    yaml_text = block[block.index("```yaml\n") + 8:block.index("\n```", block.index("```yaml"))]
+    cfg = tmp_path / "serve.yaml"
+    cfg.write_text(yaml_text)
+    s = Settings.load(cfg, environ={})
+    assert s.model == "models:/demo-router@champion" and s.profiles["cheap"].lam == 500.0
+    assert s.profiles["fast"].max_latency == 2.0 and s.cache.threshold is None and s.logbook.path is None
