@@ -173,14 +173,21 @@ def budget_table(curve: Curve, outcomes: Outcomes) -> list[dict[str, float]]:
     return table
 
 
-def load_curve_from_model(spec: str, outcomes: Outcomes) -> Curve:
-    """Load a router (directory or ``models:/NAME@alias``) and sweep it over its settings on ``outcomes``.
+def load_curve_from_model(spec: Any, outcomes: Outcomes, operating: float | None = None) -> Curve:
+    """Sweep a router (a loaded one, a directory or ``models:/NAME@alias``) over its settings on ``outcomes``.
 
-    Relies on ``Router.load(dir)`` and ``Router.sweep(prompts, models=...) -> (lambdas (S,),
+    ``operating``: a lambda to include in the sweep (the router's operating point), so it can be
+    marked exactly. Relies on ``Router.sweep(embeddings=..., lambdas=..., models=...) -> (lambdas (S,),
     choices (S, n), probs (S, n, m), predicted_quality (n, m))``.
     """
-    router = _load_router(spec)
-    lambdas, choices, probs, predicted = router.sweep(list(outcomes.prompts), models=list(outcomes.models))
+    router = _load_router(spec) if isinstance(spec, str) else spec
+    models = list(outcomes.models)
+    emb, lengths = router.embed(list(outcomes.prompts))
+    lambdas, choices, probs, predicted = router.sweep(embeddings=emb, lengths=lengths, models=models)
+    if operating is not None and not np.isclose(np.asarray(lambdas, dtype=float), operating).any():
+        grid = np.union1d(np.asarray(lambdas, dtype=float), [operating])
+        lambdas, choices, probs, predicted = router.sweep(embeddings=emb, lengths=lengths, lambdas=grid,
+                                                          models=models)
     return Curve(settings=np.asarray(lambdas), choices=np.asarray(choices),
                  probs=None if probs is None else np.asarray(probs),
                  predicted_quality=None if predicted is None else np.asarray(predicted))
@@ -321,8 +328,13 @@ def run(args: Args, inputs: tuple[Outcomes, str | None] | None = None) -> Evalua
 
         log_lineage(outcomes, role="eval", split_seed=args.split_seed, split=split)
     curves: dict[str, Curve] = {}
+    operating: dict[str, float | None] = {}
     if args.model:
-        curves[_router_name(args)] = load_curve_from_model(args.model, outcomes)
+        from training.report import operating_point_of
+
+        router = _load_router(args.model)
+        operating[_router_name(args)] = operating_point_of(router)
+        curves[_router_name(args)] = load_curve_from_model(router, outcomes, operating[_router_name(args)])
     if args.decisions:
         curves[Path(args.decisions).stem] = load_decisions(args.decisions, outcomes)
     if not curves:
@@ -338,7 +350,7 @@ def run(args: Args, inputs: tuple[Outcomes, str | None] | None = None) -> Evalua
     if args.log:
         ope_rows, diag = ope_from_log(str(args.log), str(args.model), seed=args.seed, n_bootstrap=args.n_bootstrap)
     write_report(res, args.out, dataset=args.dataset, split=split, ope_rows=ope_rows, ope_diagnostics=diag,
-                 budget=budget)
+                 operating_points=operating, budget=budget)
     log_to_mlflow(res, args.out)
     return res
 
