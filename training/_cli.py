@@ -66,7 +66,8 @@ def _allowed(f: dataclasses.Field[Any]) -> str:
     """The allowed values of a field in words ('' when any value of its type goes)."""
     bounds = f.metadata.get("bounds") or {}
     text = " and ".join(f"{_BOUNDS[k]} {v:g}" for k, v in bounds.items())
-    return f"a number {text}" if text else ""
+    kind = "an integer" if str(f.type).startswith("int") else "a number"
+    return f"{kind} {text}" if text else ""
 
 
 def dataclass_parser(cls: type, prog: str, description: str | None) -> argparse.ArgumentParser:
@@ -95,7 +96,9 @@ def dataclass_parser(cls: type, prog: str, description: str | None) -> argparse.
         if allowed:
             help_ += f"; {allowed}"
         required = f.default is dataclasses.MISSING
-        if not required:
+        if required:
+            help_ += " (required)"
+        else:
             shown = "none" if f.default is None else ("yes" if f.default is True else "no" if f.default is False
                                                       else f.default)
             help_ += f" (default: {shown})"
@@ -109,8 +112,8 @@ def dataclass_parser(cls: type, prog: str, description: str | None) -> argparse.
             kw["required"] = True
         else:
             kw["default"] = f.default
-        if f.metadata.get("choices"):
-            kw["choices"] = list(f.metadata["choices"])
+        if f.metadata.get("choices"):  # listed in --help; checked by check_args with a message of our own
+            kw["metavar"] = "{" + ",".join(map(str, f.metadata["choices"])) + "}"
         parser.add_argument(flag, **kw)
     return parser
 
