@@ -23,8 +23,9 @@ import numpy as np
 
 from router.metrics.evaluate import EvaluationResult
 
-__all__ = ["MODEL_COLOURS", "model_style", "operating_index", "plot_calibration", "plot_cost_quality", "plot_ope",
-           "plot_settings", "plot_shares", "plot_tasks", "router_style"]
+__all__ = ["MODEL_COLOURS", "cost_quality_figure", "model_style", "operating_index", "plot_calibration",
+           "plot_cost_quality", "plot_ope", "plot_settings", "plot_shares", "plot_tasks", "router_style",
+           "settings_figure", "shares_figure"]
 
 #: One colour per model (up to 20), in order of use.
 MODEL_COLOURS = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#5A2DA5",
@@ -187,6 +188,11 @@ def _place_labels(ax: Any, xy: np.ndarray, texts: Sequence[str], fontsize: float
 
 # --------------------------------------------------------------------------- figures
 def plot_cost_quality(res: EvaluationResult, operating: Mapping[str, float | None] | None = None) -> str:
+    """:func:`cost_quality_figure` as a base64 PNG."""
+    return _fig_to_b64(cost_quality_figure(res, operating))
+
+
+def cost_quality_figure(res: EvaluationResult, operating: Mapping[str, float | None] | None = None) -> Any:
     """Every router's hull against the single models (one colour and shape each), zero router and oracle."""
     plt = _plt()
     operating = operating or {}
@@ -228,7 +234,7 @@ def plot_cost_quality(res: EvaluationResult, operating: Mapping[str, float | Non
     fig.tight_layout()
     _thin_ticklabels(fig)
     _place_labels(ax, mp, list(res.models))
-    return _fig_to_b64(fig)
+    return fig
 
 
 def _hull_curve(hull: Any, x: np.ndarray) -> np.ndarray:
@@ -239,6 +245,11 @@ def _hull_curve(hull: Any, x: np.ndarray) -> np.ndarray:
 
 
 def plot_settings(res: EvaluationResult, operating: Mapping[str, float | None] | None = None) -> str:
+    """:func:`settings_figure` as a base64 PNG."""
+    return _fig_to_b64(settings_figure(res, operating))
+
+
+def settings_figure(res: EvaluationResult, operating: Mapping[str, float | None] | None = None) -> Any:
     """Setting (lambda) -> spend per 1,000 requests and quality, with bootstrap bands and the operating point."""
     plt = _plt()
     operating = operating or {}
@@ -272,10 +283,15 @@ def plot_settings(res: EvaluationResult, operating: Mapping[str, float | None] |
     a2.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     fig.tight_layout()
     _thin_ticklabels(fig)
-    return _fig_to_b64(fig)
+    return fig
 
 
 def plot_shares(res: EvaluationResult, operating: Mapping[str, float | None] | None = None) -> str:
+    """:func:`shares_figure` as a base64 PNG."""
+    return _fig_to_b64(shares_figure(res, operating))
+
+
+def shares_figure(res: EvaluationResult, operating: Mapping[str, float | None] | None = None) -> Any:
     """Routing share per model across settings, one panel per router (model colours as everywhere)."""
     plt = _plt()
     operating = operating or {}
@@ -303,7 +319,7 @@ def plot_shares(res: EvaluationResult, operating: Mapping[str, float | None] | N
                title="model")
     fig.tight_layout()
     _thin_ticklabels(fig)
-    return _fig_to_b64(fig)
+    return fig
 
 
 def plot_tasks(res: EvaluationResult) -> str | None:
