@@ -198,7 +198,7 @@ def cost_quality_figure(res: EvaluationResult, operating: Mapping[str, float | N
     operating = operating or {}
     fig, ax = plt.subplots(figsize=(10, 6))
     mp = res.model_points
-    costs = np.concatenate([mp[:, 0], [res.oracle[0]]] + [r.points[:, 0] for r in res.routers.values()])
+    costs = np.concatenate([mp[:, 0], np.array([res.oracle[0]]), *[r.points[:, 0] for r in res.routers.values()]])
     log_x = costs.min() > 0 and costs.max() / costs.min() > 20
     grid = np.geomspace(costs.min(), costs.max(), 400) if log_x else np.linspace(costs.min(), costs.max(), 400)
     for j in range(len(res.models)):

@@ -97,7 +97,7 @@ class RouterEvaluation:
     apgr_ci: tuple[float, float] | None = None
     cpt50: float | None = None
     cpt80: float | None = None
-    per_task: dict[str, dict[str, float]] = field(default_factory=dict)
+    per_task: dict[str, dict[str, Any]] = field(default_factory=dict)
     budget: list[dict[str, float]] = field(default_factory=list)
     predicted_quality: np.ndarray | None = None
     realised_quality: np.ndarray | None = None
@@ -186,7 +186,7 @@ class EvaluationResult:
                         "aiq": info["zero_aiq"], "aiq_lo": lo, "aiq_hi": hi, "max_quality": info["best_quality"]})
         for r in self.routers.values():
             for task, vals in r.per_task.items():
-                row = {"router": r.name, "task": task}
+                row: dict[str, Any] = {"router": r.name, "task": task}
                 for key, v in vals.items():
                     if isinstance(v, tuple | list):
                         row[f"{key.removesuffix('_ci')}_lo"], row[f"{key.removesuffix('_ci')}_hi"] = v
@@ -452,7 +452,7 @@ def evaluate_curves(
             for t, (mask, *_rest) in task_info.items():  # per-task AIQ on the same resamples (paired)
                 weight = counts[:, mask].sum(axis=1)
                 tmeans = counts[:, mask] @ values[mask] / np.maximum(weight, 1.0)[:, None]
-                for i in np.flatnonzero(weight > 0):
+                for i in np.flatnonzero(weight > 0).tolist():
                     r = start + i
                     tq_, tc_ = tmeans[i, :m], tmeans[i, m:2 * m]
                     tsp = (float(tc_.min()), float(tc_.max()))
