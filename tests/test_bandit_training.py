@@ -87,7 +87,7 @@ def test_warm_start_from_offline_router_lowers_regret(tmp_path) -> None:
     from training.fit import Args as FitArgs
     from training.fit import train
 
-    train(FitArgs(dataset="synthetic", router="logistic", encoder="hashing", out=str(tmp_path / "off"),
+    train(FitArgs(dataset="synthetic", predictor="logistic", encoder="hashing", out=str(tmp_path / "off"),
                   track=False))
     base = ["--dataset", "synthetic", "--policy", "linucb", "--steps", "1500", "--lam", "20"]
     assert main([*base, "--out", str(tmp_path / "cold")]) == 0

@@ -71,7 +71,8 @@ class Args:
     v: float = field(default=0.3, metadata={"help": "posterior scale (thompson)"})
     ridge: float = field(default=1.0, metadata={"help": "ridge penalty of the linear models"})
     hidden: int = field(default=64, metadata={"help": "hidden width (neural)"})
-    hashing_dim: int = field(default=128, metadata={"help": "width of the hashing encoder"})
+    hashing_dim: int | None = field(default=None, metadata={
+        "help": "width of the hashing encoder (default: the encoder's own, as in training fit)"})
     track: bool = field(default=False, metadata={"help": "log to MLflow (if installed and configured)"})
     experiment: str = field(default="bandit", metadata={"help": "MLflow experiment name"})
     warm_start: str | None = field(default=None, metadata={
@@ -89,10 +90,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 # --------------------------------------------------------------------------- data
 def encoder_options(args: Any) -> dict[str, Any]:
-    """Constructor arguments of ``args.encoder``: the hashing width for ``hashing``, else none."""
+    """Constructor arguments of ``args.encoder``: ``--hashing-dim`` for ``hashing`` when given, else none
+    (every command builds an encoder by name with the registry's defaults)."""
     from router import registry
 
-    if registry.get("encoder", args.encoder).kind == "hashing":
+    if args.hashing_dim is not None and registry.get("encoder", args.encoder).kind == "hashing":
         return {"dim": int(args.hashing_dim)}
     return {}
 
@@ -106,7 +108,7 @@ def make_env(args: Args) -> Any:
     from envs.vector import make_vector
 
     common: dict[str, Any] = {"num_envs": args.batch_size, "lam": args.lam, "mu": args.mu, "order": args.order}
-    options = {"n_prompts": args.n_prompts, "seed": args.seed} if args.dataset == "synthetic" else {}
+    options: dict[str, Any] = {"n_prompts": args.n_prompts, "seed": args.seed} if args.dataset == "synthetic" else {}
     if args.encoder == "features":
         if args.dataset != "synthetic":
             raise ConfigError("--encoder features is only for --dataset synthetic.")
@@ -183,9 +185,8 @@ def run(args: Args, tracker: Tracker | None = None) -> dict[str, Any]:
     t0 = time.perf_counter()
     envs = make_env(args)
     outcomes = envs.data.outcomes
-    dim = int(envs.single_observation_space["features"].shape[0])
     m = envs.data.n_models
-    policy = make_policy(args, m, dim)
+    policy = make_policy(args, m, envs.data.dim)
     if args.warm_start:
         _warm_start(policy, args, outcomes, envs.data.features)
     pol_cum = orc_cum = 0.0

@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     from training.fit import BEST, Args, train
     from training.registry import log_router
 
-    args = Args(dataset="demo", router=BEST, encoder=ns.encoder, out=str(out / "router"), register=ns.name,
+    args = Args(dataset="demo", predictor=BEST, encoder=ns.encoder, out=str(out / "router"), register=ns.name,
                 experiment="routing-demo")
     with tracking.run(args, experiment=args.experiment, run_name="demo"):
         res = train(args)

@@ -2,10 +2,13 @@
 
 Example::
 
-    python -m training fit --dataset routerbench --router knn --encoder minilm --out out/knn
+    python -m training fit --dataset routerbench --predictor knn --encoder minilm --out out/knn
     python -m training fit --dataset demo --out out/best --register demo-router
 
-With no ``--router`` it trains the project's best router (see :data:`BEST`). The run is tracked in
+With no ``--predictor`` it trains the project's best router (see :data:`BEST`). Predictors and
+encoders are looked up by name in :mod:`router.registry` (``--predictor`` takes any registered
+predictor kind or alias, e.g. ``mf``; ``--encoder`` any encoder name, e.g. ``minilm``), so a predictor
+added as one new module in ``router/predictors/`` is trained here with no further edits. The run is tracked in
 MLflow (parameters = ``vars(args)``, dataset lineage, git commit, package versions, the held-out
 evaluation); ``--register NAME`` also registers the trained router as a new version of ``NAME``.
 """
@@ -21,9 +24,9 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Args", "BEST", "build_predictor", "build_encoder", "main", "train"]
+__all__ = ["Args", "BEST", "build_predictor", "main", "train"]
 
-#: The router trained when ``--router`` is not given.
+#: The predictor trained when ``--predictor`` is not given.
 BEST = "ensemble"
 
 
@@ -33,8 +36,9 @@ class Args:
 
     Attributes:
         dataset: a registered source name (``routerbench``, ``demo``, ...) or a path to outcomes.
-        router: predictor kind: ``knn``, ``logistic``, ``mlp``, ``mf``, ``ensemble`` (default: the best).
-        encoder: ``minilm``, ``static`` or ``hashing``.
+        predictor: a registered predictor kind or alias: ``knn``, ``logistic``, ``mlp``, ``mf``
+            (``matrix_factorization``), ``ensemble`` (default: the best), or one added as a new module.
+        encoder: a registered encoder name: ``minilm``, ``static``, ``hashing`` (each with its own defaults).
         prompt_stats: weight of the prompt statistics (:class:`router.features.PromptStats`) appended to
             the embedding; 0 appends none.
         out: directory to save the router to.
@@ -50,7 +54,7 @@ class Args:
     """
 
     dataset: str = "demo"
-    router: str = BEST
+    predictor: str = BEST
     encoder: str = "static"
     prompt_stats: float = 0.2
     out: str = "out/router"
@@ -65,24 +69,6 @@ class Args:
     experiment: str = "routing-fit"
 
 
-def build_encoder(name: str, *, cache: bool = True) -> Any:
-    """An encoder by short name (``minilm``, ``static``, ``hashing``), wrapped in the embedding cache."""
-    from router import encoders as enc
-
-    base: Any
-    if name == "minilm":
-        base = enc.SentenceTransformerEncoder()
-    elif name == "static":
-        base = enc.StaticEncoder()
-    elif name == "hashing":
-        base = enc.HashingEncoder(dim=512)
-    else:
-        from router.errors import ConfigError
-
-        raise ConfigError(f"unknown encoder {name!r}; use 'minilm', 'static' or 'hashing'.")
-    return enc.EmbeddingCache(base) if cache and name != "hashing" else base
-
-
 def _training_cache(encoder: Any) -> Any:
     """An on-disk embedding cache for training (``$ROUTING_CACHE_DIR/embeddings``): re-training on the same
     prompts does not re-encode them. The saved router keeps the bare encoder."""
@@ -94,20 +80,13 @@ def _training_cache(encoder: Any) -> Any:
 
 
 def build_predictor(kind: str, seed: int = 0) -> Any:
-    """A quality predictor by kind."""
-    from router import predictors as p
+    """The quality predictor registered as ``kind`` (a kind or alias), with its defaults and ``seed``."""
+    from router import registry
     from router.errors import ConfigError
 
-    table = {
-        "knn": lambda: p.KNNPredictor(k=40),
-        "logistic": lambda: p.LogisticPredictor(),
-        "mlp": lambda: p.MLPPredictor(seed=seed),
-        "mf": lambda: p.MatrixFactorizationPredictor(seed=seed),
-        "ensemble": lambda: p.EnsemblePredictor(seed=seed),
-    }
-    if kind not in table:
-        raise ConfigError(f"unknown router kind {kind!r}; choose from {sorted(table)}.")
-    return table[kind]()
+    if kind not in registry.names("predictor"):
+        raise ConfigError(f"unknown --predictor {kind!r}; choose one of {registry.names('predictor')}.")
+    return registry.create("predictor", kind, seed=seed)
 
 
 def train(args: Args) -> dict[str, Any]:
@@ -122,11 +101,13 @@ def train(args: Args) -> dict[str, Any]:
     t0 = time.perf_counter()
     outcomes = load_source(args.dataset)
     train_o, test_o = split_outcomes(outcomes, test_fraction=args.test_fraction, seed=args.seed)
-    encoder = build_encoder(args.encoder, cache=False)
-    predictor = build_predictor(args.router, args.seed)
+    from router.encoders import build_encoder
+
+    encoder = build_encoder(args.encoder)
+    predictor = build_predictor(args.predictor, args.seed)
     router = Router.fit(train_o, encoder=encoder, predictor=predictor, encode_with=_training_cache(encoder),
                         prompt_stats=args.prompt_stats or None,
-                        metadata={"router_kind": args.router, "encoder": args.encoder, "dataset": args.dataset,
+                        metadata={"router_kind": args.predictor, "encoder": args.encoder, "dataset": args.dataset,
                                   "split_seed": args.seed})
     lam = args.lam
     calibration: dict[str, Any] | None = None
@@ -167,7 +148,7 @@ def _out_of_fold_predictions(router: Any, train_o: Any, args: Args, n_folds: int
     q_oof = np.zeros_like(train_o.quality, dtype=np.float64)
     groups = [normalise_prompt(p) for p in train_o.prompts]
     for fit_idx, val_idx in kfold_groups(groups, n_folds=n_folds, seed=args.seed):
-        pred = build_predictor(args.router, args.seed).fit(emb[fit_idx], train_o.quality[fit_idx])
+        pred = build_predictor(args.predictor, args.seed).fit(emb[fit_idx], train_o.quality[fit_idx])
         q_oof[val_idx] = pred.predict(emb[val_idx])
     return q_oof, c_tr
 
@@ -198,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.track:
             from training import tracking
 
-            with tracking.run(args, experiment=args.experiment, run_name=f"fit-{args.router}"):
+            with tracking.run(args, experiment=args.experiment, run_name=f"fit-{args.predictor}"):
                 res = train(args)
                 tracking.log_lineage(res["train"], role="train", split_seed=args.seed, split="train")
                 tracking.log_lineage(res["test"], role="test", split_seed=args.seed, split="test")
