@@ -65,19 +65,22 @@ class Component(ABC):  # noqa: B024  (abstract by convention: subclasses set kin
     #: Optuna search space of constructor arguments: ``{name: router.registry.FloatParam(...)}``.
     search_space: ClassVar[dict[str, Any]] = {}
 
-    def __init_subclass__(cls, **kwargs: Any) -> None:
+    def __init_subclass__(cls, register: bool = True, **kwargs: Any) -> None:
+        """Register a subclass that sets ``kind``; ``class X(Base, register=False)`` opts out (e.g. a
+        stand-in that borrows another component's kind)."""
         super().__init_subclass__(**kwargs)
-        if cls.__dict__.get("kind"):
+        if register and cls.__dict__.get("kind"):
             from router import registry
 
             registry.register(cls)
 
     def get_config(self) -> dict[str, Any]:
         sig = inspect.signature(type(self).__init__)
+        variadic = (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL)
         return {
             name: getattr(self, name)
             for name in sig.parameters
-            if name != "self" and sig.parameters[name].kind is not inspect.Parameter.VAR_KEYWORD
+            if name != "self" and sig.parameters[name].kind not in variadic
         }
 
     def get_state(self) -> dict[str, np.ndarray]:
