@@ -17,7 +17,7 @@ environment built from a data set, ``training bandit`` and ``training tune`` all
 Example:
     >>> from router.encoders import HashingEncoder
     >>> emb, lengths = embed_prompts(["What is 2 + 2?"], HashingEncoder(dim=8))
-    >>> emb.shape, lengths.tolist(), policy_context(emb * 10).max() <= 1.0
+    >>> emb.shape, lengths.tolist(), bool(policy_context(emb * 10).max() <= 1.0)
     ((1, 8), [14.0], True)
 """
 

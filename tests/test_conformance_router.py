@@ -3,6 +3,7 @@ inside a :class:`~router.router.Router` (discovered from the registries, not lis
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from router import registry
@@ -52,3 +53,25 @@ def test_router_seeded(family, kind):
     cls = registry.get(family, kind)
     cf.check_router_seeded(lambda seed: cf.predictor_router(cls, seed) if family == "predictor"
                            else cf.policy_router(cls, seed))
+
+
+def test_router_saved_with_policy_settings_in_metadata_still_loads(tmp_path):
+    """Routers written before the policy trade-off became a typed field kept it as metadata keys."""
+    import json
+
+    from router.router import Router
+
+    r = cf.policy_router(registry.get("policy", "linucb"))
+    r.save(tmp_path / "r")
+    path = tmp_path / "r" / "router.json"
+    meta = json.loads(path.read_text())
+    assert meta["policy"] == {"lam": cf.ROUTER_LAM, "mu": 0.0}
+    settings = meta.pop("policy")
+    meta["metadata"].update(policy_lam=settings["lam"], policy_mu=settings["mu"])
+    path.write_text(json.dumps(meta))
+    old = Router.load(tmp_path / "r")
+    assert (old.policy_lam, old.policy_mu) == (cf.ROUTER_LAM, 0.0) and "policy_lam" not in old.metadata
+    for kwargs in ({}, {"lam": 5.0}):  # with an override the quality estimate uses policy_lam
+        d_new, d_old = r.route(cf.ROUTE_PROMPTS, **kwargs), old.route(cf.ROUTE_PROMPTS, **kwargs)
+        np.testing.assert_array_equal(d_new.quality, d_old.quality)
+        np.testing.assert_array_equal(d_new.probabilities, d_old.probabilities)

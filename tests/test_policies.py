@@ -251,3 +251,14 @@ def test_regret_is_sublinear_and_near_oracle(kind: str, seed: int) -> None:
     assert first + second < 250, (first, second)
     assert second < 0.5 * first, (first, second)
     assert ratio > 0.9, ratio  # last quarter's reward within 10% of the oracle's
+
+
+def test_policy_dirs_of_the_older_format_still_load(tmp_path) -> None:
+    """Before one component format, save_policy wrote config.json + state.npz."""
+    pol = _make("linucb", seed=3)
+    x, a, r = _data()
+    pol.update(x, a, r)
+    (tmp_path / "config.json").write_text(json.dumps({"kind": pol.kind, "config": pol.get_config(),
+                                                      "model_names": ["a", "b", "c"]}))
+    np.savez(tmp_path / "state.npz", **pol.get_state())
+    np.testing.assert_array_equal(load_policy(tmp_path).select(x), pol.select(x))
