@@ -3,8 +3,9 @@
 A component registers itself: any subclass of :class:`router.base.Component` that sets a ``kind``
 is entered, when its class is created, in the table of its family (the ``family`` its base class
 declares: ``"encoder"``, ``"predictor"``, ``"cost"``, ``"policy"``; other parts such as the prefix
-stripper are in ``"component"``). Every module of a family's package is imported on first look-up
-(:func:`discover`), so **a new component is one new file** in that package -- persistence, the
+stripper are in ``"component"``). Every module of a family's package (``router/encoders/``,
+``router/predictors/``, ``router/policies/``; for cost models the modules ``router/cost*.py``) is
+imported on first look-up (:func:`discover`), so **a new component is one new file** there -- persistence, the
 command lines (``training fit --predictor``, ``training bandit --policy``, ``--encoder``), the
 ensemble's members and tuning all find it here. For example, ``router/predictors/column_mean.py``::
 
@@ -45,6 +46,7 @@ Example:
 
 from __future__ import annotations
 
+import fnmatch
 import importlib
 import inspect
 import pkgutil
@@ -71,11 +73,12 @@ __all__ = [
     "unregister",
 ]
 
-#: family -> packages (or modules) whose modules are imported to find its components.
+#: family -> where its components live: packages (every public module is imported), single modules,
+#: or ``package.pattern*`` (the package's modules whose names match, e.g. ``router/cost_quantile.py``).
 FAMILIES: dict[str, tuple[str, ...]] = {
     "encoder": ("router.encoders",),
     "predictor": ("router.predictors",),
-    "cost": ("router.cost_predictor",),
+    "cost": ("router.cost*",),
     "policy": ("router.policies",),
     "component": ("router.encoders", "router.features", "router.costs", "router.predictors"),
 }
@@ -179,13 +182,14 @@ def discover(family: str) -> None:
     """
     if family not in FAMILIES:
         raise ConfigError(f"unknown component family {family!r}; use one of {sorted(FAMILIES)}.")
-    for name in FAMILIES[family]:
+    for entry in FAMILIES[family]:
+        name, pattern = (entry.rsplit(".", 1) if "*" in entry else (entry, "*"))
         path = _package_path(name)
-        key = (name, path)
+        key = (entry, path)
         if key in _SCANNED:
             continue
         for info in pkgutil.iter_modules(list(path)):
-            if not info.name.startswith("_"):
+            if not info.name.startswith("_") and fnmatch.fnmatchcase(info.name, pattern):
                 importlib.import_module(f"{name}.{info.name}")
         _SCANNED.add(key)
 
