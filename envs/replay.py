@@ -199,8 +199,11 @@ class ReplayData:
     ) -> None:
         from envs.sources import resolve_source
 
-        if order not in ORDERS:
+        if order not in ORDERS:  # settings first: nothing is loaded or encoded for a bad one
             raise ConfigError(f"order must be one of {ORDERS}, got {order!r}.")
+        for name, value in (("lam", lam), ("mu", mu)):
+            if not np.isfinite(value) or value < 0:
+                raise ConfigError(f"{name} must be a finite number >= 0, got {value!r}.")
         src = resolve_source(embeddings, outcomes, dataset=dataset, dataset_options=dataset_options, log=log,
                              logged=logged, model_names=model_names, timestamps=timestamps, encoder=encoder,
                              encoder_options=encoder_options, strip_prefixes=strip_prefixes)
@@ -219,11 +222,6 @@ class ReplayData:
         self.encoder = src.encoder
         self.preprocessor = src.preprocessor
         self.prompt_lengths = src.prompt_lengths
-        if order not in ORDERS:
-            raise ConfigError(f"order must be one of {ORDERS}, got {order!r}.")
-        for name, value in (("lam", lam), ("mu", mu)):
-            if not np.isfinite(value) or value < 0:
-                raise ConfigError(f"{name} must be a finite number >= 0, got {value!r}.")
         self.lam = float(lam)
         self.mu = float(mu)
         self.order = order

@@ -214,7 +214,7 @@ class Router:
         texts_in = pre.transform(texts) if pre is not None else texts
         lengths = np.array([len(t) for t in texts], dtype=np.float64)
         if embeddings is None:
-            embeddings, _ = embed_prompts(texts, encoder, preprocessor=pre, encode_with=encode_with)
+            embeddings = (encode_with or encoder).encode(texts_in)
         feats = PromptStats(weight=prompt_stats).fit(texts_in) if prompt_stats else None
         if feats is not None:
             embeddings = np.hstack([np.asarray(embeddings, dtype=np.float32), feats.transform(texts_in)])
