@@ -402,8 +402,10 @@ def _summarise(spec: LoadSpec, run: _Run, wall: float, cpu: float) -> LoadResult
     measured = len(sched)
     ok = int(ok_mask.sum())
     lat = (done[ok_mask] - sched[ok_mask]) * 1e3
-    span = (np.nanmax(done) - sched[0]) if finished.any() else float("nan")
-    achieved = ok / span if span and span > 0 else 0.0
+    # Responses trail their sends by about one latency: measure the span from the first send to the last
+    # response, less the smallest latency, so a target that keeps up shows the offered rate.
+    span = float(np.nanmax(done) - sched[0] - lat.min() / 1e3) if ok else 0.0
+    achieved = ok / max(span, float(sched[-1] - sched[0]) + 1.0 / spec.rate) if ok else 0.0
     lag = (run.dispatched[w:] - sched) * 1e3
     codes = collections.Counter(str(int(s)) for s in status[finished])
     return LoadResult(
