@@ -47,7 +47,7 @@ if str(ROOT) not in sys.path:  # run as a script: make ``bench`` importable
     sys.path.insert(0, str(ROOT))
 
 from bench.loadgen import LoadSpec, run_load  # noqa: E402
-from bench.serve_procs import Service, free_port  # noqa: E402
+from bench.serve_procs import Service, free_port, machine_info  # noqa: E402
 from bench.serve_report import GOAL_HIT_RATE, GOAL_MISS_CPU_MS, GOAL_MISS_RATE, write_report  # noqa: E402
 
 MISS_RATES = [50, 100, 150, 250, 500, 1000, 1500, 2000]
@@ -57,6 +57,7 @@ QUICK = {"miss": [100, 500], "hit": [1000, 5000], "null": [5000]}
 ALL_TARGETS = ["null", "provider", "ours-miss", "ours-hit", "litellm-router", "litellm-proxy"]
 MISS_TARGETS = {"provider", "ours-miss", "litellm-router", "litellm-proxy"}
 CRITERIA = {"min_achieved_fraction": 0.95, "max_error_rate": 0.001, "max_added_p95_ms": 10.0}
+CHAT = "/v1/chat/completions"
 PROXY_KEY = "sk-bench-" + "5e7f" * 8  # local master key for the LiteLLM proxy (loopback only)
 
 
@@ -107,6 +108,7 @@ class Bench:
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
+        self.machine = machine_info()  # before this process pins itself (nproc follows the affinity)
         self.rows: list[dict] = []
         self.notes: list[str] = []
         self.profile: dict | None = None
@@ -180,6 +182,11 @@ class Bench:
 
     def ladder(self, target: str, svc: Service | None, url: str, rates: list[int], make_bodies,
                headers: tuple[tuple[str, str], ...] = (), stop_on_fail: bool = True) -> None:
+        # warm up first (lazy imports, client pools, first-call compilation) at a low rate
+        warm = run_load(LoadSpec(url=url, rate=20, duration_s=1.0, warmup_s=0, timeout_s=30, headers=headers),
+                        make_bodies(20))
+        if warm.ok == 0:
+            raise RuntimeError(f"{target} answered no warm-up request: {warm.errors} {warm.status_counts}")
         for rate in rates:
             row = self.step(target, svc, url, rate, make_bodies(rate), headers)
             if stop_on_fail and not row["sustained"]:
@@ -189,141 +196,142 @@ class Bench:
     def run(self) -> dict:
         a = self.args
         quick = a.quick
-        miss_rates = QUICK["miss"] if quick else MISS_RATES
-        hit_rates = QUICK["hit"] if quick else HIT_RATES
-        null_rates = QUICK["null"] if quick else NULL_RATES
+        self.miss_rates = QUICK["miss"] if quick else MISS_RATES
+        self.hit_rates = QUICK["hit"] if quick else HIT_RATES
+        self.null_rates = QUICK["null"] if quick else NULL_RATES
         if a.max_rate:
-            miss_rates = [r for r in miss_rates if r <= a.max_rate]
-            hit_rates = [r for r in hit_rates if r <= a.max_rate]
-            null_rates = [r for r in null_rates if r <= a.max_rate]
-        targets = a.targets
-        per_step = a.warmup + a.duration
-        need = int(sum(miss_rates) * per_step * len(MISS_TARGETS & set(targets)) + GOAL_MISS_RATE * per_step + 10_000)
+            self.miss_rates = [r for r in self.miss_rates if r <= a.max_rate]
+            self.hit_rates = [r for r in self.hit_rates if r <= a.max_rate]
+            self.null_rates = [r for r in self.null_rates if r <= a.max_rate]
+        self.per_step = a.warmup + a.duration
+        n_miss = len(MISS_TARGETS & set(a.targets))
+        per_ladder = (sum(self.miss_rates) + 20) * self.per_step + len(self.miss_rates) + 2
+        need = int(per_ladder * n_miss + GOAL_MISS_RATE * self.per_step + a.hit_prompts + 1000)
         self.prompts, source = load_prompts(need, a.seed)
         self.notes.append(f"prompts: {source}")
-        load_cpus, svc_cpu = a.load_cpus, a.service_cpu
-        os.sched_setaffinity(0, {int(c) for c in load_cpus.split(",")})
-        env = dict(os.environ, LITELLM_LOCAL_MODEL_COST_MAP="True", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
-                   TOKENIZERS_PARALLELISM="false", PYTHONUNBUFFERED="1")
-        logs = Path(tempfile.mkdtemp(prefix="bench-serve-"))
-        py = sys.executable
+        os.sched_setaffinity(0, {int(c) for c in a.load_cpus.split(",")})
+        self.env = dict(os.environ, LITELLM_LOCAL_MODEL_COST_MAP="True", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
+                        TOKENIZERS_PARALLELISM="false", PYTHONUNBUFFERED="1")
+        self.logs = Path(tempfile.mkdtemp(prefix="bench-serve-"))
         prov_port = free_port()
-        prov_url = f"http://127.0.0.1:{prov_port}"
-        self.provider = Service(
-            "provider",
-            [py, "-m", "serve.provider", "--port", str(prov_port), "--data", "demo", "--latency-ms", str(a.latency_ms)],
-            load_cpus, prov_url + "/healthz", env, logs / "provider.log", cwd=ROOT,
-        )
+        self.prov_url = f"http://127.0.0.1:{prov_port}"
+        cmd = [sys.executable, "-m", "serve.provider", "--port", str(prov_port), "--data", "demo", "--latency-ms",
+               f"{a.latency_ms:g}"]
+        self.provider = Service("provider", cmd, a.load_cpus, self.prov_url + "/healthz", self.env,
+                                self.logs / "provider.log", cwd=ROOT)
         self.provider.start()
-        self.pool = json.loads(_get(prov_url + "/v1/models"))["data"]
-        self.pool = [m["id"] for m in self.pool]
-        chat = "/v1/chat/completions"
-        mt = a.max_tokens
-
-        def miss_bodies(model: str):
-            return lambda rate: [chat_body(p, model, mt) for p in self.fresh_prompts(int(rate * per_step) + 1)]
-
+        self.pool = [m["id"] for m in json.loads(_get(self.prov_url + "/v1/models"))["data"]]
+        sections = {"null": self.run_null, "provider": self.run_provider, "ours": self.run_ours,
+                    "litellm-router": self.run_litellm_router, "litellm-proxy": self.run_proxy}
         try:
-            if "null" in targets:
-                print("== null server (the generator's ceiling)", flush=True)
-                port = free_port()
-                with Service("null", [py, str(ROOT / "bench" / "loadgen.py"), "--serve-null", str(port)], svc_cpu,
-                             None, env, logs / "null.log", cwd=ROOT, ready_line="null server on") as svc:
-                    body = [chat_body("What is the capital of France?", "router", mt)]
-                    rates = sorted(set(null_rates) | {r for r in hit_rates if r > max(null_rates)})
-                    self.ladder("null", svc, f"http://127.0.0.1:{port}{chat}", rates, lambda r: body,
-                                stop_on_fail=False)
-            if "provider" in targets:
-                print("== provider alone (baseline)", flush=True)
-                self.ladder("provider", self.provider, prov_url + chat, miss_rates, miss_bodies(self.pool[0]),
-                            stop_on_fail=False)
-            if "ours-miss" in targets or "ours-hit" in targets:
-                self.run_ours(py, env, logs, prov_url, svc_cpu, miss_rates, hit_rates, miss_bodies)
-            if "litellm-router" in targets:
-                print("== LiteLLM Router in a minimal ASGI app", flush=True)
-                port = free_port()
-                cmd = [py, str(ROOT / "bench" / "litellm_router_app.py"), "--port", str(port), "--provider-url",
-                       prov_url, "--models", ",".join(self.pool)]
-                with Service("litellm-router", cmd, svc_cpu, f"http://127.0.0.1:{port}/healthz", env,
-                             logs / "litellm_router.log", cwd=ROOT, start_timeout=a.start_timeout) as svc:
-                    self.ladder("litellm-router", svc, f"http://127.0.0.1:{port}{chat}", miss_rates,
-                                miss_bodies("router"))
-            if "litellm-proxy" in targets:
-                self.run_proxy(env, logs, prov_url, svc_cpu, miss_rates, miss_bodies)
+            for name, section in sections.items():
+                wanted = {"ours-miss", "ours-hit"} if name == "ours" else {name}
+                if not wanted & set(a.targets):
+                    continue
+                try:
+                    section()
+                except RuntimeError as exc:  # a target that cannot start: say why, measure the others
+                    self.notes.append(f"{name} not measured: {exc}")
+                    print(f"  {name} not measured: {exc}", flush=True)
         finally:
             self.provider.stop()
-        return self.report(logs)
+        return self.report(self.logs)
 
-    def run_ours(self, py, env, logs, prov_url, svc_cpu, miss_rates, hit_rates, miss_bodies) -> None:
-        a = self.args
-        model_dir = ensure_router(a, env)
+    def miss_bodies(self, model: str):
+        """Bodies for one step at ``rate``: prompts never sent before (every one a cache miss)."""
+        n_for = lambda rate: int(rate * self.per_step) + 1  # noqa: E731
+        return lambda rate: [chat_body(p, model, self.args.max_tokens) for p in self.fresh_prompts(n_for(rate))]
+
+    def run_null(self) -> None:
+        print("== null server (the generator's ceiling)", flush=True)
         port = free_port()
-        url = f"http://127.0.0.1:{port}/v1/chat/completions"
-        cmd = [py, "-m", "serve", "--model", str(model_dir), "--port", str(port), "--provider-url", prov_url]
-        cmd += shlex.split(a.serve_args)
-        print(f"== our service: {' '.join(cmd[1:])}", flush=True)
-        with Service("ours", cmd, svc_cpu, f"http://127.0.0.1:{port}/readyz", env, logs / "serve.log", cwd=ROOT,
-                     start_timeout=a.start_timeout) as svc:
+        cmd = [sys.executable, str(ROOT / "bench" / "loadgen.py"), "--serve-null", str(port)]
+        with Service("null", cmd, self.args.service_cpu, None, self.env, self.logs / "null.log", cwd=ROOT,
+                     ready_line="null server on") as svc:
+            body = [chat_body("What is the capital of France?", "router", self.args.max_tokens)]
+            rates = sorted(set(self.null_rates) | {r for r in self.hit_rates if r > max(self.null_rates)})
+            self.ladder("null", svc, f"http://127.0.0.1:{port}{CHAT}", rates, lambda r: body, stop_on_fail=False)
+
+    def run_provider(self) -> None:
+        print("== provider alone (baseline)", flush=True)
+        self.ladder("provider", self.provider, self.prov_url + CHAT, self.miss_rates, self.miss_bodies(self.pool[0]),
+                    stop_on_fail=False)
+
+    def run_ours(self) -> None:
+        a = self.args
+        model_dir = ensure_router(a, self.env)
+        port = free_port()
+        url = f"http://127.0.0.1:{port}{CHAT}"
+        cmd = [sys.executable, "-m", "serve", "--model", str(model_dir), "--port", str(port), "--provider-url",
+               self.prov_url, *shlex.split(a.serve_args)]
+        print(f"== our service: python {' '.join(cmd[1:])}", flush=True)
+        with Service("ours", cmd, a.service_cpu, f"http://127.0.0.1:{port}/readyz", self.env,
+                     self.logs / "serve.log", cwd=ROOT, start_timeout=a.start_timeout) as svc:
             self.service_cmd = cmd
             if "ours-miss" in a.targets:
-                self.ladder("ours-miss", svc, url, miss_rates, miss_bodies("router"))
+                self.ladder("ours-miss", svc, url, self.miss_rates, self.miss_bodies("router"))
             if "ours-hit" in a.targets:
-                self.cached = cached = [chat_body(p, "router", a.max_tokens) for p in self.fresh_prompts(a.hit_prompts)]
-                prime = run_load(LoadSpec(url=url, rate=200, duration_s=len(cached) / 200, warmup_s=0,
-                                          timeout_s=a.timeout), cached)
-                self.notes.append(f"hits: {len(cached)} distinct prompts primed first ({prime.ok} ok, "
-                                  f"x-cache {prime.header_counts})")
-                self.ladder("ours-hit", svc, url, hit_rates, lambda rate: cached)
+                self.cached = [chat_body(p, "router", a.max_tokens) for p in self.fresh_prompts(a.hit_prompts)]
+                prime = run_load(LoadSpec(url=url, rate=100, duration_s=len(self.cached) / 100, warmup_s=0,
+                                          timeout_s=a.timeout), self.cached)
+                self.notes.append(f"hits: {len(self.cached)} distinct prompts sent once first ({prime.ok} ok, "
+                                  f"x-cache {prime.header_counts}), then cycled")
+                self.ladder("ours-hit", svc, url, self.hit_rates, lambda rate: self.cached)
             if not a.no_profile:
-                self.profile_if_missed(svc, url, miss_bodies)
+                self.profile_if_missed(svc, url)
 
-    def profile_if_missed(self, svc: Service, url: str, miss_bodies) -> None:
-        a = self.args
+    def run_litellm_router(self) -> None:
+        print("== LiteLLM Router in a minimal ASGI app", flush=True)
+        port = free_port()
+        cmd = [sys.executable, str(ROOT / "bench" / "litellm_router_app.py"), "--port", str(port), "--provider-url",
+               self.prov_url, "--models", ",".join(self.pool)]
+        with Service("litellm-router", cmd, self.args.service_cpu, f"http://127.0.0.1:{port}/healthz", self.env,
+                     self.logs / "litellm_router.log", cwd=ROOT, start_timeout=self.args.start_timeout) as svc:
+            self.ladder("litellm-router", svc, f"http://127.0.0.1:{port}{CHAT}", self.miss_rates,
+                        self.miss_bodies("router"))
+
+    def profile_if_missed(self, svc: Service, url: str) -> None:
+        """When our service misses an issue-11 target, sample it with py-spy under that load."""
         ours = {t: [r for r in self.rows if r["target"] == t] for t in ("ours-miss", "ours-hit")}
-        misses = []
+        missed: list[tuple[str, int, list[bytes]]] = []
         at_goal = [r for r in ours["ours-miss"] if r["rate"] == GOAL_MISS_RATE]
         if ours["ours-miss"] and (not at_goal or not at_goal[0]["sustained"]
                                   or at_goal[0]["cpu_s_per_1000"] > GOAL_MISS_CPU_MS):
-            misses.append(("ours-miss", GOAL_MISS_RATE, miss_bodies("router")(GOAL_MISS_RATE)))
+            missed.append(("ours-miss", GOAL_MISS_RATE, self.miss_bodies("router")(GOAL_MISS_RATE)))
         hit_goal = [r for r in ours["ours-hit"] if r["rate"] == GOAL_HIT_RATE]
         if ours["ours-hit"] and (not hit_goal or not hit_goal[0]["sustained"]):
-            misses.append(("ours-hit", GOAL_HIT_RATE, None))
-        if not misses:
+            missed.append(("ours-hit", GOAL_HIT_RATE, self.cached))
+        if not missed:
             return
-        target, rate, bodies = misses[0]
-        if bodies is None:
-            bodies = self.cached
+        target, rate, bodies = missed[0]
         print(f"== profile of our service under {target} load at {rate}/s (py-spy)", flush=True)
         svc.wait_idle()
-        self.profile = svc.profile(lambda: run_load(self.spec(url, rate), bodies), a.duration + a.warmup,
+        spec = self.spec(url, rate)
+        self.profile = svc.profile(lambda: run_load(spec, bodies), spec.warmup_s + spec.duration_s,
                                    Path(tempfile.mkdtemp(prefix="bench-serve-prof-")))
         if self.profile is not None:
             self.profile.update(target=target, rate=rate)
 
-    def run_proxy(self, env, logs, prov_url, svc_cpu, miss_rates, miss_bodies) -> None:
+    def run_proxy(self) -> None:
         a = self.args
         import yaml
 
         from bench.litellm_router_app import model_list
 
-        cfg = {"model_list": model_list(prov_url, self.pool),
+        cfg = {"model_list": model_list(self.prov_url, self.pool),
                "litellm_settings": {"num_retries": 0, "set_verbose": False},
                "general_settings": {"disable_spend_logs": True}}
-        cfg_path = logs / "litellm_proxy.yaml"
+        cfg_path = self.logs / "litellm_proxy.yaml"
         cfg_path.write_text(yaml.safe_dump(cfg))
         port = free_port()
         exe = Path(sys.executable).with_name("litellm")
         cmd = [str(exe), "--config", str(cfg_path), "--host", "127.0.0.1", "--port", str(port), "--num_workers", "1"]
-        penv = dict(env, LITELLM_MASTER_KEY=PROXY_KEY, LITELLM_LOG="ERROR")
-        print("== LiteLLM proxy", flush=True)
-        try:
-            with Service("litellm-proxy", cmd, svc_cpu, f"http://127.0.0.1:{port}/health/liveliness", penv,
-                         logs / "litellm_proxy.log", cwd=logs, start_timeout=max(a.start_timeout, 180)) as svc:
-                self.ladder("litellm-proxy", svc, f"http://127.0.0.1:{port}/v1/chat/completions", miss_rates,
-                            miss_bodies("router"), headers=(("Authorization", f"Bearer {PROXY_KEY}"),))
-        except RuntimeError as exc:
-            self.notes.append(f"LiteLLM proxy not measured: {exc}")
-            print(f"  LiteLLM proxy not measured: {exc}", flush=True)
+        env = dict(self.env, LITELLM_MASTER_KEY=PROXY_KEY, LITELLM_LOG="ERROR")
+        print(f"== LiteLLM proxy: {' '.join(cmd[1:])}", flush=True)
+        with Service("litellm-proxy", cmd, a.service_cpu, f"http://127.0.0.1:{port}/health/liveliness", env,
+                     self.logs / "litellm_proxy.log", cwd=self.logs, start_timeout=max(a.start_timeout, 180)) as svc:
+            self.ladder("litellm-proxy", svc, f"http://127.0.0.1:{port}{CHAT}", self.miss_rates,
+                        self.miss_bodies("router"), headers=(("Authorization", f"Bearer {PROXY_KEY}"),))
 
     def report(self, logs: Path) -> dict:
         return write_report(self, logs)
@@ -339,7 +347,9 @@ def ensure_router(args: argparse.Namespace, env: dict) -> Path:
         print(f"== training the served router on the demo data (static encoder) into {out}", flush=True)
         cmd = [sys.executable, "-m", "training", "fit", "--dataset", "demo", "--encoder", "static", "--out", str(out),
                "--no-track"]
-        subprocess.run(cmd, cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
+        done = subprocess.run(cmd, cwd=ROOT, env=env, check=False, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"training the served router failed: {done.stderr[-500:]}")
     return out
 
 

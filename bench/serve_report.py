@@ -120,7 +120,7 @@ def write_report(bench: Any, logs: Path) -> dict:
         "benchmark": "serve",
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "command": " ".join(["python", "bench/bench_serve.py", *map(shlex.quote, sys.argv[1:])]),
-        "machine": machine_info(),
+        "machine": getattr(bench, "machine", None) or machine_info(),
         "versions": versions(root),
         "layout": {"target_cpu": args.service_cpu, "loadgen_and_provider_cpus": args.load_cpus},
         "settings": {k: v for k, v in vars(args).items() if k not in ("out",)},
