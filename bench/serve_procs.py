@@ -8,6 +8,7 @@ its whole process tree from ``/proc`` (``utime + stime`` of the process and its 
 from __future__ import annotations
 
 import collections
+import math
 import os
 import platform
 import re
@@ -147,7 +148,7 @@ class Service:
         if not Path(spy).exists():
             return {"error": "py-spy is not installed (pip install py-spy: it is in the bench extra)"}
         raw = out_dir / "pyspy.txt"
-        cmd = [spy, "record", "--pid", str(self.pid), "--duration", str(max(1, round(seconds))), "--rate", "200",
+        cmd = [spy, "record", "--pid", str(self.pid), "--duration", str(max(1, math.ceil(seconds))), "--rate", "200",
                "--format", "raw", "--output", str(raw), "--nonblocking"]
         cpus = ",".join(str(c) for c in sorted(os.sched_getaffinity(0)))
         taskset = shutil.which("taskset")
