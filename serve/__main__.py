@@ -38,16 +38,17 @@ def _parser() -> argparse.ArgumentParser:
 
 def _preflight(model: str) -> None:
     """Cheap checks of --model before the server starts, so mistakes fail fast with one line."""
+    from router.errors import PersistenceError
     from serve.registry import parse_spec
 
     spec = parse_spec(model)
     if spec.kind == "dir":
         path = Path(model)
         if not path.is_dir():
-            raise SystemExit(f"error: --model {model}: no such directory; give a router directory written by "
+            raise PersistenceError(f"--model {model}: no such directory; give a router directory written by "
                              "`python -m training fit --out DIR`, or models:/NAME@ALIAS.")
         if not (path / "router.json").is_file():
-            raise SystemExit(f"error: --model {model}: no router.json in that directory; give a directory "
+            raise PersistenceError(f"--model {model}: no router.json in that directory; give a directory "
                              "written by Router.save / `python -m training fit --out DIR`.")
     elif spec.kind == "alias":
         from serve.registry import resolve_alias

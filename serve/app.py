@@ -62,6 +62,7 @@ class State:
         self.follower = follower
         self.ready = False
         self.draining = False
+        self.supported_params: frozenset[str] | None = None  # generation parameters the providers take
         self._extra_models = frozenset(_configured_models(settings.providers))
         self._passthrough: tuple[Policy | None, frozenset[str]] = (None, frozenset())
 
@@ -203,9 +204,9 @@ async def build_state(settings: Settings) -> State:
                                       window_s=settings.batch_window_ms / 1000.0,
                                       in_thread=encode_in_thread(settings.encode_in_thread, cache.encoder_),
                                       name="cache-embed")
-    from serve.providers import ProviderError, ProviderPool
+    from serve.providers import SUPPORTED_PARAMS, ProviderError, ProviderPool
 
-    pool = ProviderPool.from_config(settings.providers, settings.provider_url, list(policy.router.models))
+    pool = ProviderPool.from_config(settings.providers or None, settings.provider_url, list(policy.router.models))
     follower = None
     if spec.kind == "alias" and settings.registry_poll_s > 0:
         def swapped(old: Policy, new: Policy) -> None:
@@ -225,6 +226,7 @@ async def build_state(settings: Settings) -> State:
         follower.start()
     state = State(settings, holder, decider, pool, ProviderError, cache, cache_embedder, metrics,
                   make_logbook(settings.logbook.path), follower)
+    state.supported_params = frozenset(SUPPORTED_PARAMS)
     log.info("serving %s (%s) after %.1f s", policy.version, settings.model, time.perf_counter() - t0)
     return state
 

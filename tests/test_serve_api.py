@@ -37,7 +37,14 @@ def router_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def service(provider, router_dir, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("serve")
+    from router.data.synthetic import MODELS
+
+    # every pool model at the local provider, with the synthetic pool's prices (so spend is counted)
+    providers = {"endpoints": {"local": {"protocol": "openai", "api_base": provider}},
+                 "models": {m.name: {"endpoint": "local", "input_cost_per_token": m.input_price,
+                                     "output_cost_per_token": m.output_price} for m in MODELS}}
     config = {
+        "providers": providers,
         "cache": {"encoder": {"kind": "hashing", "dim": 512}, "threshold": 0.75},
         "profiles": {"cheap": {"lam": 1_000_000.0}},
         "max_body_bytes": 64 * 1024,
@@ -192,6 +199,7 @@ BAD_INPUT = [
     ("temperature out of range", _body(temperature=7), 400, "temperature", "'temperature' must be a number"),
     ("max_tokens not an int", _body(max_tokens="ten"), 400, "max_tokens", "positive integer"),
     ("n > 1", _body(n=3), 400, "n", "'n' must be 1"),
+    ("unsupported parameter", _body(frobnicate=1), 400, "frobnicate", "unsupported parameter(s) ['frobnicate']"),
     ("routing not an object", _body(routing=[1]), 400, "routing", "must be an object"),
     ("unknown routing option", _body(routing={"lamda": 3}), 400, "routing", "unknown routing option"),
     ("negative lambda", _body(routing={"lam": -1}), 400, "routing.lam", "finite number >= 0"),

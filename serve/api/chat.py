@@ -13,6 +13,7 @@ cached).
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -48,7 +49,7 @@ async def chat_completions(state: State, scope: Scope, receive: Receive, send: S
     raw = await read_body(scope, receive, state.settings.max_body_bytes)
     policy = state.holder.current
     req = parse_chat(raw, models=state.passthrough_models(policy), profiles=state.settings.profiles,
-                     max_messages=state.settings.max_messages)
+                     max_messages=state.settings.max_messages, supported=state.supported_params)
     metrics = state.metrics
     record = DecisionRecord(rid, time.time(), tenant, req.messages, req.model, 1.0, req.routed, policy.version,
                             "bypass", stream=req.stream) if state.logbook.enabled else None
@@ -129,15 +130,19 @@ async def chat_completions(state: State, scope: Scope, receive: Receive, send: S
     except state.provider_error as exc:
         raise _provider_failed(state, candidates, exc) from None
     provider_s = time.perf_counter() - t_call
+    if len(done.attempts) > 1:
+        _count_attempts(state, done.attempts)
     _account(state, done.model, chosen, provider_s, done.cost_usd, done.input_tokens, done.output_tokens)
-    if key is not None and cache is not None and done.finish_reason in ("stop", "length"):
+    message: dict[str, Any] = {"role": "assistant", "content": done.text}
+    if done.tool_calls:
+        message["tool_calls"] = done.tool_calls
+    elif key is not None and cache is not None and done.finish_reason in ("stop", "length"):
         cache.put(key[0], key[1], {"text": done.text, "model": done.model, "finish_reason": done.finish_reason,
                                    "input_tokens": done.input_tokens, "output_tokens": done.output_tokens},
                   embedding=embedding)
     body = orjson.dumps({
         "id": "chatcmpl-" + rid, "object": "chat.completion", "created": int(time.time()), "model": done.model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": done.text},
-                     "finish_reason": done.finish_reason, "logprobs": None}],
+        "choices": [{"index": 0, "message": message, "finish_reason": done.finish_reason, "logprobs": None}],
         "usage": _usage(done.input_tokens, done.output_tokens),
     })
     headers.append((b"x-request-id", rid.encode()))
@@ -237,6 +242,8 @@ async def _stream(state: State, receive: Receive, send: Send, req: ChatRequest, 
                 itok = ch.input_tokens or itok
                 otok = ch.output_tokens or otok
                 cost = ch.cost_usd or cost
+                if ch.attempts and len(ch.attempts) > 1:
+                    _count_attempts(state, ch.attempts)
     except ClientGone:
         await _close(gen)
         error = "client disconnected"
@@ -244,7 +251,8 @@ async def _stream(state: State, receive: Receive, send: Send, req: ChatRequest, 
         await _close(gen)
         error = f"the answer did not finish within {state.settings.request_timeout_s:g} s"
     except state.provider_error as exc:
-        error = f"the provider stream of {model!r} broke mid-answer: {exc}"
+        _count_attempts(state, getattr(exc, "attempts", None))
+        error = f"the provider stream of {model!r} broke mid-answer: {getattr(exc, 'message', exc)}"
     except Exception as exc:  # never leave a cut stream looking complete
         await _close(gen)
         error = f"the stream failed mid-answer ({type(exc).__name__}: {exc})"
@@ -351,17 +359,27 @@ def _timeout(state: State, model: str) -> APIError:
 
 
 def _provider_failed(state: State, candidates: list[str], exc: Any) -> APIError:
-    status = int(getattr(exc, "status", 0) or 0)
-    state.metrics.provider_errors[(candidates[0], str(status or "error"))] += 1
-    tried = ", ".join(candidates)
-    msg = f"every candidate model failed ({tried}): {getattr(exc, 'message', str(exc))}"
-    if status == 429:
-        return APIError(429, msg + "; retry later.", code="rate_limited", headers=_retry_after(exc))
-    if 400 <= status < 500:
-        return APIError(status, msg, code="provider_rejected")
-    return APIError(502, msg + "; retry later.", code="provider_error")
+    """The pool's :class:`~serve.providers.ProviderError` as an OpenAI error with its status."""
+    status = int(getattr(exc, "status", 0) or 502)
+    kind = str(getattr(exc, "kind", "") or "provider_error")
+    _count_attempts(state, getattr(exc, "attempts", None))
+    message = str(getattr(exc, "message", exc))
+    if status == 400:
+        return APIError(400, f"the provider refused the request: {message}", code=kind)
+    headers = []
+    retry_after = getattr(exc, "retry_after_s", None)
+    if retry_after:
+        headers.append((b"retry-after", str(max(1, math.ceil(retry_after))).encode()))
+    hint = "; retry later." if getattr(exc, "retryable", True) else "."
+    return APIError(status, f"no answer from {', '.join(candidates)}: {message}{hint}", code=kind,
+                    type="rate_limit_error" if status == 429 else "upstream_error", headers=headers)
 
 
-def _retry_after(exc: Any) -> list[tuple[bytes, bytes]]:
-    value = getattr(exc, "retry_after", None)
-    return [(b"retry-after", str(max(1, int(value))).encode())] if value else []
+def _count_attempts(state: State, attempts: Any) -> None:
+    """Failed attempts (retries, fallbacks) by model and kind, for the provider error counter."""
+    if not attempts:
+        return
+    errors = state.metrics.provider_errors
+    for a in attempts:
+        if not a.ok:
+            errors[(a.model, str(a.kind or a.status or "error"))] += 1

@@ -66,8 +66,10 @@ def _bad(message: str, param: str | None = None, code: str | None = None) -> API
     return APIError(400, message, param=param, code=code)
 
 
-def parse_chat(raw: bytes, *, models: Collection[str], profiles: Mapping[str, Profile], max_messages: int) -> ChatRequest:
-    """Parse and validate; ``models`` is the pool a pass-through request may name."""
+def parse_chat(raw: bytes, *, models: Collection[str], profiles: Mapping[str, Profile], max_messages: int,
+               supported: Collection[str] | None = None) -> ChatRequest:
+    """Parse and validate; ``models`` is the pool a pass-through request may name, ``supported`` the
+    generation parameters the providers take (others are refused, never dropped)."""
     if not raw:
         raise _bad("the request body is empty; send a JSON object with 'model' and 'messages'.")
     try:
@@ -93,7 +95,7 @@ def parse_chat(raw: bytes, *, models: Collection[str], profiles: Mapping[str, Pr
         if not isinstance(so, dict):
             raise _bad("'stream_options' must be an object.", param="stream_options")
         include_usage = bool(so.get("include_usage", False))
-    params = _params(body)
+    params = _params(body, supported)
     routing = body.get("routing")
     if routing is not None and not isinstance(routing, dict):
         raise _bad(f"'routing' must be an object of routing options ({', '.join(ROUTING_KEYS)}).", param="routing")
@@ -171,8 +173,14 @@ def _messages(messages: Any, max_messages: int) -> list[Any]:
     return messages
 
 
-def _params(body: dict[str, Any]) -> dict[str, Any]:
+def _params(body: dict[str, Any], supported: Collection[str] | None) -> dict[str, Any]:
     params = {k: v for k, v in body.items() if k not in _OWN}
+    if supported is not None:
+        unknown = [k for k in params if k not in supported and k != "n"]
+        if unknown:
+            raise _bad(f"unsupported parameter(s) {sorted(unknown)[:10]}; this service forwards "
+                       f"{', '.join(sorted(supported))} (routing options go under 'routing').", param=unknown[0],
+                       code="unsupported_parameter")
     for key, (lo, hi) in _NUMBERS.items():
         v = params.get(key)
         if v is not None and (isinstance(v, bool) or not isinstance(v, int | float) or not lo <= v <= hi):
@@ -181,7 +189,7 @@ def _params(body: dict[str, Any]) -> dict[str, Any]:
         v = params.get(key)
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
             raise _bad(f"'{key}' must be a positive integer, got {v!r:.40}.", param=key)
-    n = params.get("n")
+    n = params.pop("n", None)
     if n is not None and n != 1:
         raise _bad(f"'n' must be 1 (one answer per request), got {n!r:.40}.", param="n")
     stop = params.get("stop")

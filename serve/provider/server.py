@@ -17,7 +17,8 @@ Routes:
                                                         ``GET /v1beta/models`` lists the pool)
 ``POST /api/chat``                                      Ollama (``GET /api/tags`` lists the pool)
 ``POST /_faults``, ``DELETE /_faults``, ``GET /_faults`` inject, clear, list faults
-``GET /_stats``                                         requests per model, injected faults, the pool
+``GET /_stats``                                         requests per model and protocol, how many
+                                                        carried a key (never the key), faults, the pool
 ``GET /healthz``                                        ``{"ok": true}``
 ======================================================= ==========================================
 """
@@ -60,6 +61,7 @@ class ProviderServer:
         self.faults = faults if faults is not None else FaultTable()
         self.requests: dict[str, int] = {}
         self.by_protocol: dict[str, int] = {}
+        self.with_key = 0
         self.conns: set[_Conn] = set()
         self._server: asyncio.base_events.Server | None = None
 
@@ -81,7 +83,7 @@ class ProviderServer:
     def stats(self) -> dict[str, Any]:
         """Requests per model and protocol, injected faults, active faults and the pool."""
         return {"requests": dict(self.requests), "total": sum(self.requests.values()),
-                "by_protocol": dict(self.by_protocol), "faults_injected": {k: dict(v) for k, v in
+                "by_protocol": dict(self.by_protocol), "with_key": self.with_key, "faults_injected": {k: dict(v) for k, v in
                                                                           self.faults.injected.items()},
                 "faults": self.faults.to_json(), "pool": self.book.describe()}
 
@@ -139,6 +141,8 @@ class ProviderServer:
         r.started_ns = time.perf_counter_ns()
         self.requests[r.model] = self.requests.get(r.model, 0) + 1
         self.by_protocol[wire.name] = self.by_protocol.get(wire.name, 0) + 1
+        if b"authorization" in headers or b"x-api-key" in headers or b"x-goog-api-key" in headers:
+            self.with_key += 1  # counted, never stored
         if not self.book.knows(r.model):
             return c.respond(404, wire.not_found(r.model))
         fault = self.faults.take(r.model)
