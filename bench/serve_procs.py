@@ -231,7 +231,7 @@ def machine_info() -> dict:
 def versions(root: Path) -> dict:
     from importlib import metadata
 
-    out = {}
+    out: dict[str, str | None] = {}
     for name in ["litellm", "uvicorn", "starlette", "uvloop", "httptools", "aiohttp", "httpx", "numpy", "faiss-cpu",
                  "model2vec", "py-spy"]:
         try:
