@@ -61,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     # (FAISS's OpenMP threads alone cost more CPU than a decision); set before numpy/faiss load
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     args = _parser().parse_args(argv)
     from router.errors import RoutingError
     from serve.settings import ENV_PREFIX, Settings

@@ -350,3 +350,26 @@ def test_config_unlisted_default_and_pool_settings():
     pool = ProviderPool.from_config({"unlisted": "default", "circuit_breaker": {"failure_threshold": 5},
                                      "models": {}}, "http://127.0.0.1:9000", ["m"])
     assert pool.deployments["m"].api_base == "http://127.0.0.1:9000" and pool.failure_threshold == 5
+
+
+def test_readme_config_example_parses(monkeypatch, tmp_path):
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split("## Providers config", 1)[1]
+    block = re.search(r"```yaml\n(.*?)```", section, re.S).group(1)
+    cfg = yaml.safe_load(block)["providers"]
+    for name in ("OPENAI", "ANTHROPIC", "GEMINI", "XAI", "MISTRAL", "TOGETHER"):
+        monkeypatch.setenv(f"{name}_API_KEY", f"key-{name}")
+    keyfile = tmp_path / "abacus"
+    keyfile.write_text("key-abacus")
+    cfg["endpoints"]["abacus"]["api_key_file"] = str(keyfile)
+    parsed = parse_config(cfg, "http://127.0.0.1:9000", list(cfg["models"]))
+    protocols = {d.model: d.protocol for d in parsed.deployments}
+    assert protocols["claude-v2"] == "anthropic" and protocols["grok-2"] == "openai"
+    assert protocols["llama3"] == "ollama" and protocols["claude-haiku-bedrock"] == "litellm"
+    assert {d.model: d.wire_model for d in parsed.deployments}["claude-haiku-bedrock"].endswith("-v1:0")
+    assert parsed.keys["route-llm"] == "key-abacus" and parsed.keys["llama3"] is None

@@ -4,6 +4,7 @@ the decision step (same choices as ``Router.route``, fallback order by utility),
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import subprocess
 import sys
@@ -28,8 +29,8 @@ def test_settings_sources_and_precedence(tmp_path):
     assert (s.cache.ttl_s, s.cache.max_entries, s.cache.enabled) == (10.0, 7, True)
     assert s.profiles["cheap"].lam == 500.0 and s.profiles["cheap"].allowed_models == ("a", "b")
     assert Settings.from_dict(json.loads(s.to_json())) == s  # what worker processes receive
-    with pytest.raises(Exception):
-        s.port = 1  # type: ignore[misc]  # frozen
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        s.port = 1  # type: ignore[misc]
 
 
 SETTINGS_ERRORS = [

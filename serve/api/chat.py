@@ -323,8 +323,11 @@ def _usage(itok: int | None, otok: int | None) -> dict[str, int]:
 
 
 def _ascii(text: str, limit: int = 128) -> bytes:
-    """Header-safe bytes: printable ASCII only, at most ``limit`` characters."""
-    return "".join(c if " " <= c <= "~" else "?" for c in text[:limit]).encode()
+    """Header-safe bytes: printable ASCII only (others become ``?``), at most ``limit`` characters."""
+    text = text[:limit]
+    if text.isascii() and text.isprintable():
+        return text.encode()
+    return "".join(c if " " <= c <= "~" else "?" for c in text).encode()
 
 
 def _account(state: State, model: str, chosen: str, provider_s: float, cost: float | None,

@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -32,7 +33,12 @@ __all__ = ["ProviderHandle", "build_book", "main", "running"]
 
 
 class ProviderHandle(str):
-    """The base URL of a running local provider (``http://127.0.0.1:PORT``), with admin helpers."""
+    """The base URL of a running local provider (``http://127.0.0.1:PORT``), with admin helpers.
+
+    ``pid`` is the subprocess's id when started with ``process=True`` (else this process's).
+    """
+
+    pid: int = os.getpid()
 
     def _call(self, method: str, path: str, body: Any = None) -> Any:
         data = None if body is None else json.dumps(body).encode()
@@ -176,7 +182,9 @@ def _subprocess(port: int, host: str, data: str | None, latency_ms: float | None
         if not line.startswith("local provider: http://"):
             err = proc.stderr.read() if proc.stderr is not None and proc.poll() is not None else ""
             raise RuntimeError(f"the local provider did not start: {line.strip()} {err.strip()}")
-        yield ProviderHandle(line.split()[2])
+        handle = ProviderHandle(line.split()[2])
+        handle.pid = proc.pid
+        yield handle
     finally:
         proc.terminate()
         try:

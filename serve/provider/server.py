@@ -2,10 +2,9 @@
 
 Why not uvicorn: the faults must show on the wire as a real provider's failures do -- a TCP reset with no
 response, a chunked stream closed without its last chunk, a body short of its ``Content-Length`` -- and an
-ASGI app cannot reach the socket to do that. A lean protocol is also cheaper than uvicorn's pure-Python h11
-parser (httptools is not installed), and the provider must stay small next to the service it serves in
-benchmarks. It speaks keep-alive HTTP/1.1 with ``Content-Length`` or chunked request bodies and answers each
-connection's requests in order.
+ASGI app cannot reach the socket to do that. It costs about what uvicorn (httptools) costs for a fixed body
+(``bench/results/providers.md``). It speaks keep-alive HTTP/1.1 with ``Content-Length`` or chunked request
+bodies and answers each connection's requests in order.
 
 Routes:
 
