@@ -2,7 +2,7 @@
 
 Run: ``python bench/bench_serve.py`` (full, under ~10 minutes on an idle machine) or ``--quick`` (a ~1-minute
 smoke run, without the LiteLLM proxy unless ``--targets`` names it). Writes ``bench/results/serve.json`` and
-``bench/results/serve.md``.
+``bench/results/serve.md`` (``--quick``: ``out/bench-serve/quick.*``).
 
 Every target sits in front of the same local provider (``python -m serve.provider --data demo
 --latency-ms 50``) and gets the same requests from the open-loop generator in :mod:`bench.loadgen`:
@@ -386,7 +386,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--start-timeout", type=float, default=120.0)
     ap.add_argument("--no-profile", action="store_true", help="skip the py-spy profile when a target is missed")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "serve"), help="output path without suffix")
+    ap.add_argument("--out", default=None,
+                    help="output path without suffix (default bench/results/serve; --quick: out/bench-serve/quick, "
+                         "so a smoke run never overwrites the recorded results)")
     args = ap.parse_args(argv)
     if args.targets in (None, ""):
         args.targets = [t for t in ALL_TARGETS if not (args.quick and t == "litellm-proxy")]
@@ -397,6 +399,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         unknown = sorted(set(args.targets) - set(ALL_TARGETS))
         if unknown:
             ap.error(f"unknown targets {unknown}; choose from {ALL_TARGETS}")
+    if args.out is None:
+        args.out = str(ROOT / "out" / "bench-serve" / "quick") if args.quick else str(ROOT / "bench" / "results" / "serve")
     if args.duration is None:
         args.duration = 2.0 if args.quick else 5.0
     if args.warmup is None:

@@ -209,7 +209,9 @@ def markdown(rep: dict) -> str:
         else:
             load = prof.get("load") or {}
             lines += [f"py-spy sampled the service under {prof['target']} load at {prof['rate']}/s "
-                      f"({prof['samples']} samples; achieved {_fmt(load.get('achieved_rate'), 0)}/s): "
+                      f"({prof['samples']} samples while it ran, idle time left out; achieved "
+                      f"{_fmt(load.get('achieved_rate'), 0)}/s; inclusive leaves out the frames under 90% or more "
+                      "of the samples, the process and event-loop entry points): "
                       f"`{prof['command']}`.", "", "| own time % | function |", "|---:|---|"]
             lines += [f"| {e['percent']:.1f} | `{e['function']}` |" for e in prof["top_self"][:15]]
             lines += ["", "| inclusive % | function |", "|---:|---|"]

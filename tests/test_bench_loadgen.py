@@ -109,3 +109,32 @@ def test_empty_bodies_rejected():
     spec = LoadSpec(url="http://127.0.0.1:9/x", rate=10, duration_s=0.1, warmup_s=0)
     with pytest.raises(ValueError, match="bodies is empty"):
         run_load(spec, [])
+
+
+def test_profile_summary_known_answer():
+    from bench.serve_procs import profile_summary
+
+    raw = "main (m.py:1);step (m.py:2);search (x.py:3) 5\nmain (m.py:1);step (m.py:9);encode (x.py:9) 3\n" \
+          "main (m.py:1);write (y.py:1) 2\n"
+    s = profile_summary(raw)
+    assert s["samples"] == 10
+    assert s["top_self"] == [{"function": "search (x.py)", "percent": 50.0},
+                             {"function": "encode (x.py)", "percent": 30.0},
+                             {"function": "write (y.py)", "percent": 20.0}]
+    # lines of one function merge (step at lines 2 and 9); the root frame under every sample is left out
+    assert s["top_inclusive"][0] == {"function": "step (m.py)", "percent": 80.0}
+    assert all(e["function"] != "main (m.py)" for e in s["top_inclusive"])
+
+
+def test_summary_takes_the_highest_rate_before_the_first_miss():
+    from bench.serve_report import summarise
+
+    def row(rate, ok):
+        return {"target": "ours-miss", "rate": rate, "sustained": ok, "cpu_s_per_1000": rate / 1000,
+                "added_ms": {"p50": 1.0, "p95": 2.0, "p99": 3.0}, "achieved_rate": rate if ok else rate / 2,
+                "error_rate": 0.0, "errors": {}}
+
+    s = summarise([row(100, True), row(250, True), row(500, False), row(1000, True)])["ours-miss"]
+    assert s["max_sustained_rate"] == 250
+    assert s["cpu_ms_per_request"] == 0.25
+    assert s["first_unsustained"] == {"rate": 500, "why": "achieved 250/s"}
