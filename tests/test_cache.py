@@ -429,3 +429,13 @@ def test_concurrent_gets_and_puts_stay_consistent():
     s = cache.stats()
     assert s["entries"] == len(cache) <= 50
     assert s["hits_exact"] + s["hits_semantic"] + s["misses"] > 0
+
+
+def test_search_leaves_the_faiss_thread_setting_alone():
+    import faiss
+
+    before = faiss.omp_get_max_threads()
+    idx = ScopeIndex(4)
+    idx.add(1, np.array([1.0, 0.0, 0.0, 0.0], dtype=np.float32))
+    assert idx.search(np.array([1.0, 0.0, 0.0, 0.0], dtype=np.float32))[0] == 1
+    assert faiss.omp_get_max_threads() == before
