@@ -146,6 +146,9 @@ class Bench:
         prov = (self.provider.cpu_seconds() - prov0) if self.provider is not None else float("nan")
         row = {"target": target, "rate": rate, **result.as_dict(),
                "cpu_s_per_1000": cpu / result.sent * 1000 if svc is not None else None,
+               # share of its core the target used over the step: well under 1 while not keeping up means
+               # it waited on something else (or other processes took the core)
+               "cpu_busy_fraction": cpu / result.wall_s if svc is not None else None,
                "provider_cpu_s_per_1000": prov / result.sent * 1000}
         self._judge(row)
         self.rows.append(row)

@@ -174,6 +174,7 @@ class _Run:
         self.pending: collections.deque[int] = collections.deque()
         self.busy: set[_Conn] = set()
         self.n_conns = 0  # open or opening
+        self.connecting: set[asyncio.Task] = set()
         self.opened = 0
         self.outstanding = 0
         self.all_done = asyncio.Event()
@@ -208,8 +209,13 @@ class _Run:
             return
         self.pending.append(i)
         if self.n_conns < self.spec.max_connections:
-            self.n_conns += 1
-            self.loop.create_task(self.open_connection())
+            self.connect()
+
+    def connect(self) -> None:
+        self.n_conns += 1
+        task = self.loop.create_task(self.open_connection())
+        self.connecting.add(task)
+        task.add_done_callback(self.connecting.discard)
 
     async def open_connection(self) -> None:
         try:
@@ -253,10 +259,17 @@ class _Run:
             while self.pending and now - self.sched[self.pending[0]] > timeout:
                 self.finish(self.pending.popleft(), 0, "timeout")
 
-    def close(self) -> None:
+    async def close(self) -> None:
+        """Cancel connections still opening, drop every open one, and let their callbacks run."""
+        self.all_done.set()
+        tasks = list(self.connecting)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         for conn in list(self.busy) + self.idle:
             if conn.transport is not None:
                 conn.transport.abort()
+        await asyncio.sleep(0.01)
 
 
 class _Conn(asyncio.Protocol):
@@ -361,8 +374,7 @@ class _Conn(asyncio.Protocol):
         run.busy.discard(self)
         run.n_conns -= 1
         if run.pending and run.n_conns < run.spec.max_connections and not run.all_done.is_set():
-            run.n_conns += 1
-            run.loop.create_task(run.open_connection())
+            run.connect()
 
 
 async def run_load_async(spec: LoadSpec, bodies: Sequence[bytes] | Callable[[int], bytes]) -> LoadResult:
@@ -379,7 +391,7 @@ async def run_load_async(spec: LoadSpec, bodies: Sequence[bytes] | Callable[[int
         pass  # the watchdog has already failed every request past its deadline
     finally:
         watchdog.cancel()
-        run.close()
+        await run.close()
     wall = time.perf_counter() - wall0
     cpu1 = resource.getrusage(resource.RUSAGE_SELF)
     return _summarise(spec, run, wall, (cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime))

@@ -31,6 +31,10 @@ def _fmt(x: Any, nd: int = 1) -> str:
     return f"{x:.{nd}f}"
 
 
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.0f}%"
+
+
 def summarise(rows: list[dict]) -> dict[str, dict]:
     """Per target: the highest rate sustained (with all lower rates of its ladder sustained too)."""
     out: dict[str, dict] = {}
@@ -189,15 +193,16 @@ def markdown(rep: dict) -> str:
         if not mine:
             continue
         lines += [f"### {LABELS[t]}", "", "| offered/s | achieved/s | errors | P50 | P95 | P99 ms | added P50 | P95 | "
-                  "P99 ms | CPU s/1k req | generator lag P99 ms | x-cache | sustained |",
-                  "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"]
+                  "P99 ms | CPU s/1k req | core busy | generator lag P99 ms | x-cache | sustained |",
+                  "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"]
         for r in mine:
             lat, add = r["latency_ms"], r["added_ms"] or {}
             errs = f"{r['error_rate']:.2%}" + (f" {r['errors']}" if r["errors"] else "")
             lines.append(
                 f"| {r['rate']:g} | {r['achieved_rate']:.0f} | {errs} | {_fmt(lat['p50'], 2)} | {_fmt(lat['p95'], 2)} | "
                 f"{_fmt(lat['p99'], 2)} | {_fmt(add.get('p50'), 2)} | {_fmt(add.get('p95'), 2)} | {_fmt(add.get('p99'), 2)} | "
-                f"{_fmt(r['cpu_s_per_1000'], 3)} | {_fmt(r['dispatch_lag_ms']['p99'], 2)} | "
+                f"{_fmt(r['cpu_s_per_1000'], 3)} | {_pct(r.get('cpu_busy_fraction'))} | "
+                f"{_fmt(r['dispatch_lag_ms']['p99'], 2)} | "
                 f"{' '.join(f'{k}:{v}' for k, v in sorted(r['header_counts'].items())) or '-'} | "
                 f"{'yes' if r['sustained'] else 'no'} |")
         lines.append("")
