@@ -153,3 +153,18 @@ def test_knn_keeps_faiss_for_euclidean_and_large_indexes(monkeypatch):
     assert KNNPredictor(k=2, metric="euclidean").fit(x, q)._index is not None
     monkeypatch.setattr(knn_mod, "NUMPY_SEARCH_MAX_VALUES", 35)  # 6 x 6 values is over the limit
     assert KNNPredictor(k=2).fit(x, q)._index is not None
+
+
+@pytest.mark.parametrize("per_model", [False, True])
+def test_mlp_numpy_inference_matches_the_torch_network(per_model, tmp_path):
+    rng = np.random.default_rng(11)
+    x = rng.normal(size=(120, 10))
+    q = (rng.random((120, 3)) < 0.5).astype(float)
+    mlp = MLPPredictor(hidden=(16, 8), epochs=5, per_model=per_model, dropout=0.3).fit(x, q)
+    for n in (1, 50):
+        np.testing.assert_allclose(mlp.predict(x[:n]), np.clip(mlp._predict_torch(x[:n]), 0, 1), rtol=0, atol=1e-6)
+    loaded = MLPPredictor(hidden=(16, 8), per_model=per_model, dropout=0.3)
+    loaded.set_state(mlp.get_state())  # the exported weights follow the loaded network, not a stale one
+    np.testing.assert_allclose(loaded.predict(x), mlp.predict(x), rtol=0, atol=1e-12)
+    mlp.fit(x[::-1].copy(), q)  # refitting replaces the network: the numpy weights follow it
+    np.testing.assert_allclose(mlp.predict(x), np.clip(mlp._predict_torch(x), 0, 1), rtol=0, atol=1e-6)
