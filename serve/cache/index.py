@@ -41,6 +41,9 @@ def _one_thread() -> Iterator[None]:
     """
     faiss = _faiss()
     previous = faiss.omp_get_max_threads()
+    if previous == 1:  # already one thread (``python -m serve`` sets OMP_NUM_THREADS=1): nothing to change
+        yield
+        return
     faiss.omp_set_num_threads(1)
     try:
         yield
