@@ -73,6 +73,45 @@ def bench_decide(model: str, rounds: int, repeat: int) -> dict[str, float]:
     return out
 
 
+def equivalence(model: str, n: int) -> dict[str, Any]:
+    """Decisions of the fast paths against the reference paths (FAISS kNN, torch MLP, model2vec's own
+    ``encode``) on ``n`` demo prompts, in batches of 1 and 16: chosen models that differ, and the largest
+    difference of any probability and predicted quality."""
+    import numpy as np
+
+    import router.encoders.static as static_mod
+    import router.predictors.knn as knn_mod
+    from router.predictors import KNNPredictor, MLPPredictor
+    from router.router import Router
+
+    fast, ref = Router.load(model), Router.load(model)
+    members = getattr(ref.quality, "models_", None) or [ref.quality]
+    limit = knn_mod.NUMPY_SEARCH_MAX_VALUES
+    knn_mod.NUMPY_SEARCH_MAX_VALUES = 0
+    for m in members:
+        if isinstance(m, KNNPredictor):
+            m._build()  # a FAISS index again
+        if isinstance(m, MLPPredictor):
+            m._predict = m._predict_torch  # type: ignore[method-assign]
+    knn_mod.NUMPY_SEARCH_MAX_VALUES = limit
+    prompts = [[{"role": "user", "content": p}] for p in _prompts(n, "eq")]
+    plain = static_mod._plain_lookup
+    diff, dp, dq = 0, 0.0, 0.0
+    for b in (1, 16):
+        for i in range(0, n if b == 16 else min(n, 256), b):
+            a = fast.route(prompts[i:i + b])
+            static_mod._plain_lookup = lambda _m: False  # type: ignore[assignment]
+            try:
+                r = ref.route(prompts[i:i + b])
+            finally:
+                static_mod._plain_lookup = plain
+            diff += int((a.chosen_index != r.chosen_index).sum())
+            dp = max(dp, float(np.abs(a.probabilities - r.probabilities).max()))
+            dq = max(dq, float(np.abs(a.quality - r.quality).max()))
+    return {"equivalence_prompts": n + min(n, 256), "equivalence_chosen_differ": diff,
+            "equivalence_max_prob_diff": dp, "equivalence_max_quality_diff": dq}
+
+
 def _item(messages: Any) -> Any:
     from serve.decide import DEFAULT_OPTIONS, _Item
 
@@ -178,6 +217,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--concurrency", type=int, default=16, help="requests in flight together")
     ap.add_argument("--rounds", type=int, default=64, help="decider batches per batch size")
     ap.add_argument("--repeat", type=int, default=3, help="runs of each decider measurement (the least counts)")
+    ap.add_argument("--equivalence", type=int, default=0,
+                    help="also compare the fast paths' decisions with the reference paths on this many prompts")
     ap.add_argument("--label", default="", help="name of this run in the output")
     ap.add_argument("--profile", default=None, help="write a cProfile of the routed-miss scenario here")
     args = ap.parse_args(argv)
@@ -195,6 +236,8 @@ def main(argv: list[str] | None = None) -> int:
             except OSError:
                 time.sleep(0.1)
         res: dict[str, Any] = {"label": args.label, "code": str(Path(serve.__file__).parents[1])}
+        if args.equivalence:
+            res.update(equivalence(args.model, args.equivalence))
         res.update(bench_decide(args.model, args.rounds, args.repeat))
         res.update(asyncio.run(bench_app(args.model, url, args.requests, args.concurrency, args.profile)))
     finally:
