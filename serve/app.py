@@ -27,6 +27,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import numpy as np
+
 from serve.api import admin
 from serve.api.chat import chat_completions
 from serve.api.errors import APIError
@@ -192,18 +194,19 @@ async def build_state(settings: Settings) -> State:
     metrics = Metrics()
     metrics.policy_version = policy.version
     loop = asyncio.get_running_loop()
-    decider = Decider(holder, fallbacks=settings.fallbacks, max_batch=settings.batch_max,
-                      window_s=settings.batch_window_ms / 1000.0,
-                      in_thread=encode_in_thread(settings.encode_in_thread, policy.router.encoder),
-                      on_batch=metrics.batch_sizes.observe)
     cache: Any = None
     cache_embedder: Any = None
     if settings.cache.enabled:
         cache = await asyncio.to_thread(_build_cache, settings)
-        cache_embedder = MicroBatcher(lambda texts: list(cache.embed(texts)), max_batch=settings.batch_max,
+        cache_embedder = MicroBatcher(lambda texts: embed_for_cache(cache, texts), max_batch=settings.batch_max,
                                       window_s=settings.batch_window_ms / 1000.0,
                                       in_thread=encode_in_thread(settings.encode_in_thread, cache.encoder_),
                                       name="cache-embed")
+    decider = Decider(holder, fallbacks=settings.fallbacks, max_batch=settings.batch_max,
+                      window_s=settings.batch_window_ms / 1000.0,
+                      in_thread=encode_in_thread(settings.encode_in_thread, policy.router.encoder),
+                      on_batch=metrics.batch_sizes.observe,
+                      shared_encoder=_identity(cache.encoder_) if cache is not None else None)
     from serve.providers import SUPPORTED_PARAMS, ProviderError, ProviderPool
 
     pool = ProviderPool.from_config(settings.providers or None, settings.provider_url, list(policy.router.models))
@@ -229,6 +232,30 @@ async def build_state(settings: Settings) -> State:
     state.supported_params = frozenset(SUPPORTED_PARAMS)
     log.info("serving %s (%s) after %.1f s", policy.version, settings.model, time.perf_counter() - t0)
     return state
+
+
+def embed_for_cache(cache: Any, texts: list[str]) -> list[tuple[Any, Any]]:
+    """One batched encoding of the cache texts: per text, (the encoder's own row, the cache's unit row).
+
+    The unit row is what ``cache.embed`` gives (the cache's key); the encoder's own row goes to the
+    decision step, which reuses it when the router's encoder is identical (see ``Decider``).
+    """
+    from router.encoders._common import check_texts, l2_normalize
+
+    items = check_texts(texts)
+    raw = np.asarray(cache.encoder_.encode(items), dtype=np.float32)
+    if raw.ndim != 2 or raw.shape[0] != len(items):
+        raise RuntimeError(f"the cache encoder returned shape {raw.shape} for {len(items)} texts; expected (n, dim).")
+    return list(zip(raw, l2_normalize(raw)))
+
+
+def _identity(encoder: Any) -> dict[str, Any] | None:
+    from serve.cache.thresholds import encoder_identity
+
+    try:
+        return encoder_identity(encoder)
+    except Exception:  # no saved configuration: its vectors are never shared
+        return None
 
 
 def _build_cache(settings: Settings) -> Any:

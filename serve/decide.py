@@ -25,13 +25,14 @@ import asyncio
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 import numpy as np
 
+from router.base import Encoder
 from serve.registry import Policy, PolicyHolder
 
-__all__ = ["Decider", "Decision", "MicroBatcher", "RouteOptions", "encode_in_thread"]
+__all__ = ["Decider", "Decision", "KnownVectors", "MicroBatcher", "RouteOptions", "encode_in_thread"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -192,22 +193,69 @@ class Decision:
 class _Item:
     messages: list[Any]
     options: RouteOptions
+    known: dict[str, np.ndarray] | None = None
+
+
+class KnownVectors(Encoder, register=False):
+    """An encoder that returns the given vectors for texts it was handed and encodes only the others.
+
+    The decision step wraps the router's encoder in one when the semantic cache has already encoded
+    a request's text with an identical encoder (same kind and configuration): the router then reuses
+    that vector instead of encoding the same text again. Rows are the encoder's own output for each
+    text, which does not depend on what else is in the batch, so the decision is unchanged.
+
+    Example:
+        >>> from router.encoders import HashingEncoder
+        >>> enc = HashingEncoder(dim=8)
+        >>> known = {"hello": enc.encode(["hello"])[0]}
+        >>> bool((KnownVectors(enc, known).encode(["hello", "world"]) == enc.encode(["hello", "world"])).all())
+        True
+    """
+
+    kind: ClassVar[str] = "known_vectors"
+
+    def __init__(self, encoder: Encoder, known: dict[str, np.ndarray]) -> None:
+        self.encoder = encoder
+        self.known = known
+        self.reused = 0  # texts answered from ``known`` (for tests and metrics)
+
+    @property
+    def dim(self) -> int:
+        return int(self.encoder.dim)
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        known = self.known
+        missing = list(dict.fromkeys(t for t in texts if t not in known))
+        fresh = dict(zip(missing, np.asarray(self.encoder.encode(missing), dtype=np.float32))) if missing else {}
+        self.reused += len(texts) - sum(t in fresh for t in texts)
+        return np.stack([fresh[t] if t in fresh else known[t] for t in texts]).astype(np.float32, copy=False)
 
 
 class Decider:
     """Batches decisions of concurrent requests over the current policy (see the module docs)."""
 
     def __init__(self, holder: PolicyHolder, *, fallbacks: int = 2, max_batch: int = 64, window_s: float = 0.0,
-                 in_thread: bool = False, on_batch: Callable[[int], None] | None = None) -> None:
+                 in_thread: bool = False, on_batch: Callable[[int], None] | None = None,
+                 shared_encoder: dict[str, Any] | None = None) -> None:
         self.holder = holder
         self.fallbacks = fallbacks
+        #: identity (:func:`serve.cache.thresholds.encoder_identity`) of the encoder whose vectors requests
+        #: may bring along (the semantic cache's); reused only while the policy's encoder is identical
+        self.shared_encoder = shared_encoder
+        self._shares: tuple[Policy | None, bool] = (None, False)
+        self.reused = 0  # texts whose vector came from the cache's encoder instead of a second encoding
         self.batcher: MicroBatcher[_Item, Decision] = MicroBatcher(
             self._compute, max_batch=max_batch, window_s=window_s, in_thread=in_thread, name="decide",
             on_batch=on_batch)
 
-    def decide(self, messages: list[Any], options: RouteOptions = DEFAULT_OPTIONS) -> asyncio.Future[Decision]:
-        """A future of the decision for one conversation (await it)."""
-        return self.batcher.submit(_Item(messages, options))
+    def decide(self, messages: list[Any], options: RouteOptions = DEFAULT_OPTIONS,
+               known: dict[str, np.ndarray] | None = None) -> asyncio.Future[Decision]:
+        """A future of the decision for one conversation (await it).
+
+        ``known``: text -> (dim,) vector from the encoder named by ``shared_encoder``, used instead of
+        encoding that text again when the policy's encoder is the same one.
+        """
+        return self.batcher.submit(_Item(messages, options, known))
 
     def close(self) -> None:
         self.batcher.close()
@@ -224,12 +272,15 @@ class Decider:
         policy = self.holder.current  # one policy for the whole batch, even if a swap happens meanwhile
         router = policy.router
         prompts = [it.messages for it in items]
+        encode_with = self._known_vectors(policy, items)
         try:
-            emb, lengths = router.embed(prompts)
+            emb, lengths = router.embed(prompts, encode_with=encode_with)
         except Exception:
             if len(items) == 1:
                 raise
             return [self._one(policy, it) for it in items]  # isolate the prompt that cannot be embedded
+        if encode_with is not None:
+            self.reused += encode_with.reused
         groups: dict[RouteOptions, list[int]] = {}
         for i, it in enumerate(items):
             groups.setdefault(it.options, []).append(i)
@@ -244,6 +295,26 @@ class Decider:
             for k, i in enumerate(idx):
                 out[i] = decided[k]
         return out
+
+    def _known_vectors(self, policy: Policy, items: list[_Item]) -> KnownVectors | None:
+        if self.shared_encoder is None:
+            return None
+        known: dict[str, np.ndarray] = {}
+        for it in items:
+            if it.known:
+                known.update(it.known)
+        if not known:
+            return None
+        cached_for, shares = self._shares
+        if cached_for is not policy:  # once per policy (a swap may bring another encoder)
+            from serve.cache.thresholds import encoder_identity
+
+            try:
+                shares = encoder_identity(policy.router.encoder) == self.shared_encoder
+            except Exception:  # an encoder without a saved configuration: nothing to compare, so no sharing
+                shares = False
+            self._shares = (policy, shares)
+        return KnownVectors(policy.router.encoder, known) if shares else None
 
     def _one(self, policy: Policy, item: _Item) -> Decision | BaseException:
         try:

@@ -214,3 +214,35 @@ def test_the_readme_config_example_is_valid(tmp_path):
     s = Settings.load(cfg, environ={})
     assert s.model == "models:/demo-router@champion" and s.profiles["cheap"].lam == 500.0
     assert s.profiles["fast"].max_latency == 2.0 and s.cache.threshold is None and s.logbook.path is None
+
+
+def test_router_reuses_the_cache_encoders_vectors_only_when_the_encoders_are_identical(policy):
+    from router.data.synthetic import generate
+    from router.encoders import HashingEncoder
+    from serve.app import embed_for_cache
+    from serve.cache import SemanticCache
+    from serve.cache.thresholds import encoder_identity
+
+    prompts = [[{"role": "user", "content": str(p)}] for p in generate(24, seed=5).outcomes.prompts]
+    router = policy.router
+    expected = router.route(prompts)
+
+    def run(cache_encoder, poison: bool) -> tuple[list, int]:
+        cache = SemanticCache(cache_encoder, threshold=0.9)
+        texts = [cache.text(m) for m in prompts]
+        pairs = embed_for_cache(cache, texts)
+        assert np.array_equal(np.stack([u for _, u in pairs]), cache.embed(texts))  # the cache's own key rows
+        known = [{t: (np.ones_like(raw) if poison else raw)} for t, (raw, _) in zip(texts, pairs)]
+        decider = Decider(PolicyHolder(policy), shared_encoder=encoder_identity(cache.encoder_))
+
+        async def main() -> list:
+            return list(await asyncio.gather(*(decider.decide(m, RouteOptions(), k) for m, k in zip(prompts, known))))
+
+        return asyncio.run(main()), decider.reused
+
+    got, reused = run(HashingEncoder(dim=128), poison=False)  # the router's encoder: one encoding per text
+    assert reused == len(prompts)
+    assert [g.chosen for g in got] == expected.chosen
+    np.testing.assert_array_equal(np.stack([g.quality for g in got]), expected.quality)
+    got, reused = run(HashingEncoder(dim=64), poison=True)  # another encoder: its vectors are never used
+    assert reused == 0 and [g.chosen for g in got] == expected.chosen

@@ -58,6 +58,7 @@ async def chat_completions(state: State, scope: Scope, receive: Receive, send: S
     cache = state.cache
     key: tuple[str, str] | None = None
     embedding = None
+    known: dict[str, Any] | None = None  # the cache encoder's vector of the text, for the router to reuse
     if cache is not None and req.use_cache:
         try:
             key = (cache.scope(tenant, req.body), cache.text(req.messages))
@@ -66,7 +67,8 @@ async def chat_completions(state: State, scope: Scope, receive: Receive, send: S
         if key is not None and key[1].strip():
             hit = cache.get_exact(*key)
             if hit is None:
-                embedding = await state.cache_embedder.submit(key[1])
+                raw, embedding = await state.cache_embedder.submit(key[1])
+                known = {key[1]: raw}
                 hit = cache.get(key[0], key[1], embedding=embedding)
             if hit is not None:
                 outcome = "hit_exact" if hit.exact else "hit_semantic"
@@ -85,7 +87,7 @@ async def chat_completions(state: State, scope: Scope, receive: Receive, send: S
     if req.routed:
         t_dec = time.perf_counter()
         try:
-            decision = await state.decider.decide(req.messages, req.options)
+            decision = await state.decider.decide(req.messages, req.options, known)
         except RoutingError as exc:
             raise APIError(400, f"cannot route this request: {exc}", param="messages") from None
         metrics.decide_latency.observe(time.perf_counter() - t_dec)
