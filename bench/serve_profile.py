@@ -210,6 +210,53 @@ async def bench_app(model: str, provider_url: str, n: int, concurrency: int, pro
     return out
 
 
+async def bench_open_loop(model: str, provider_url: str, rate: float, seconds: float,
+                          windows_ms: list[float]) -> dict[str, float]:
+    """Requests started at a fixed rate (open loop, in process) with the cache on, all misses, for each
+    micro-batching window: CPU per request, mean decision batch size and P95 time in the app beyond the
+    provider's latency (the provider answers after its fixed latency)."""
+    from serve.app import ServeApp
+    from serve.settings import Settings
+
+    out: dict[str, float] = {}
+    for w in windows_ms:
+        app = ServeApp(Settings(model=model, provider_url=provider_url, registry_poll_s=0, batch_window_ms=w))
+        life = _Lifespan(app)
+        await life.start()
+        try:
+            await _scenario(app, [_body(p, "router") for p in _prompts(64, f"ow{w}")], 16, None)
+            n = int(rate * seconds)
+            bodies = [_body(p, "router") for p in _prompts(n, f"open{w}")]
+            loop = asyncio.get_running_loop()
+            times: list[float] = []
+
+            async def one(b: bytes) -> None:
+                t0 = loop.time()
+                status, _ = await _request(app, b)
+                if status != 200:
+                    raise RuntimeError(f"status {status}")
+                times.append(loop.time() - t0)
+
+            batches0 = (app.state.metrics.batch_sizes.count, app.state.metrics.batch_sizes.sum)
+            start, tasks = loop.time(), []
+            c0 = time.process_time()
+            for i, b in enumerate(bodies):
+                delay = start + i / rate - loop.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                tasks.append(asyncio.ensure_future(one(b)))
+            await asyncio.gather(*tasks)
+            cpu = time.process_time() - c0
+            h = app.state.metrics.batch_sizes
+            times.sort()
+            out[f"open_{rate:g}rps_w{w:g}ms_cpu_ms"] = cpu / n * 1e3
+            out[f"open_{rate:g}rps_w{w:g}ms_mean_batch"] = (h.sum - batches0[1]) / max(1, h.count - batches0[0])
+            out[f"open_{rate:g}rps_w{w:g}ms_p95_ms"] = times[int(0.95 * (len(times) - 1))] * 1e3
+        finally:
+            await life.stop()
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", required=True, help="router directory the service loads")
@@ -219,6 +266,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=3, help="runs of each decider measurement (the least counts)")
     ap.add_argument("--equivalence", type=int, default=0,
                     help="also compare the fast paths' decisions with the reference paths on this many prompts")
+    ap.add_argument("--open-rate", type=float, default=0.0,
+                    help="instead of the fixed-work scenarios: start requests at this rate (open loop)")
+    ap.add_argument("--open-seconds", type=float, default=3.0, help="seconds of open-loop load per window")
+    ap.add_argument("--windows", default="0,1,2,4", help="micro-batching windows (ms) for --open-rate")
+    ap.add_argument("--provider-latency-ms", type=float, default=0.0, help="the local provider's fixed latency")
     ap.add_argument("--label", default="", help="name of this run in the output")
     ap.add_argument("--profile", default=None, help="write a cProfile of the routed-miss scenario here")
     args = ap.parse_args(argv)
@@ -226,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
 
     port = _free_port()
     prov = subprocess.Popen([sys.executable, "-m", "serve.provider", "--port", str(port), "--data", "demo",
-                             "--latency-ms", "0"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                             "--latency-ms", f"{args.provider_latency_ms:g}"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         url = f"http://127.0.0.1:{port}"
         for _ in range(300):
@@ -238,8 +290,12 @@ def main(argv: list[str] | None = None) -> int:
         res: dict[str, Any] = {"label": args.label, "code": str(Path(serve.__file__).parents[1])}
         if args.equivalence:
             res.update(equivalence(args.model, args.equivalence))
-        res.update(bench_decide(args.model, args.rounds, args.repeat))
-        res.update(asyncio.run(bench_app(args.model, url, args.requests, args.concurrency, args.profile)))
+        if args.open_rate:
+            windows = [float(w) for w in args.windows.split(",")]
+            res.update(asyncio.run(bench_open_loop(args.model, url, args.open_rate, args.open_seconds, windows)))
+        else:
+            res.update(bench_decide(args.model, args.rounds, args.repeat))
+            res.update(asyncio.run(bench_app(args.model, url, args.requests, args.concurrency, args.profile)))
     finally:
         prov.terminate()
         prov.wait(10)
