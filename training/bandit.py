@@ -62,6 +62,9 @@ class Args:
     v: float = field(default=0.3, metadata={"help": "posterior scale (thompson)"})
     ridge: float = field(default=1.0, metadata={"help": "ridge penalty of the linear models"})
     hidden: int = field(default=64, metadata={"help": "hidden width (neural)"})
+    context_rank: int | None = field(default=None, metadata={
+        "help": "linucb | egreedy | thompson: learn on the top principal directions of the replayed contexts "
+                "(e.g. 64: several times faster; see bench/results/bandits.md); default the full context"})
     hashing_dim: int = field(default=128, metadata={"help": "width of the hashing encoder"})
     track: bool = field(default=False, metadata={"help": "log to MLflow (if installed and configured)"})
     experiment: str = field(default="bandit", metadata={"help": "MLflow experiment name"})
@@ -122,13 +125,18 @@ def make_policy(args: Args, n_actions: int, dim: int) -> Any:
     """The policy named by ``args.policy`` with the matching hyperparameters from ``args``."""
     from router.policies import EpsilonGreedy, LinearThompson, LinUCB, NeuralLinear
 
+    rank = args.context_rank
     if args.policy == "linucb":
-        return LinUCB(n_actions, dim, alpha=args.alpha, ridge=args.ridge, seed=args.seed)
+        return LinUCB(n_actions, dim, alpha=args.alpha, ridge=args.ridge, seed=args.seed, context_rank=rank)
     if args.policy == "egreedy":
-        return EpsilonGreedy(n_actions, dim, epsilon=args.epsilon, ridge=args.ridge, seed=args.seed)
+        return EpsilonGreedy(n_actions, dim, epsilon=args.epsilon, ridge=args.ridge, seed=args.seed,
+                             context_rank=rank)
     if args.policy == "thompson":
-        return LinearThompson(n_actions, dim, v=args.v, ridge=args.ridge, seed=args.seed)
+        return LinearThompson(n_actions, dim, v=args.v, ridge=args.ridge, seed=args.seed, context_rank=rank)
     if args.policy == "neural":
+        if rank is not None:
+            raise ConfigError("--context-rank applies to linucb, egreedy and thompson; neural learns its own "
+                              "representation (--hidden).")
         return NeuralLinear(n_actions, dim, hidden=args.hidden, alpha=args.alpha, ridge=args.ridge, seed=args.seed)
     raise ConfigError(f"unknown --policy {args.policy!r}; choose linucb, egreedy, thompson or neural.")
 
@@ -183,9 +191,12 @@ def run(args: Args, tracker: Tracker | None = None) -> dict[str, Any]:
     dim = int(envs.single_observation_space["features"].shape[0])  # type: ignore[index]
     m = envs.data.n_models
     policy = make_policy(args, m, dim)
+    if args.context_rank is not None and hasattr(policy, "fit_basis") and args.context_rank < dim:
+        policy.fit_basis(envs.data.features)  # unlabelled: the prompts to be served, no outcomes
     if args.warm_start:
         _warm_start(policy, args, outcomes, emb)
     obs, _ = envs.reset(seed=args.seed)
+    t_loop = time.perf_counter()
     n_batches = -(-args.steps // args.batch_size)
     pol_cum = orc_cum = 0.0
     fixed_cum = np.zeros(m)
@@ -211,6 +222,7 @@ def run(args: Args, tracker: Tracker | None = None) -> dict[str, Any]:
         curve["policy_reward"].append(pol_cum)
         curve["oracle_reward"].append(orc_cum)
         fixed_hist.append(fixed_cum.copy())
+    loop_s = time.perf_counter() - t_loop
     best = int(np.argmax(fixed_cum))
     fixed_curve = [float(f[best]) for f in fixed_hist]
     names = list(envs.data.model_names)
@@ -234,6 +246,8 @@ def run(args: Args, tracker: Tracker | None = None) -> dict[str, Any]:
         },
         "args": vars(args),
         "wall_s": time.perf_counter() - t0,
+        "train_s": loop_s,
+        "train_rows_per_s": served / loop_s if loop_s > 0 else None,
         "python": platform.python_version(),
     }
     out = Path(args.out)
