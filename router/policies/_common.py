@@ -264,6 +264,9 @@ class LinearPolicy(Policy):
     coordinates, (m, r) or (m, r + 1). A rank >= ``dim`` keeps the full context.
     """
 
+    #: (dim, context_rank) orthonormal projection of the contexts, or None for the full context
+    basis_: np.ndarray | None
+
     def __init__(self, n_actions: int, dim: int, ridge: float = 1.0, seed: int = 0,
                  intercept: bool = True, prior_mean: Any = None, context_rank: int | None = None) -> None:
         self.n_actions = n_actions
@@ -337,7 +340,7 @@ class LinearPolicy(Policy):
         if x.shape[0] < 2:
             raise ConfigError(f"fit_basis needs at least 2 contexts, got {x.shape[0]}.")
         xc = x - x.mean(axis=0)
-        evals, evecs = np.linalg.eigh(xc.T @ xc)  # ascending
+        _, evecs = np.linalg.eigh(xc.T @ xc)  # ascending eigenvalues
         top = evecs[:, ::-1][:, : self._rank]
         signs = np.sign(top[np.argmax(np.abs(top), axis=0), np.arange(top.shape[1])])
         self.basis_ = np.ascontiguousarray(top * signs)  # the largest entry of each direction is positive
@@ -370,7 +373,7 @@ class LinearPolicy(Policy):
         self.b_ = float(self.ridge) * self._prior()
         self.counts_ = np.zeros(m, dtype=np.int64)
         self.rng_ = np.random.default_rng(int(self.seed))
-        self.basis_: np.ndarray | None = self._random_basis() if self._rank else None
+        self.basis_ = self._random_basis() if self._rank else None
         self._refresh_theta()
 
     @property
