@@ -395,7 +395,7 @@ def main(argv: list[str] | None = None) -> int:
     from router.cost_predictor import CostPredictor
     from router.data.registry import load_source
     from router.metrics import evaluate_curves
-    from router.router import prompt_texts
+    from router.router import prompt_lengths, prompt_texts
 
     args = parse(argv)
     torch.set_num_threads(min(2, os.cpu_count() or 1))
@@ -406,7 +406,7 @@ def main(argv: list[str] | None = None) -> int:
     otr, ote = o.subset(tr), o.subset(te)
     emb, emb_info = embed(o, tr, args.encoder, args.precomputed)
     print(f"embeddings {emb.shape} ({emb_info['source']}, {emb_info['seconds']} s)", flush=True)
-    lengths = np.array([len(t) for t in prompt_texts(list(o.prompts))], dtype=np.float64)
+    lengths = prompt_lengths(prompt_texts(list(o.prompts)))  # as Router.predict gets them
     x_tr, x_te, l_tr, l_te = emb[tr], emb[te], lengths[tr], lengths[te]
     rows = min(args.rows or len(tr), len(tr))
     m = len(o.models)

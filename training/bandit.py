@@ -318,14 +318,16 @@ def save_router(args: Args, policy: Any, outcomes: Any, emb: np.ndarray, out: Pa
     """
     from router.cost_predictor import CostPredictor
     from router.decision import DecisionRule
-    from router.router import Router
+    from router.router import Router, prompt_lengths, prompt_texts
+    from router.windows import model_windows
 
     encoder = routing_encoder(args)
     if encoder is None:
         return False
-    lengths = np.array([len(str(p)) for p in outcomes.prompts], dtype=np.float64)
+    lengths = prompt_lengths(prompt_texts(list(outcomes.prompts)))
     cost = CostPredictor().fit(emb, lengths, outcomes)
     router = Router(outcomes.models, encoder, policy, cost, rule=DecisionRule(lam=args.lam, mu=args.mu),
+                    context_windows=model_windows(outcomes.models),
                     preprocessor=stripper,
                     metadata={"router_kind": f"bandit:{args.policy}", "policy_lam": args.lam, "policy_mu": args.mu,
                               "dataset": args.dataset, "trained_on": outcomes.source, "n_train": args.steps,
