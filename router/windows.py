@@ -101,9 +101,13 @@ def window_mask(tokens: np.ndarray, models: Sequence[str], windows: Mapping[str,
         )
     notes = []
     for i in range(n):
-        out = [j for j in np.flatnonzero(base[i] & ~fits[i])]
-        notes.append("" if not out else "excluded " + ", ".join(
-            f"{models[j]}" for j in out) + f": the prompt has {int(tok[i]):,} tokens, more than "
-            + ("its " if len(out) == 1 else "their ") + " / ".join(f"{int(limit[j]):,}" for j in out)
-            + "-token context window" + ("" if len(out) == 1 else "s"))
+        out = [int(j) for j in np.flatnonzero(base[i] & ~fits[i])]
+        if not out:
+            notes.append("")
+            continue
+        names = ", ".join(models[j] for j in out)
+        sizes = " / ".join(f"{int(limit[j]):,}" for j in out)
+        whose, plural = ("its", "") if len(out) == 1 else ("their", "s")
+        notes.append(f"excluded {names}: the prompt has {int(tok[i]):,} tokens, more than {whose} {sizes}-token "
+                     f"context window{plural}")
     return mask, notes
