@@ -12,9 +12,10 @@ Data: ``load_source("routerbench")`` (3,150 prompts x 11 models, ``split`` colum
   "in order" means the order the loader gives; there is no real drift to meet. Full-information
   mode: the reward of the chosen model is exact, ``quality - lam * cost`` (lam in quality points
   per USD), and the env reports every model's reward so regret is exact. Each policy (``linucb``,
-  ``thompson``, ``egreedy``, ``neural``) runs cold and warm-started (``warm_start``) from the offline
-  MLP's predictions. The warm start uses *cross-fitted* (``--folds``-fold, out-of-fold) MLP quality
-  and cost predictions on the train rows, so no row's own label enters its pseudo-observation; the
+  ``thompson``, ``egreedy``, ``neural``; ``linucb@64`` and ``thompson@64`` learn on the replayed
+  contexts' top 64 principal directions, as ``training bandit --context-rank 64`` does) runs cold and
+  warm-started (``warm_start``) from the offline MLP's predictions. The warm start uses
+  *cross-fitted* (``--folds``-fold, out-of-fold) MLP quality and cost predictions on the train rows, so no row's own label enters its pseudo-observation; the
   other folds' labels do (the MLP is fitted offline on logs gathered before the replay starts --
   this is lookahead the cold policies do not get, so compare warm runs with the MLP row, not with
   the cold runs alone). Recorded: cumulative reward, regret against the per-row oracle and
@@ -58,7 +59,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 CACHE_DIR = Path(os.environ.get("ROUTER_BENCH_CACHE", Path.home() / ".cache" / "llm-routing" / "bench"))
 RESULTS = Path(__file__).resolve().parent / "results"
-POLICY_KINDS = ("linucb", "thompson", "egreedy", "neural")
+POLICY_KINDS = ("linucb", "linucb@64", "thompson", "thompson@64", "egreedy", "neural")
 N_LAMBDAS = 81
 
 
@@ -134,9 +135,18 @@ def embed(outcomes: Any, train_rows: np.ndarray, kind: str, precomputed: str | N
 
 
 # --------------------------------------------------------------------------- policies
-def make_policy(kind: str, m: int, d: int, hp: argparse.Namespace, seed: int) -> Any:
+def make_policy(kind: str, m: int, d: int, hp: argparse.Namespace, seed: int, contexts: np.ndarray | None = None) -> Any:
+    """``kind`` is a policy name, or ``name@R`` for a linear policy on the top R principal directions of
+    ``contexts`` (the replayed rows' features; ``training bandit --context-rank R``)."""
     from router.policies import EpsilonGreedy, LinearThompson, LinUCB, NeuralLinear
 
+    if "@" in kind:
+        name, rank = kind.split("@")
+        pol = {"linucb": LinUCB(m, d, alpha=hp.alpha, ridge=hp.ridge, seed=seed, context_rank=int(rank)),
+               "thompson": LinearThompson(m, d, v=hp.v, ridge=hp.ridge, seed=seed, context_rank=int(rank)),
+               "egreedy": EpsilonGreedy(m, d, epsilon=hp.epsilon, ridge=hp.ridge, seed=seed,
+                                        context_rank=int(rank))}[name]
+        return pol.fit_basis(contexts)
     if kind == "linucb":
         return LinUCB(m, d, alpha=hp.alpha, ridge=hp.ridge, seed=seed)
     if kind == "thompson":
@@ -283,7 +293,7 @@ def machine() -> dict[str, Any]:
 
     return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
             "cpu_count": os.cpu_count(), "python": platform.python_version(), "numpy": np.__version__,
-            "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__, "torch_threads": torch.get_num_threads(), "blas_threads": 1,
             "note": "CPU only; cores shared with other jobs, so speeds are indicative"}
 
 
@@ -391,6 +401,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     import torch
+    from threadpoolctl import threadpool_limits
 
     from router.cost_predictor import CostPredictor
     from router.data.registry import load_source
@@ -399,6 +410,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parse(argv)
     torch.set_num_threads(min(2, os.cpu_count() or 1))
+    threadpool_limits(1, user_api="blas")  # cores are shared: two spinning BLAS threads slow the policies down
     t_start = time.perf_counter()
     o = load_source("routerbench")
     split = np.asarray(o.split).astype(str)
@@ -435,7 +447,7 @@ def main(argv: list[str] | None = None) -> int:
         replay_rows.append({"lam": lam, "policy": "mlp (offline, cross-fitted, greedy)", "warm": "–", **ref})
         for kind in policies:
             for warm in ([False] if args.no_warm else [False, True]):
-                pol = make_policy(kind, m, d, args, args.seed)
+                pol = make_policy(kind, m, d, args, args.seed, contexts=np.clip(x_tr[:rows], -1.0, 1.0))
                 tw = time.perf_counter()
                 if warm:
                     pol.warm_start(np.clip(x_tr[:rows], -1, 1), q_oof[:rows], lam=lam, cost=c_oof[:rows],
@@ -488,7 +500,11 @@ def main(argv: list[str] | None = None) -> int:
                        f"pseudo-observation weight {args.warm_weight} (uses other rows' labels before they are "
                        f"served: lookahead). 'mlp' rows: greedy on the same out-of-fold predictions. "
                        f"Hyperparameters: LinUCB alpha={args.alpha}, Thompson v={args.v}, epsilon={args.epsilon}, "
-                       f"ridge={args.ridge}, NeuralLinear hidden={args.hidden} alpha={args.neural_alpha}."),
+                       f"ridge={args.ridge}, NeuralLinear hidden={args.hidden} alpha={args.neural_alpha}; "
+                       f"'@64': the linear policy on the top 64 principal directions of the replayed rows' "
+                       f"contexts (training bandit --context-rank 64). rows/s: wall time of the whole replay "
+                       f"(select, sample, env step, update, bookkeeping) on a shared machine, one BLAS thread; "
+                       f"policy_speed.md compares CPU-time rates with the code before the fast updates."),
             "aiq": (f"Test rows {len(te)}. Policies: q_hat = clip(expected_reward(x) + lam * c_hat, 0, 1), "
                     f"c_hat from CostPredictor fitted on train; MLP: MLPPredictor fitted on train; every router "
                     f"routed greedily over default_lambda_grid (n={N_LAMBDAS}); AIQ over the single models' cost "
