@@ -196,6 +196,11 @@ def run(args: Args, tracker: Tracker | None = None) -> dict[str, Any]:
     if args.warm_start:
         _warm_start(policy, args, outcomes, emb)
     obs, _ = envs.reset(seed=args.seed)
+    # the policies' products are small: one BLAS thread is fastest, and two spinning threads on busy
+    # cores slow the loop 10-40x (bench/results/policy_speed.md); the process's setting is restored below
+    from threadpoolctl import threadpool_limits
+
+    blas = threadpool_limits(limits=1, user_api="blas")
     t_loop = time.perf_counter()
     n_batches = -(-args.steps // args.batch_size)
     pol_cum = orc_cum = 0.0
@@ -223,6 +228,7 @@ def run(args: Args, tracker: Tracker | None = None) -> dict[str, Any]:
         curve["oracle_reward"].append(orc_cum)
         fixed_hist.append(fixed_cum.copy())
     loop_s = time.perf_counter() - t_loop
+    blas.restore_original_limits()
     best = int(np.argmax(fixed_cum))
     fixed_curve = [float(f[best]) for f in fixed_hist]
     names = list(envs.data.model_names)
