@@ -66,15 +66,18 @@ def main() -> None:
     rng = np.random.default_rng(1)
     logged = LoggedFeedback(action=rng.integers(m, size=n), propensity=np.full(n, 1 / m),
                             quality=rng.random(n), cost=rng.random(n) * 1e-3, latency=rng.random(n))
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1, user_api="blas")  # shared cores: spinning BLAS threads would time the neighbours
     load_start = list(os.getloadavg())
     single = {
         "full": bench_single(ReplayEnv(emb, o, lam=1.0, mu=0.1), 20_000),
         "ips": bench_single(ReplayEnv(emb, logged=logged, model_names=o.models, reward_mode="ips"), 20_000),
     }
     vector = {f"full_batch{b}": bench_vector(emb, o, b, max(200, 200_000 // b), lam=1.0) for b in (32, 256, 1024)}
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     ReplayEnv(emb, logged=logged, model_names=o.models, reward_mode="dr")
-    dr_build = time.perf_counter() - t
+    dr_build, dr_build_cpu = time.perf_counter() - t, time.process_time() - c
     vector["dr_batch256"] = bench_vector(emb, None, 256, 500, logged=logged, model_names=o.models, reward_mode="dr")
     results: dict[str, object] = {
         "single_env_steps_per_s": {k: v[0] for k, v in single.items()},
@@ -82,6 +85,7 @@ def main() -> None:
         "vector_env_rows_per_s": {k: v[0] for k, v in vector.items()},
         "vector_env_rows_per_cpu_s": {k: v[1] for k, v in vector.items()},
         "dr_env_build_s": dr_build,
+        "dr_env_build_cpu_s": dr_build_cpu,
         "data": {"n": n, "d": emb.shape[1], "m": m},
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
@@ -91,6 +95,7 @@ def main() -> None:
         "cpu_count": os.cpu_count(),
         "python": platform.python_version(),
         "numpy": np.__version__,
+        "blas_threads": 1,
         "load_average_at_start": load_start,
         "load_average_at_end": list(os.getloadavg()),
         "note": "cores shared with other jobs: wall-time rates depend on their load, CPU-time rates less so",
