@@ -9,6 +9,11 @@ thompson    :class:`~router.policies.thompson.LinearThompson` Monte-Carlo estima
 neural      :class:`~router.policies.neural.NeuralLinear`     0/1 (or softmax); needs torch
 =========== ============================================ ==========================================
 
+The linear policies (egreedy, linucb, thompson) update ``A^{-1}`` by Woodbury corrections per batch
+(see :mod:`router.policies._common`), so a batch costs ``O(m D^2)`` per row; ``context_rank=R`` with
+:meth:`~router.policies._common.LinearPolicy.fit_basis` reduces ``D`` to ``R + 1`` for several times more
+rows per second (``bench/results/policy_speed.md``).
+
 Saving is ``config.json`` (kind + constructor arguments) plus ``state.npz`` (learned arrays and
 the Generator's state), never pickles; :func:`save_policy` / :func:`load_policy` do both.
 
