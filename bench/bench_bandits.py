@@ -172,7 +172,7 @@ def replay(policy: Any, emb: np.ndarray, outcomes: Any, lam: float, *, rows: int
     counts = np.zeros(m, dtype=np.int64)
     served = 0
     cps: list[dict[str, float]] = []
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for ep in range(epochs):
         obs, _ = envs.reset(seed=seed + ep)  # cursor back to row 0
         done = 0
@@ -198,12 +198,13 @@ def replay(policy: Any, emb: np.ndarray, outcomes: Any, lam: float, *, rows: int
                     cps.append({"step": served, "policy_reward": pol, "oracle_reward": orc,
                                 "regret": orc - pol, "regret_vs_best_fixed": float(fixed.max()) - pol})
             done += take
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     best = int(np.argmax(fixed))
     names = list(envs.data.model_names)
     return {"rows": served, "policy_reward": pol, "oracle_reward": orc, "best_fixed_reward": float(fixed[best]),
             "best_fixed_model": names[best], "regret": orc - pol, "regret_vs_best_fixed": float(fixed[best]) - pol,
             "mean_reward": pol / served, "wall_s": round(wall, 3), "rows_per_s": served / wall,
+            "cpu_s": round(cpu, 3), "rows_per_cpu_s": served / cpu,
             "action_shares": {names[j]: round(float(counts[j] / served), 4) for j in range(m) if counts[j]},
             "checkpoints": cps}
 
@@ -317,13 +318,14 @@ def write_markdown(doc: dict[str, Any], path: Path) -> None:
         doc["protocol"]["replay"],
         "",
         "| lam (/USD) | policy | warm start | rows | mean reward | regret vs oracle | regret vs best fixed "
-        "| best fixed model | rows/s |",
-        "|---:|---|---|---:|---:|---:|---:|---|---:|",
+        "| best fixed model | rows/s (wall) | rows/s (CPU) |",
+        "|---:|---|---|---:|---:|---:|---:|---|---:|---:|",
     ]
     for r in doc["replay"]:
         lines.append(
             f"| {r['lam']:g} | {r['policy']} | {r['warm']} | {r['rows']} | {r['mean_reward']:.4f} | {r['regret']:.1f} "
-            f"| {r['regret_vs_best_fixed']:.1f} | {r['best_fixed_model']} | {_f(r.get('rows_per_s'), 0)} |")
+            f"| {r['regret_vs_best_fixed']:.1f} | {r['best_fixed_model']} | {_f(r.get('rows_per_s'), 0)} "
+            f"| {_f(r.get('rows_per_cpu_s'), 0)} |")
     lines += ["", "Oracle mean reward per lam: " + ", ".join(
         f"lam={k}: {v['oracle_mean_reward']:.4f} (best fixed {v['best_fixed_model']} {v['best_fixed_mean_reward']:.4f})"
         for k, v in doc["replay_reference"].items()), ""]
@@ -502,8 +504,9 @@ def main(argv: list[str] | None = None) -> int:
                        f"Hyperparameters: LinUCB alpha={args.alpha}, Thompson v={args.v}, epsilon={args.epsilon}, "
                        f"ridge={args.ridge}, NeuralLinear hidden={args.hidden} alpha={args.neural_alpha}; "
                        f"'@64': the linear policy on the top 64 principal directions of the replayed rows' "
-                       f"contexts (training bandit --context-rank 64). rows/s: wall time of the whole replay "
-                       f"(select, sample, env step, update, bookkeeping) on a shared machine, one BLAS thread; "
+                       f"contexts (training bandit --context-rank 64). rows/s: per second of wall time and "
+                       f"of the process's CPU time for the whole replay (select, sample, env step, update, "
+                       f"bookkeeping) on a shared machine, one BLAS thread; "
                        f"policy_speed.md compares CPU-time rates with the code before the fast updates."),
             "aiq": (f"Test rows {len(te)}. Policies: q_hat = clip(expected_reward(x) + lam * c_hat, 0, 1), "
                     f"c_hat from CostPredictor fitted on train; MLP: MLPPredictor fitted on train; every router "
