@@ -22,6 +22,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -46,19 +47,25 @@ def check_windows(windows: Mapping[str, Any] | None, models: Sequence[str]) -> d
     return out
 
 
+@functools.lru_cache(maxsize=1)
+def _bundled_table() -> Any:
+    """litellm's price map, read once per process (an empty table when it is not available)."""
+    from router.data.prices import PriceTable
+    from router.errors import SourceNotFoundError
+
+    try:
+        return PriceTable.load()
+    except SourceNotFoundError:
+        return PriceTable({})
+
+
 def model_windows(models: Sequence[str], overrides: Mapping[str, int | None] | None = None,
                   table: Any = None) -> dict[str, int]:
     """``{model: window}`` for the models whose window is known: the price table's (litellm's map,
     read offline; ``table`` a :class:`~router.data.prices.PriceTable` or None to load it), then
     ``overrides`` (a None value removes a model's limit). Without a price map, only the overrides."""
-    from router.data.prices import PriceTable
-    from router.errors import SourceNotFoundError
-
     if table is None:
-        try:
-            table = PriceTable.load()
-        except SourceNotFoundError:
-            table = PriceTable({})
+        table = _bundled_table()
     found: dict[str, int | None] = {m: table.context_window(m) for m in models}
     found.update(dict(overrides or {}))
     return check_windows(found, models)
