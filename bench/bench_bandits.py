@@ -412,6 +412,8 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parse(argv)
     torch.set_num_threads(min(2, os.cpu_count() or 1))
+    import scipy.linalg  # noqa: F401 -- scipy bundles a second BLAS; load it so the limit covers it too
+
     threadpool_limits(1, user_api="blas")  # cores are shared: two spinning BLAS threads slow the policies down
     t_start = time.perf_counter()
     o = load_source("routerbench")

@@ -66,6 +66,7 @@ def main() -> None:
     rng = np.random.default_rng(1)
     logged = LoggedFeedback(action=rng.integers(m, size=n), propensity=np.full(n, 1 / m),
                             quality=rng.random(n), cost=rng.random(n) * 1e-3, latency=rng.random(n))
+    import scipy.linalg  # noqa: F401 -- scipy bundles a second BLAS; load it so the limit covers it too
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(1, user_api="blas")  # shared cores: spinning BLAS threads would time the neighbours

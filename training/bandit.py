@@ -190,17 +190,22 @@ def run(args: Args, tracker: Tracker | None = None) -> dict[str, Any]:
     envs = make_vector(emb, outcomes, num_envs=args.batch_size, lam=args.lam, mu=args.mu, order=args.order)
     dim = int(envs.single_observation_space["features"].shape[0])  # type: ignore[index]
     m = envs.data.n_models
-    policy = make_policy(args, m, dim)
-    if args.context_rank is not None and hasattr(policy, "fit_basis") and args.context_rank < dim:
-        policy.fit_basis(envs.data.features)  # unlabelled: the prompts to be served, no outcomes
-    if args.warm_start:
-        _warm_start(policy, args, outcomes, emb)
-    obs, _ = envs.reset(seed=args.seed)
     # the policies' products are small: one BLAS thread is fastest, and two spinning threads on busy
     # cores slow the loop 10-40x (bench/results/policy_speed.md); the process's setting is restored below
+    import scipy.linalg  # noqa: F401 -- its own BLAS (the policies' updates call it) must be loaded to be limited
     from threadpoolctl import threadpool_limits
 
     blas = threadpool_limits(limits=1, user_api="blas")
+    try:
+        policy = make_policy(args, m, dim)
+        if args.context_rank is not None and hasattr(policy, "fit_basis") and args.context_rank < dim:
+            policy.fit_basis(envs.data.features)  # unlabelled: the prompts to be served, no outcomes
+        if args.warm_start:
+            _warm_start(policy, args, outcomes, emb)
+    except BaseException:
+        blas.restore_original_limits()
+        raise
+    obs, _ = envs.reset(seed=args.seed)
     t_loop = time.perf_counter()
     n_batches = -(-args.steps // args.batch_size)
     pol_cum = orc_cum = 0.0
