@@ -307,17 +307,21 @@ def build_tenancy(settings: Settings) -> Tenancy:
         audit = AuditLog(path, key, checkpoint_every=a.checkpoint_every)
     store = KeyStore(settings.auth.store) if settings.auth.store else None
     limiter: Any = MemoryLimiter()
+    shared_cache = None
     if settings.redis_url:
-        from serve.tenants.shared import RedisLimiter
+        from serve.tenants.shared import RedisCache, RedisLimiter
 
         limiter = RedisLimiter(settings.redis_url)
+        if settings.cache.enabled:
+            shared_cache = RedisCache(settings.redis_url, ttl_s=settings.cache.ttl_s)
     oidc = None
     if settings.auth.oidc.issuer:
         from serve.tenants.oidc import OIDCVerifier
 
         oidc = OIDCVerifier(settings.auth.oidc)
     tenancy = Tenancy(store=store, defaults=dict(settings.tenants), limiter=limiter, audit=audit,
-                      decisions=DecisionStore(settings.decisions_kept), oidc=oidc, reload_s=settings.auth.reload_s)
+                      decisions=DecisionStore(settings.decisions_kept), oidc=oidc, reload_s=settings.auth.reload_s,
+                      shared_cache=shared_cache)
     if not tenancy.auth.enabled:
         log.warning("authentication is OFF: no tenant store (auth.store) and no OIDC issuer are configured, so "
                     "every caller is tenant 'default' with the admin role. Configure auth.store before exposing "

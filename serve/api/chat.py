@@ -117,6 +117,12 @@ async def _chat(state: State, receive: Receive, send: Send, rid: str, t0: float,
             key = None  # e.g. no user turn: nothing to key on, so no caching
         if key is not None and key[1].strip():
             hit = cache.get_exact(*key)
+            shared = state.tenancy.shared_cache
+            if hit is None and shared is not None:  # the replicas' shared tier (Redis), exact match
+                value = await shared.get(key[0], key[1])
+                if value is not None:
+                    hit = SharedHit(value)
+                    exp.cache_detail = "shared tier (redis)"
             if hit is None:
                 embedding = await state.cache_embedder.submit(key[1])
                 hit = cache.get(key[0], key[1], embedding=embedding)
@@ -124,7 +130,7 @@ async def _chat(state: State, receive: Receive, send: Send, rid: str, t0: float,
                 outcome = "hit_exact" if hit.exact else "hit_semantic"
                 metrics.cache[outcome] += 1
                 exp.cache = outcome
-                exp.cache_detail = f"similarity {hit.similarity:.3f}, age {hit.age_s:.0f} s"
+                exp.cache_detail = exp.cache_detail or f"similarity {hit.similarity:.3f}, age {hit.age_s:.0f} s"
                 exp.chosen_model = exp.answered_model = str(hit.value.get("model", ""))
                 return await _from_cache(state, send, req, rid, t0, hit, outcome, policy.version, record)
             metrics.cache["miss"] += 1
@@ -198,9 +204,10 @@ async def _chat(state: State, receive: Receive, send: Send, rid: str, t0: float,
     if done.tool_calls:
         message["tool_calls"] = done.tool_calls
     elif key is not None and cache is not None and done.finish_reason in ("stop", "length"):
-        cache.put(key[0], key[1], {"text": done.text, "model": done.model, "finish_reason": done.finish_reason,
-                                   "input_tokens": done.input_tokens, "output_tokens": done.output_tokens},
-                  embedding=embedding)
+        entry = {"text": done.text, "model": done.model, "finish_reason": done.finish_reason,
+                 "input_tokens": done.input_tokens, "output_tokens": done.output_tokens}
+        cache.put(key[0], key[1], entry, embedding=embedding)
+        _share(state, key, entry)
     body = orjson.dumps({
         "id": "chatcmpl-" + rid, "object": "chat.completion", "created": int(time.time()), "model": done.model,
         "choices": [{"index": 0, "message": message, "finish_reason": done.finish_reason, "logprobs": None}],
@@ -251,6 +258,30 @@ async def _budget(state: State, tenant: str, req: ChatRequest, limits: Limits, d
     exp.budget_rule = (f"refused ({limits.on_budget}): predicted {predicted:.6g} USD, {left:.6g} USD left of "
                        f"{limits.budget_usd:g} ({limits.budget_period})")
     raise budget_refusal(tenant, limits, predicted, left)
+
+
+class SharedHit:
+    """A hit from the replicas' shared cache tier, shaped like the local cache's hits."""
+
+    __slots__ = ("value",)
+    exact = True
+    similarity = 1.0
+    age_s = 0.0
+
+    def __init__(self, value: dict[str, Any]) -> None:
+        self.value = value
+
+
+_pending: set[asyncio.Task[None]] = set()
+
+
+def _share(state: State, key: tuple[str, str], entry: dict[str, Any]) -> None:
+    """Write an answer to the shared cache tier in the background (never delays the response)."""
+    shared = state.tenancy.shared_cache
+    if shared is not None:
+        task = asyncio.get_running_loop().create_task(shared.put(key[0], key[1], entry))
+        _pending.add(task)
+        task.add_done_callback(_pending.discard)
 
 
 async def _passthrough_cost(state: State, req: ChatRequest) -> float:
@@ -388,8 +419,9 @@ async def _stream(state: State, receive: Receive, send: Send, req: ChatRequest, 
         await send({"type": "http.response.body", "body": b"".join(tail)})
         text = "".join(parts)
         if key is not None and state.cache is not None and finish in ("stop", "length"):
-            state.cache.put(key[0], key[1], {"text": text, "model": model, "finish_reason": finish,
-                                             "input_tokens": itok, "output_tokens": otok}, embedding=embedding)
+            entry = {"text": text, "model": model, "finish_reason": finish, "input_tokens": itok, "output_tokens": otok}
+            state.cache.put(key[0], key[1], entry, embedding=embedding)
+            _share(state, key, entry)
     _account(state, model, chosen, provider_s, cost, itok, otok)
     if bill is not None:
         bill.done(model, cost, itok, otok)

@@ -32,13 +32,15 @@ class Tenancy:
     """Authentication, limits, audit and decisions of one service process (see the module docs)."""
 
     def __init__(self, *, store: KeyStore | None, defaults: dict[str, Limits], limiter: Limiter,
-                 audit: Any, decisions: DecisionStore, oidc: Any = None, reload_s: float = 2.0) -> None:
+                 audit: Any, decisions: DecisionStore, oidc: Any = None, reload_s: float = 2.0,
+                 shared_cache: Any = None) -> None:
         self.store = store
         self.defaults = defaults
         self.limiter = limiter
         self.audit = audit
         self.decisions = decisions
         self.reload_s = reload_s
+        self.shared_cache = shared_cache  # serve.tenants.shared.RedisCache, when Redis is configured
         self.auth = Authenticator(None, oidc)
         self.overrides_: dict[str, Limits] = {}
         self._version: Any = None
@@ -80,6 +82,8 @@ class Tenancy:
         if self._task is not None:
             self._task.cancel()
         await self.limiter.close()
+        if self.shared_cache is not None:
+            await self.shared_cache.close()
         await asyncio.to_thread(self.audit.close)
 
     # ------------------------------------------------------------------ limits
@@ -113,7 +117,8 @@ def refusal(exc: LimitExceeded) -> APIError:
     if exc.reset_at is not None:
         headers.append((b"retry-after", str(max(1, math.ceil(exc.reset_at - time.time()))).encode()))
     kind = "rate_limit_error" if exc.status == 429 else ("budget_error" if exc.status == 402 else "server_error")
-    return APIError(exc.status, exc.message, type=kind, code=f"{exc.which}_exceeded", headers=headers)
+    code = "budget_unavailable" if exc.which == "budget_store" else f"{exc.which}_exceeded"
+    return APIError(exc.status, exc.message, type=kind, code=code, headers=headers)
 
 
 def budget_refusal(tenant: str, limits: Limits, predicted: float, left: float) -> APIError:
