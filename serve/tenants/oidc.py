@@ -112,7 +112,7 @@ class OIDCVerifier:
         key = await self._key(kid, now)
         s = self.settings
         try:
-            claims = jwt.decode(token, key.key, algorithms=[alg], audience=s.audience, issuer=s.issuer,
+            claims = jwt.decode(token, key.key, algorithms=[str(alg)], audience=s.audience, issuer=s.issuer,
                                 leeway=s.leeway_s, options={"require": ["exp", "iss", "aud"]})
         except jwt.ExpiredSignatureError:
             raise _reject("it has expired; get a new token.") from None
