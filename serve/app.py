@@ -17,6 +17,7 @@ path                      method  handler
 ``/metrics``              GET     Prometheus text format
 ``/v1/decisions/{id}``    GET     :func:`serve.api.manage.decisions` (why a request went where)
 ``/v1/admin/...``         *       :func:`serve.api.manage.dispatch_admin` (keys, limits, reload, audit)
+``/dashboard``            GET     :func:`serve.api.dashboard.page` (static; polls ``/v1/dashboard``)
 ========================  ======  ==============================================================
 
 Every path but ``/healthz`` and ``/readyz`` needs a credential when authentication is on, and the
@@ -34,7 +35,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from serve.api import admin, manage
+from serve.api import admin, dashboard, manage
 from serve.api.chat import chat_completions
 from serve.api.errors import APIError
 from serve.api.http import ClientGone, Receive, Scope, Send, header, new_request_id, send_error
@@ -55,7 +56,7 @@ CHAT_PATHS = ("/v1/chat/completions", "/chat/completions")
 PERMISSIONS: dict[str, str | None] = {
     "/v1/chat/completions": "route", "/chat/completions": "route", "/v1/feedback": "feedback",
     "/feedback": "feedback", "/v1/models": "models", "/models": "models", "/metrics": "metrics",
-    "/healthz": None, "/readyz": None, "/dashboard": "dashboard", "/v1/dashboard": "dashboard",
+    "/healthz": None, "/readyz": None, "/dashboard": None, "/v1/dashboard": "dashboard",
 }
 PREFIX_PERMISSIONS = (("/v1/admin/", "admin"), ("/v1/decisions/", "decisions"))
 REFUSALS = (401, 402, 403, 413, 429)
@@ -175,6 +176,15 @@ class ServeApp:
             finally:
                 metrics.inflight -= 1
             metrics.request(CHAT_PATHS[0], status)
+            return
+        if path == "/dashboard" or path == "/v1/dashboard":
+            if scope["method"] != "GET":
+                status = await _error(send, APIError(405, f"{path} takes GET.", code="method_not_allowed"), None)
+            elif principal is None:
+                status = await dashboard.page(state, send)
+            else:
+                status = await dashboard.data(state, send, principal)
+            metrics.request(path, status)
             return
         if perm in ("admin", "decisions") and principal is not None:
             try:

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import openai
@@ -302,3 +304,46 @@ def test_audit_log_records_changes_and_refusals_and_verifies(world):
     assert out.returncode == 0 and out.stdout.startswith("OK:") and "signatures verified" in out.stdout
     status, _, rep = call(world, "GET", "/v1/admin/audit", world["keys"]["admin"])
     assert status == 200 and rep["ok"] and rep["records"] >= len(kinds)
+
+
+CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
+
+
+def test_dashboard_json_by_role(world):
+    for _ in range(3):
+        call(world, "POST", "/v1/chat/completions", world["keys"]["acme/member"],
+             {"model": "router", "messages": PROMPT})  # cached after the first
+    status, _, d = call(world, "GET", "/v1/dashboard", world["keys"]["acme/read-only"])
+    assert status == 200 and d["requests"]["total"] >= 3 and d["cache"]["hits"] >= 1
+    assert d["savings"]["always_best_predicted_usd"] >= d["savings"]["routed_predicted_usd"] > 0
+    assert sum(d["models"].values()) > 0 and d["spend_usd"]["total"] > 0
+    assert call(world, "GET", "/v1/dashboard", world["keys"]["acme/member"])[0] == 403
+    assert call(world, "GET", "/v1/dashboard", None)[0] == 401
+    status, h, html = call(world, "GET", "/dashboard", None)  # the static shell holds no data
+    assert status == 200 and h["content-type"].startswith("text/html") and b"/v1/dashboard" in html
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed; run scripts/ensure_chromium.sh")
+@pytest.mark.parametrize(("name", "size"), [("phone", (390, 1700)), ("desktop", (1280, 900))])
+def test_dashboard_renders_on_a_phone_and_a_desktop(world, tmp_path, name, size):
+    from PIL import Image
+
+    key = world["keys"]["admin"]
+    _limits(world, "acme-budget", budget_usd=1.0)
+    url = world["svc"].url + "/dashboard#key=" + key
+    common = [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+              "--disable-background-networking", "--disable-component-update", "--disable-sync",
+              f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000",
+              f"--window-size={size[0]},{size[1]}"]
+    dom = subprocess.run([*common, "--dump-dom", url], check=True, timeout=120, capture_output=True, text=True).stdout
+    assert "live ·" in dom and 'class="bar"' in dom and "acme-budget (month)" in dom
+    for model in json.loads(http("GET", world["svc"].url + "/v1/dashboard",
+                                 headers={"authorization": f"Bearer {key}"})[2])["models"]:
+        assert model in dom  # every answering model has its bar
+    shot = Path(os.environ.get("DASHBOARD_SHOTS", tmp_path)) / f"dashboard-{name}.png"
+    subprocess.run([*common, f"--screenshot={shot}", url], check=True, timeout=120, capture_output=True)
+    img = np.asarray(Image.open(shot).convert("L"))
+    assert img.shape[:2] == (size[1], size[0])
+    assert float((img < 235).mean()) > 0.05  # cards, bars and text, not a blank page

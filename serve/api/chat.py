@@ -169,6 +169,8 @@ async def _chat(state: State, receive: Receive, send: Send, rid: str, t0: float,
             (b"x-route-reason", b"pass-through: the request named this model"),
         ]
     exp.decision, exp.cache = decision, cache_outcome
+    if decision is not None:
+        state.tenancy.savings.add(decision)
     if limits.budget_usd is not None:
         chosen, candidates = await _budget(state, tenant, req, limits, decision, chosen, candidates, headers, exp, bill)
     exp.chosen_model = chosen

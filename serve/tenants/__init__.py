@@ -41,6 +41,9 @@ class Tenancy:
         self.decisions = decisions
         self.reload_s = reload_s
         self.shared_cache = shared_cache  # serve.tenants.shared.RedisCache, when Redis is configured
+        from serve.api.dashboard import Savings
+
+        self.savings = Savings()
         self.auth = Authenticator(None, oidc)
         self.overrides_: dict[str, Limits] = {}
         self._version: Any = None
