@@ -275,6 +275,17 @@ async def build_state(settings: Settings) -> State:
     pool = ProviderPool.from_config(settings.providers or None, settings.provider_url, list(policy.router.models))
     tenancy = await asyncio.to_thread(build_tenancy, settings)
     tenancy.start()
+    ex = settings.experiment
+    if ex.name:
+        from serve.experiments import Experiment
+
+        challenger = await asyncio.to_thread(load_policy, parse_spec(ex.challenger))
+        c_decider = Decider(PolicyHolder(challenger), fallbacks=settings.fallbacks, max_batch=settings.batch_max,
+                            window_s=settings.batch_window_ms / 1000.0,
+                            in_thread=encode_in_thread(settings.encode_in_thread, challenger.router.encoder))
+        tenancy.experiment = Experiment(ex.name, ex.mode, ex.split, ex.sticky, c_decider, challenger.version)
+        log.info("experiment %s (%s): challenger %s, split %g by %s", ex.name, ex.mode, challenger.version,
+                 ex.split, ex.sticky)
     follower = None
     if spec.kind == "alias" and settings.registry_poll_s > 0:
         def swapped(old: Policy, new: Policy) -> None:
@@ -361,6 +372,8 @@ async def close_state(state: State) -> None:
         state.cache_embedder.close()
     await asyncio.to_thread(state.logbook.close)
     state.tenancy.audit.record("service.stop", "service", None)
+    if state.tenancy.experiment is not None:
+        state.tenancy.experiment.close()
     await state.tenancy.close()
 
 

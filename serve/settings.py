@@ -41,7 +41,8 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 from router.errors import ConfigError
 from serve.tenants.limits import Limits
 
-__all__ = ["AuditSettings", "AuthSettings", "CacheSettings", "ENV_PREFIX", "LogbookSettings", "OIDCSettings",
+__all__ = ["AuditSettings", "AuthSettings", "CacheSettings", "ENV_PREFIX", "ExperimentSettings", "LogbookSettings",
+           "OIDCSettings",
            "Profile", "Settings", "SettingsError"]
 
 ENV_PREFIX = "ROUTER_SERVE_"
@@ -123,6 +124,17 @@ class AuditSettings:
 
 
 @dataclass(frozen=True)
+class ExperimentSettings:
+    """A policy experiment (see :mod:`serve.experiments`); ``name`` None: none runs."""
+
+    name: str | None = None
+    challenger: str = ""
+    mode: str = "ab"
+    split: float = 0.1
+    sticky: str = "tenant"
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything the service reads at start; see the module docs for the sources."""
 
@@ -140,6 +152,7 @@ class Settings:
     audit: AuditSettings = field(default_factory=AuditSettings)
     redis_url: str | None = None
     decisions_kept: int = 10_000
+    experiment: ExperimentSettings = field(default_factory=ExperimentSettings)
     registry_poll_s: float = 10.0
     max_body_bytes: int = 4 * 1024 * 1024
     max_messages: int = 1000
@@ -177,6 +190,13 @@ class Settings:
         if self.cache.threshold is not None:
             _check(self.cache.threshold, 0 < self.cache.threshold <= 1, "cache.threshold", "in (0, 1]")
         _check(self.decisions_kept, self.decisions_kept >= 0, "decisions_kept", ">= 0")
+        ex = self.experiment
+        if ex.name is not None:
+            _check(ex.challenger, bool(ex.challenger), "experiment.challenger",
+                   "the challenger policy: a router DIR or models:/NAME@ALIAS")
+            _check(ex.mode, ex.mode in ("ab", "shadow"), "experiment.mode", "ab or shadow")
+            _check(ex.split, 0 <= ex.split <= 1, "experiment.split", "a share in [0, 1]")
+            _check(ex.sticky, ex.sticky in ("tenant", "user"), "experiment.sticky", "tenant or user")
         _check(self.auth.reload_s, self.auth.reload_s >= 0, "auth.reload_s", ">= 0 (0: never reload)")
         _check(self.audit.checkpoint_every, self.audit.checkpoint_every >= 1, "audit.checkpoint_every", ">= 1")
         if self.audit.path and not (self.audit.hmac_key or self.audit.hmac_key_file):

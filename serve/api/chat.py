@@ -86,8 +86,13 @@ async def chat_completions(state: State, scope: Scope, receive: Receive, send: S
     exp = Explanation(rid, tenant, time.time(), req.model, req.routed, policy.version, req.options)
     tenancy.decisions.add(exp)
     bill = Bill()
+    experiment = tenancy.experiment
+    arm = None
+    if experiment is not None and req.routed:
+        arm = experiment.arm(tenant, req.body.get("user"))
+        exp.experiment = {"name": experiment.name, "mode": experiment.mode, "arm": arm}
     try:
-        status = await _chat(state, receive, send, rid, t0, tenant, req, policy, limits, exp, bill)
+        status = exp.status = await _chat(state, receive, send, rid, t0, tenant, req, policy, limits, exp, bill)
     except APIError as err:
         exp.status = err.status
         raise
@@ -96,6 +101,8 @@ async def chat_completions(state: State, scope: Scope, receive: Receive, send: S
             exp.answered_model = bill.model
         if not limits.unlimited and (bill.predicted or bill.actual or bill.tokens):
             await tenancy.settle(tenant, limits, bill.predicted, bill.actual, bill.tokens)
+        if arm is not None:
+            experiment.observe(arm, exp.decision, exp.status, bill.actual if bill.model else 0.0)
     exp.status = status
     return status
 
@@ -146,7 +153,13 @@ async def _chat(state: State, receive: Receive, send: Send, rid: str, t0: float,
     if req.routed:
         t_dec = time.perf_counter()
         try:
-            decision = await state.decider.decide(req.messages, req.options)
+            ex_info = exp.experiment
+            if ex_info is not None and ex_info["arm"] == "challenger":
+                decision = await state.tenancy.experiment.decider.decide(req.messages, req.options)
+            else:
+                decision = await state.decider.decide(req.messages, req.options)
+                if ex_info is not None and ex_info["mode"] == "shadow":
+                    state.tenancy.experiment.shadow(req.messages, req.options, decision, exp)
         except RoutingError as exc:
             raise APIError(400, f"cannot route this request: {exc}", param="messages") from None
         metrics.decide_latency.observe(time.perf_counter() - t_dec)
@@ -159,6 +172,8 @@ async def _chat(state: State, receive: Receive, send: Send, rid: str, t0: float,
             (b"x-route-predicted-cost", f"{decision.predicted_cost:.6g}".encode()),
             (b"x-route-reason", _ascii(decision.reason, MAX_REASON)),
         ]
+        if exp.experiment is not None:
+            headers.append((b"x-route-experiment-arm", exp.experiment["arm"].encode()))
     else:
         chosen = req.model
         candidates = [chosen]

@@ -136,6 +136,11 @@ async def dispatch_admin(state: State, scope: Scope, receive: Receive, send: Sen
         swapped = await asyncio.to_thread(follower.check_once)
         t.audit.record("model.reload", actor, None, swapped=bool(swapped), version=state.holder.current.version)
         return await _ok(send, {"swapped": bool(swapped), "policy_version": state.holder.current.version})
+    if parts == ["experiments"] and method == "GET":
+        if t.experiment is None:
+            raise APIError(409, "no experiment runs; configure the experiment settings (name, challenger, split).",
+                           code="no_experiment")
+        return await _ok(send, t.experiment.report())
     if parts == ["audit"] and method == "GET":
         audit = t.audit
         if not audit.enabled:

@@ -44,6 +44,7 @@ class Tenancy:
         from serve.api.dashboard import Savings
 
         self.savings = Savings()
+        self.experiment: Any = None  # serve.experiments.Experiment, when one runs
         self.auth = Authenticator(None, oidc)
         self.overrides_: dict[str, Limits] = {}
         self._version: Any = None
