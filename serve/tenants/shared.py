@@ -60,11 +60,17 @@ if ttl > 0 then redis.call('EXPIRE', KEYS[1], ttl) end
 return {1, tostring(left)}
 """
 _SETTLE = """
-if tonumber(ARGV[2]) ~= 0 then redis.call('HINCRBYFLOAT', KEYS[1], 'spent', ARGV[2]) end
-local r = tonumber(redis.call('HINCRBYFLOAT', KEYS[1], 'reserved', -tonumber(ARGV[1])))
-if r < 1e-12 then redis.call('HSET', KEYS[1], 'reserved', 0) end
-local ttl = tonumber(ARGV[3])
-if ttl > 0 then redis.call('EXPIRE', KEYS[1], ttl) end
+if ARGV[4] == '1' then
+  if tonumber(ARGV[2]) ~= 0 then redis.call('HINCRBYFLOAT', KEYS[1], 'spent', ARGV[2]) end
+  local r = tonumber(redis.call('HINCRBYFLOAT', KEYS[1], 'reserved', -tonumber(ARGV[1])))
+  if r < 1e-12 then redis.call('HSET', KEYS[1], 'reserved', 0) end
+  local ttl = tonumber(ARGV[3])
+  if ttl > 0 then redis.call('EXPIRE', KEYS[1], ttl) end
+end
+if tonumber(ARGV[5]) > 0 then
+  redis.call('HINCRBY', KEYS[2], 'tok', ARGV[5])
+  redis.call('EXPIRE', KEYS[2], 120)
+end
 return 1
 """
 
@@ -156,16 +162,15 @@ class RedisLimiter:
 
     async def settle(self, tenant: str, limits: Limits, predicted: float, actual: float, tokens: int,
                      now: float) -> None:
-        try:
-            if limits.budget_usd is not None:
-                key, ttl = self._budget_key(tenant, limits, now)
-                await self._settle(keys=[key], args=[repr(float(predicted)), repr(float(actual)), ttl])
-            if tokens and limits.tpm is not None:
-                w, _ = window(now)
-                pipe = self.redis.pipeline(transaction=False)
-                pipe.hincrby(f"rt:w:{tenant}:{w}", "tok", int(tokens))
-                pipe.expire(f"rt:w:{tenant}:{w}", 120)
-                await pipe.execute()
+        budget = limits.budget_usd is not None
+        toks = int(tokens) if tokens and limits.tpm is not None else 0
+        if not budget and not toks:
+            return
+        key, ttl = self._budget_key(tenant, limits, now)
+        w, _ = window(now)
+        try:  # one round trip: the budget settlement and the minute's tokens together
+            await self._settle(keys=[key, f"rt:w:{tenant}:{w}"],
+                               args=[repr(float(predicted)), repr(float(actual)), ttl, "1" if budget else "0", toks])
         except Exception as exc:
             self.breaker.failed(exc)
             log.error("redis: could not settle tenant %r (predicted %.6g, actual %.6g USD, %d tokens): %s",
