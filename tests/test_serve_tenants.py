@@ -347,3 +347,34 @@ def test_dashboard_renders_on_a_phone_and_a_desktop(world, tmp_path, name, size)
     img = np.asarray(Image.open(shot).convert("L"))
     assert img.shape[:2] == (size[1], size[0])
     assert float((img < 235).mean()) > 0.05  # cards, bars and text, not a blank page
+
+
+def test_tokens_per_minute_count_after_the_answer(world):
+    key = _limits(world, "wordy", tpm=1)
+    now = time.time()
+    if now % 60 > 55:
+        time.sleep(61 - now % 60)
+    assert call(world, "POST", "/v1/chat/completions", key, CHAT)[0] == 200  # its tokens pass the limit
+    status, h, payload = call(world, "POST", "/v1/chat/completions", key, CHAT)
+    assert status == 429 and payload["error"]["code"] == "tpm_exceeded" and "tokens per minute" in payload["error"]["message"]
+    assert int(h["retry-after"]) >= 1
+
+
+def test_a_streamed_answer_settles_its_budget(world):
+    key = _limits(world, "streamer", budget_usd=10.0, budget_period="day")
+    client = openai.OpenAI(base_url=world["svc"].url + "/v1", api_key=key, max_retries=0)
+    chunks = list(client.chat.completions.create(model="router", messages=PROMPT, stream=True,
+                                                 extra_body={"routing": {"cache": False}}))
+    assert chunks[-1].choices[0].finish_reason == "stop"
+    usage = {t["tenant"]: t["usage"] for t in call(world, "GET", "/v1/admin/tenants", world["keys"]["admin"])[2]["data"]}
+    assert usage["streamer"]["spent_usd"] > 0 and usage["streamer"]["reserved_usd"] == 0
+
+
+def test_bad_input_from_a_budgeted_tenant_reserves_nothing(world):
+    key = _limits(world, "clumsy", budget_usd=10.0, budget_period="day")
+    for body in (b"{not json", json.dumps({"model": "router", "messages": []}).encode(),
+                 json.dumps({"model": "no-such-model", "messages": PROMPT}).encode()):
+        status, _, payload = call(world, "POST", "/v1/chat/completions", key, body)
+        assert status in (400, 404) and payload["error"]["message"]
+    usage = {t["tenant"]: t["usage"] for t in call(world, "GET", "/v1/admin/tenants", world["keys"]["admin"])[2]["data"]}
+    assert usage["clumsy"]["spent_usd"] == 0 and usage["clumsy"]["reserved_usd"] == 0
