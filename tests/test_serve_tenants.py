@@ -378,3 +378,24 @@ def test_bad_input_from_a_budgeted_tenant_reserves_nothing(world):
         assert status in (400, 404) and payload["error"]["message"]
     usage = {t["tenant"]: t["usage"] for t in call(world, "GET", "/v1/admin/tenants", world["keys"]["admin"])[2]["data"]}
     assert usage["clumsy"]["spent_usd"] == 0 and usage["clumsy"]["reserved_usd"] == 0
+
+
+SETTINGS_ERRORS = [
+    ({"tenants": {"acme": {"budget_usd": -1}}}, "tenants.acme: limits.budget_usd = -1.0 is invalid"),
+    ({"tenants": {"acme": {"rpmm": 1}}}, "unknown limit(s) rpmm"),
+    ({"tenants": {"acme": {"on_budget": "beg"}}}, "on_budget = 'beg' is invalid: it must be one of refuse, downgrade"),
+    ({"audit": {"path": "a.jsonl"}}, "audit.path is set but no HMAC key"),
+    ({"redis_url": "localhost:6379"}, "redis_url = 'localhost:6379' is invalid"),
+    ({"auth": {"oidc": {"issuer": "https://id.example"}}}, "auth.oidc.audience"),
+    ({"experiment": {"name": "x"}}, "experiment.challenger"),
+    ({"experiment": {"name": "x", "challenger": "d", "split": 2}}, "experiment.split = 2.0 is invalid"),
+]
+
+
+@pytest.mark.parametrize(("extra", "message"), SETTINGS_ERRORS)
+def test_settings_errors_name_the_key(extra, message):
+    from serve.settings import Settings, SettingsError
+
+    with pytest.raises(SettingsError) as info:
+        Settings.load(overrides={"model": "x", **extra}, environ={})
+    assert message in str(info.value)
