@@ -309,6 +309,8 @@ async def build_state(settings: Settings) -> State:
     state = State(settings, holder, decider, pool, ProviderError, cache, cache_embedder, metrics,
                   make_logbook(settings.logbook.path), follower, tenancy)
     state.supported_params = frozenset(SUPPORTED_PARAMS)
+    if tenancy.shared_cache is not None and cache is not None:
+        tenancy.shared_cache.follow(cache)  # other replicas' answers into this FAISS index
     log.info("serving %s (%s) after %.1f s", policy.version, settings.model, time.perf_counter() - t0)
     return state
 

@@ -86,7 +86,7 @@ def pair(provider, redis_server, tmp_path_factory):
                  "models": {m.name: {"endpoint": "local", "input_cost_per_token": m.input_price,
                                      "output_cost_per_token": m.output_price} for m in MODELS}}
     config = {"providers": providers, "auth": {"store": str(store.path)}, "redis_url": redis_server.url,
-              "cache": {"encoder": {"kind": "hashing", "dim": 256}, "threshold": 0.99}, "batch_window_ms": 2.0}
+              "cache": {"encoder": {"kind": "hashing", "dim": 256}, "threshold": 0.93}, "batch_window_ms": 2.0}
     services = [Service(str(tmp / "router"), provider_url=provider, config=config, tmp=tmp) for _ in range(2)]
     for svc in services:
         svc.wait_ready()
@@ -212,6 +212,28 @@ def test_the_cache_is_shared_across_replicas_but_not_across_tenants(pair):
         for svc, other in ((b, "spy"), (a, "rich")):  # each other tenant's first ask, on either replica
             status, h, _ = _chat(svc.url, pair["keys"][other], question, cache=True)
             assert status == 200 and h["x-cache"] == "miss"
+
+
+def _replicated(svc, pair) -> int:
+    raw = http("GET", svc.url + "/v1/dashboard", headers={"authorization": f"Bearer {pair['keys']['admin']}"})[2]
+    return int(json.loads(raw)["cache"]["replicated"])
+
+
+def test_a_paraphrase_cached_on_one_replica_is_a_semantic_hit_on_the_other(pair):
+    a, b = pair["services"]
+    start = _replicated(b, pair)
+    for i in range(5):
+        question = f"Describe the role of the prime {i} in number theory"
+        paraphrase = question + ", please"  # similarity 0.95 under the hashing encoder; threshold 0.93
+        assert _chat(a.url, pair["keys"]["victim"], question, cache=True)[1]["x-cache"] == "miss"
+        deadline = time.monotonic() + 5
+        while _replicated(b, pair) < start + i + 1:  # through the Redis stream into b's FAISS index
+            assert time.monotonic() < deadline, "the answer never reached the other replica's semantic cache"
+            time.sleep(0.05)
+        status, h, _ = _chat(b.url, pair["keys"]["victim"], paraphrase, cache=True)
+        assert h["x-cache"] == "hit" and "semantic" in h["x-route-reason"], h["x-route-reason"]
+        status, h, _ = _chat(b.url, pair["keys"]["spy"], paraphrase, cache=True)
+        assert status == 200 and h["x-cache"] == "miss"  # another tenant's scope holds nothing
 
 
 def test_when_redis_dies_budgets_fail_closed_and_the_cache_open_then_recover(pair):

@@ -224,7 +224,7 @@ async def _chat(state: State, receive: Receive, send: Send, rid: str, t0: float,
         entry = {"text": done.text, "model": done.model, "finish_reason": done.finish_reason,
                  "input_tokens": done.input_tokens, "output_tokens": done.output_tokens}
         cache.put(key[0], key[1], entry, embedding=embedding)
-        _share(state, key, entry)
+        _share(state, key, entry, embedding)
     body = orjson.dumps({
         "id": "chatcmpl-" + rid, "object": "chat.completion", "created": int(time.time()), "model": done.model,
         "choices": [{"index": 0, "message": message, "finish_reason": done.finish_reason, "logprobs": None}],
@@ -292,11 +292,11 @@ class SharedHit:
 _pending: set[asyncio.Task[None]] = set()
 
 
-def _share(state: State, key: tuple[str, str], entry: dict[str, Any]) -> None:
+def _share(state: State, key: tuple[str, str], entry: dict[str, Any], embedding: Any) -> None:
     """Write an answer to the shared cache tier in the background (never delays the response)."""
     shared = state.tenancy.shared_cache
     if shared is not None:
-        task = asyncio.get_running_loop().create_task(shared.put(key[0], key[1], entry))
+        task = asyncio.get_running_loop().create_task(shared.put(key[0], key[1], entry, embedding))
         _pending.add(task)
         task.add_done_callback(_pending.discard)
 
@@ -438,7 +438,7 @@ async def _stream(state: State, receive: Receive, send: Send, req: ChatRequest, 
         if key is not None and state.cache is not None and finish in ("stop", "length"):
             entry = {"text": text, "model": model, "finish_reason": finish, "input_tokens": itok, "output_tokens": otok}
             state.cache.put(key[0], key[1], entry, embedding=embedding)
-            _share(state, key, entry)
+            _share(state, key, entry, embedding)
     _account(state, model, chosen, provider_s, cost, itok, otok)
     if bill is not None:
         bill.done(model, cost, itok, otok)

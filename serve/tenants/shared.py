@@ -2,9 +2,12 @@
 
 :class:`RedisLimiter` is :class:`~serve.tenants.limits.MemoryLimiter` with its state in Redis; every
 check-and-change is one Lua script, so Redis runs it atomically and two replicas cannot both spend
-the last of a budget. :class:`RedisCache` is an exact-match cache tier that every replica reads and
-writes (keyed by the cache's scope -- tenant first -- and the text, both stored with the answer and
-compared on read, so one tenant never reads another's answer even on a digest collision).
+the last of a budget. :class:`RedisCache` shares the semantic cache: an exact-match tier every replica reads and writes
+(keyed by the cache's scope -- tenant first -- and the text, both stored with the answer and compared
+on read, so one tenant never reads another's answer even on a digest collision), and a replication
+stream (``rc:stream``: scope, text, answer, embedding) that every replica follows in the background,
+adding the others' answers to its own FAISS index in the same scope -- so a paraphrase cached by one
+replica is a semantic hit on another, and lookups stay in-process.
 
 When Redis cannot be reached (the rule, also in the README):
 
@@ -22,8 +25,10 @@ Keys: ``rt:b:<tenant>:<period>`` (hash ``spent``, ``reserved``; expires after it
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
+import os
 import time
 from typing import Any
 
@@ -31,9 +36,10 @@ import orjson
 
 from serve.tenants.limits import LimitExceeded, Limits, period_bucket, rate_refusal, window
 
-__all__ = ["RedisCache", "RedisLimiter"]
+__all__ = ["STREAM", "RedisCache", "RedisLimiter"]
 
 log = logging.getLogger("serve")
+STREAM = "rc:stream"
 
 _ADMIT = """
 local req = tonumber(redis.call('HGET', KEYS[1], 'req') or '0')
@@ -196,11 +202,16 @@ class RedisLimiter:
 class RedisCache:
     """An exact-match answer cache in Redis, shared by replicas; fails open (see the module docs)."""
 
-    def __init__(self, url: str, *, ttl_s: float = 3600.0, timeout_s: float = 0.25, retry_s: float = 1.0,
-                 client: Any = None) -> None:
+    def __init__(self, url: str, *, ttl_s: float = 3600.0, timeout_s: float = 0.5, retry_s: float = 1.0,
+                 stream_len: int = 100_000, client: Any = None) -> None:
         self.redis = client if client is not None else _client(url, timeout_s)
         self.ttl_s = ttl_s
+        self.stream_len = stream_len
         self.breaker = _Breaker("cache", retry_s)
+        self.origin = os.urandom(8).hex()  # this replica, so it skips its own stream entries
+        self.replicated_ = 0
+        self._warned = False
+        self._task: asyncio.Task[None] | None = None
 
     @staticmethod
     def key(scope: str, text: str) -> str:
@@ -224,14 +235,57 @@ class RedisCache:
             return None
         return entry.get("value")  # type: ignore[no-any-return]
 
-    async def put(self, scope: str, text: str, value: dict[str, Any]) -> None:
+    async def put(self, scope: str, text: str, value: dict[str, Any], embedding: Any = None) -> None:
+        """Store an answer for every replica: the exact-match entry, and an event on the replication stream."""
         if self.breaker.open():
             return
         try:
-            await self.redis.set(self.key(scope, text), orjson.dumps({"scope": scope, "text": text, "value": value}),
-                                 px=int(self.ttl_s * 1000))
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.set(self.key(scope, text), orjson.dumps({"scope": scope, "text": text, "value": value}),
+                     px=int(self.ttl_s * 1000))
+            fields = {"o": self.origin, "s": scope, "t": text, "v": orjson.dumps(value)}
+            if embedding is not None:
+                import numpy as np
+
+                fields["e"] = np.asarray(embedding, dtype=np.float32).reshape(-1).tobytes()
+            pipe.xadd(STREAM, fields, maxlen=self.stream_len, approximate=True)
+            await pipe.execute()
         except Exception as exc:
             self.breaker.failed(exc)
 
+    def follow(self, local: Any) -> None:
+        """Replicate other replicas' answers into ``local`` (the semantic cache) from the stream, in the background."""
+        self._task = asyncio.get_running_loop().create_task(self._follow(local))
+
+    async def _follow(self, local: Any) -> None:
+        import numpy as np
+
+        last = "$"  # only answers cached from now on; a cache may start cold
+        while True:
+            try:
+                got = await self.redis.xread({STREAM: last}, count=256, block=200)  # under the socket timeout
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.breaker.failed(exc)
+                await asyncio.sleep(self.breaker.retry_s)
+                continue
+            self.breaker.ok()
+            for _, entries in got or []:
+                for entry_id, f in entries:
+                    last = entry_id
+                    if f.get(b"o") == self.origin.encode():
+                        continue
+                    try:
+                        emb = np.frombuffer(f[b"e"], dtype=np.float32) if b"e" in f else None
+                        local.put(f[b"s"].decode(), f[b"t"].decode(), orjson.loads(f[b"v"]), embedding=emb)
+                        self.replicated_ += 1
+                    except Exception as exc:  # e.g. another encoder's dimension: skip the entry, say so once
+                        if not self._warned:
+                            self._warned = True
+                            log.warning("shared cache: cannot replicate an entry into the local cache: %s", exc)
+
     async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
         await self.redis.aclose()
