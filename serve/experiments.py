@@ -16,8 +16,10 @@ Configured by the ``experiment`` settings (off while ``name`` is unset)::
 
 The report (``GET /v1/admin/experiments``) gives per arm: requests, errors, spend, and the mean
 *predicted* quality and cost of the chosen models with a 95% normal interval; in shadow mode how
-often the challenger agreed with the champion. Observed quality needs feedback joined from the
-traffic log (off-policy estimates over it are the traffic log's job, not computed here).
+often the challenger agreed with the champion, and a direct-method estimate of both policies' utility
+(quality - lam * cost) on the same requests, each choice scored by the champion's predictions (one
+yardstick for both), with 95% intervals. Estimates from observed quality (feedback joined to the
+traffic log, inverse propensity weighting) are not computed here.
 """
 
 from __future__ import annotations
@@ -83,6 +85,8 @@ class Experiment:
         self.version = version
         self.arms = {a: ArmStats() for a in ARMS}
         self.shadow_ = ArmStats()
+        self.dm_champion_ = _Mean()
+        self.dm_challenger_ = _Mean()
         self._tasks: set[asyncio.Task[None]] = set()
 
     def arm(self, tenant: str, user: Any) -> str:
@@ -123,6 +127,11 @@ class Experiment:
         st.cost.add(d.predicted_cost)
         st.models[d.chosen] = st.models.get(d.chosen, 0) + 1
         st.agree += d.chosen == champion.chosen
+        # direct-method estimate on a common yardstick: both choices scored by the champion's predictions
+        if d.chosen in champion.models:
+            j = champion.models.index(d.chosen)
+            self.dm_challenger_.add(float(champion.quality[j]) - champion.lam * float(champion.cost[j]))
+            self.dm_champion_.add(champion.predicted_quality - champion.lam * champion.predicted_cost)
         if exp.experiment is not None:
             exp.experiment["shadow_choice"] = d.chosen
             exp.experiment["shadow_predicted_quality"] = d.predicted_quality
@@ -135,6 +144,8 @@ class Experiment:
         if self.mode == "shadow":
             sh = self.shadow_.report()
             sh["agreement"] = self.shadow_.agree / self.shadow_.requests if self.shadow_.requests else None
+            sh["utility_under_champion_model"] = {"champion": self.dm_champion_.summary(),
+                                                  "challenger": self.dm_challenger_.summary()}
             out["shadow"] = sh
         return out
 

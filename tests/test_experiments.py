@@ -109,6 +109,10 @@ def test_shadow_challenger_is_scored_but_never_acts(setup):
         assert rep["arms"]["champion"]["requests"] == 8 and rep["arms"]["challenger"]["requests"] == 0
         assert rep["shadow"]["requests"] == 8 and rep["shadow"]["models"] == {challenger: 8}
         assert rep["shadow"]["agreement"] == 0.0
+        dm = rep["shadow"]["utility_under_champion_model"]
+        # at the champion's own operating point its choice has the best utility by its predictions
+        assert dm["champion"]["mean"] > dm["challenger"]["mean"]
+        assert dm["challenger"]["ci95"][0] <= dm["challenger"]["mean"] <= dm["challenger"]["ci95"][1]
         status, _, raw = http("GET", svc.url + "/v1/decisions/" + h["x-request-id"],
                               headers={"authorization": f"Bearer {setup['keys']['t7']}"})
         assert json.loads(raw)["experiment"]["shadow_choice"] == challenger
