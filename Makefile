@@ -26,6 +26,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 # Services and programs the tests use (headless Chromium for the report screenshot test).
 system-deps:
 	bash scripts/ensure_chromium.sh
+	bash scripts/ensure_redis.sh
 
 lint: install
 	$(VENV)/bin/ruff check router envs training serve tests bench

@@ -15,7 +15,14 @@ path                      method  handler
 ``/healthz``              GET     alive
 ``/readyz``               GET     ready (policy loaded, not draining), with the policy version
 ``/metrics``              GET     Prometheus text format
+``/v1/decisions/{id}``    GET     :func:`serve.api.manage.decisions` (why a request went where)
+``/v1/admin/...``         *       :func:`serve.api.manage.dispatch_admin` (keys, limits, reload, audit)
+``/dashboard``            GET     :func:`serve.api.dashboard.page` (static; polls ``/v1/dashboard``)
 ========================  ======  ==============================================================
+
+Every path but ``/healthz`` and ``/readyz`` needs a credential when authentication is on, and the
+role's permission for the path (:data:`PERMISSIONS`, :mod:`serve.tenants.auth`); the principal is put
+in the ASGI scope as ``scope["principal"]`` for the handlers.
 """
 
 from __future__ import annotations
@@ -25,23 +32,34 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
-from serve.api import admin
+from serve.api import admin, dashboard, manage
 from serve.api.chat import chat_completions
 from serve.api.errors import APIError
-from serve.api.http import ClientGone, Receive, Scope, Send, new_request_id, send_error
+from serve.api.http import ClientGone, Receive, Scope, Send, header, new_request_id, send_error
 from serve.decide import Decider, MicroBatcher, encode_in_thread
 from serve.logbook import Logbook, make_logbook
 from serve.metrics import Metrics
 from serve.registry import AliasFollower, Policy, PolicyHolder, load_policy, parse_spec
 from serve.settings import ENV_PREFIX, Settings
+from serve.tenants import Tenancy
+from serve.tenants.auth import Principal, forbidden
 
 __all__ = ["ServeApp", "State", "create_app", "create_app_from_env"]
 
 log = logging.getLogger("serve")
 
 CHAT_PATHS = ("/v1/chat/completions", "/chat/completions")
+#: the permission each path needs (None: public); prefixes below, anything else needs any credential
+PERMISSIONS: dict[str, str | None] = {
+    "/v1/chat/completions": "route", "/chat/completions": "route", "/v1/feedback": "feedback",
+    "/feedback": "feedback", "/v1/models": "models", "/models": "models", "/metrics": "metrics",
+    "/healthz": None, "/readyz": None, "/dashboard": None, "/v1/dashboard": "dashboard",
+}
+PREFIX_PERMISSIONS = (("/v1/admin/", "admin"), ("/v1/decisions/", "decisions"))
+REFUSALS = (401, 402, 403, 413, 429)
 
 
 class State:
@@ -49,7 +67,7 @@ class State:
 
     def __init__(self, settings: Settings, holder: PolicyHolder, decider: Decider, pool: Any,
                  provider_error: type[BaseException], cache: Any, cache_embedder: Any, metrics: Metrics,
-                 logbook: Logbook, follower: AliasFollower | None) -> None:
+                 logbook: Logbook, follower: AliasFollower | None, tenancy: Tenancy) -> None:
         self.settings = settings
         self.holder = holder
         self.decider = decider
@@ -60,6 +78,7 @@ class State:
         self.metrics = metrics
         self.logbook = logbook
         self.follower = follower
+        self.tenancy = tenancy
         self.ready = False
         self.draining = False
         self.supported_params: frozenset[str] | None = None  # generation parameters the providers take
@@ -120,6 +139,21 @@ class ServeApp:
             await send_error(send, APIError(503, "the service is starting; retry in a moment.", code="not_ready"), [])
             return
         metrics = state.metrics
+        perm = PERMISSIONS.get(path, "")
+        if perm == "":
+            perm = next((p for prefix, p in PREFIX_PERMISSIONS if path.startswith(prefix)), "any")
+        principal: Principal | None = None
+        if perm is not None:
+            try:
+                principal = await state.tenancy.auth.authenticate(header(scope, b"authorization"), time.time())
+                if perm != "any" and not principal.can(perm):
+                    raise forbidden(principal, perm, f"{scope['method']} {path[:100]}")
+            except APIError as err:
+                status = await _error(send, err, None)
+                _refused(state, scope, principal, err)
+                metrics.request("refused", status)
+                return
+            scope["principal"] = principal
         if path in CHAT_PATHS:
             rid = new_request_id(scope)
             if scope["method"] != "POST":
@@ -131,6 +165,8 @@ class ServeApp:
                 status = await chat_completions(state, scope, receive, send, rid, t0)
             except APIError as err:
                 status = await _error(send, err, rid)
+                if status in REFUSALS:
+                    _refused(state, scope, principal, err)
             except ClientGone:
                 status = 499
             except Exception:
@@ -140,6 +176,27 @@ class ServeApp:
             finally:
                 metrics.inflight -= 1
             metrics.request(CHAT_PATHS[0], status)
+            return
+        if path == "/dashboard" or path == "/v1/dashboard":
+            if scope["method"] != "GET":
+                status = await _error(send, APIError(405, f"{path} takes GET.", code="method_not_allowed"), None)
+            elif principal is None:
+                status = await dashboard.page(state, send)
+            else:
+                status = await dashboard.data(state, send, principal)
+            metrics.request(path, status)
+            return
+        if perm in ("admin", "decisions") and principal is not None:
+            try:
+                if perm == "admin":
+                    status = await manage.dispatch_admin(state, scope, receive, send, principal)
+                else:
+                    status = await manage.decisions(state, scope, receive, send, principal)
+            except APIError as err:
+                status = await _error(send, err, None)
+            except ClientGone:
+                status = 499
+            metrics.request(perm, status)
             return
         handler = GET_ROUTES.get(path)
         if handler is None:
@@ -172,6 +229,15 @@ class ServeApp:
                     await close_state(self.state)
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+def _refused(state: State, scope: Scope, principal: Principal | None, err: APIError) -> None:
+    """Audit a refusal (who, what, why); cheap: one queued record."""
+    audit = state.tenancy.audit
+    if audit.enabled:
+        audit.record("refusal", principal.credential if principal else "unauthenticated",
+                     principal.tenant if principal else None, status=err.status, code=err.code,
+                     path=scope["path"][:200], message=err.message[:300])
 
 
 async def _error(send: Send, err: APIError, rid: str | None) -> int:
@@ -207,9 +273,25 @@ async def build_state(settings: Settings) -> State:
     from serve.providers import SUPPORTED_PARAMS, ProviderError, ProviderPool
 
     pool = ProviderPool.from_config(settings.providers or None, settings.provider_url, list(policy.router.models))
+    tenancy = await asyncio.to_thread(build_tenancy, settings)
+    tenancy.start()
+    ex = settings.experiment
+    if ex.name:
+        from serve.experiments import Experiment
+
+        challenger = await asyncio.to_thread(load_policy, parse_spec(ex.challenger))
+        c_decider = Decider(PolicyHolder(challenger), fallbacks=settings.fallbacks, max_batch=settings.batch_max,
+                            window_s=settings.batch_window_ms / 1000.0,
+                            in_thread=encode_in_thread(settings.encode_in_thread, challenger.router.encoder))
+        tenancy.experiment = Experiment(ex.name, ex.mode, ex.split, ex.sticky, c_decider, challenger.version)
+        log.info("experiment %s (%s): challenger %s, split %g by %s", ex.name, ex.mode, challenger.version,
+                 ex.split, ex.sticky)
     follower = None
     if spec.kind == "alias" and settings.registry_poll_s > 0:
         def swapped(old: Policy, new: Policy) -> None:
+            tenancy.audit.record("model.swap", "registry-follower", None, old=old.version, new=new.version,
+                        source=settings.model)
+
             def apply() -> None:
                 metrics.policy_swaps += 1
                 metrics.policy_version = new.version
@@ -225,10 +307,54 @@ async def build_state(settings: Settings) -> State:
         follower = AliasFollower(spec, holder, settings.registry_poll_s, on_swap=swapped, on_error=failed)
         follower.start()
     state = State(settings, holder, decider, pool, ProviderError, cache, cache_embedder, metrics,
-                  make_logbook(settings.logbook.path), follower)
+                  make_logbook(settings.logbook.path), follower, tenancy)
     state.supported_params = frozenset(SUPPORTED_PARAMS)
+    if tenancy.shared_cache is not None and cache is not None:
+        tenancy.shared_cache.follow(cache)  # other replicas' answers into this FAISS index
     log.info("serving %s (%s) after %.1f s", policy.version, settings.model, time.perf_counter() - t0)
     return state
+
+
+def build_tenancy(settings: Settings) -> Tenancy:
+    """Keys, limits, audit and the decision store from the settings (blocking: opens files)."""
+    from serve.audit import AuditLog, NullAudit
+    from serve.tenants.explain import DecisionStore
+    from serve.tenants.keys import KeyStore
+    from serve.tenants.limits import MemoryLimiter
+
+    audit: Any = NullAudit()
+    a = settings.audit
+    if a.path:
+        key = (a.hmac_key or "").encode() or Path(a.hmac_key_file or "").read_bytes().strip()
+        path = a.path if settings.workers == 1 else f"{a.path}.{os.getpid()}"
+        audit = AuditLog(path, key, checkpoint_every=a.checkpoint_every)
+    store = KeyStore(settings.auth.store) if settings.auth.store else None
+    limiter: Any = MemoryLimiter()
+    shared_cache = None
+    if settings.redis_url:
+        from serve.tenants.shared import RedisCache, RedisLimiter
+
+        limiter = RedisLimiter(settings.redis_url)
+        if settings.cache.enabled:
+            shared_cache = RedisCache(settings.redis_url, ttl_s=settings.cache.ttl_s)
+    oidc = None
+    if settings.auth.oidc.issuer:
+        from serve.tenants.oidc import OIDCVerifier
+
+        oidc = OIDCVerifier(settings.auth.oidc)
+    tenancy = Tenancy(store=store, defaults=dict(settings.tenants), limiter=limiter, audit=audit,
+                      decisions=DecisionStore(settings.decisions_kept), oidc=oidc, reload_s=settings.auth.reload_s,
+                      shared_cache=shared_cache)
+    if settings.workers > 1 and not settings.redis_url and (tenancy.defaults or tenancy.overrides_):
+        log.warning("%d workers without redis_url: each worker keeps its own budgets and rate windows, so a tenant "
+                    "can spend up to %d times its budget; set redis_url to share them.", settings.workers,
+                    settings.workers)
+    if not tenancy.auth.enabled:
+        log.warning("authentication is OFF: no tenant store (auth.store) and no OIDC issuer are configured, so "
+                    "every caller is tenant 'default' with the admin role. Configure auth.store before exposing "
+                    "this service beyond localhost.")
+    audit.record("service.start", "service", None, model=settings.model, auth=tenancy.auth.enabled)
+    return tenancy
 
 
 def _build_cache(settings: Settings) -> Any:
@@ -251,6 +377,10 @@ async def close_state(state: State) -> None:
     if state.cache_embedder is not None:
         state.cache_embedder.close()
     await asyncio.to_thread(state.logbook.close)
+    state.tenancy.audit.record("service.stop", "service", None)
+    if state.tenancy.experiment is not None:
+        state.tenancy.experiment.close()
+    await state.tenancy.close()
 
 
 def create_app(settings: Settings) -> ServeApp:

@@ -39,8 +39,11 @@ from pathlib import Path
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
 from router.errors import ConfigError
+from serve.tenants.limits import Limits
 
-__all__ = ["CacheSettings", "ENV_PREFIX", "LogbookSettings", "Profile", "Settings", "SettingsError"]
+__all__ = ["AuditSettings", "AuthSettings", "CacheSettings", "ENV_PREFIX", "ExperimentSettings", "LogbookSettings",
+           "OIDCSettings",
+           "Profile", "Settings", "SettingsError"]
 
 ENV_PREFIX = "ROUTER_SERVE_"
 
@@ -83,6 +86,55 @@ class LogbookSettings:
 
 
 @dataclass(frozen=True)
+class OIDCSettings:
+    """An OpenID Connect issuer whose JWTs are accepted as bearer tokens (``issuer`` None: off).
+
+    The tenant is the ``tenant_claim`` of the token and the role its ``role_claim`` (one of admin,
+    member, read-only; ``default_role`` when absent).
+    """
+
+    issuer: str | None = None
+    audience: str | None = None
+    jwks_url: str | None = None  # default: <issuer>/.well-known/jwks.json ... via the discovery document
+    tenant_claim: str = "tenant"
+    role_claim: str = "role"
+    default_role: str = "member"
+    leeway_s: float = 30.0
+    jwks_ttl_s: float = 600.0
+    algorithms: tuple[str, ...] = ("RS256", "ES256")
+
+
+@dataclass(frozen=True)
+class AuthSettings:
+    """Credentials: ``store`` is the SQLite tenant store (keys and limits); None and no OIDC issuer = auth off."""
+
+    store: str | None = None
+    reload_s: float = 2.0
+    oidc: OIDCSettings = field(default_factory=OIDCSettings)
+
+
+@dataclass(frozen=True)
+class AuditSettings:
+    """The tamper-evident audit log (``path`` None: off); the HMAC key signs its checkpoints."""
+
+    path: str | None = None
+    hmac_key: str | None = None
+    hmac_key_file: str | None = None
+    checkpoint_every: int = 100
+
+
+@dataclass(frozen=True)
+class ExperimentSettings:
+    """A policy experiment (see :mod:`serve.experiments`); ``name`` None: none runs."""
+
+    name: str | None = None
+    challenger: str = ""
+    mode: str = "ab"
+    split: float = 0.1
+    sticky: str = "tenant"
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything the service reads at start; see the module docs for the sources."""
 
@@ -95,6 +147,12 @@ class Settings:
     profiles: dict[str, Profile] = field(default_factory=dict)
     cache: CacheSettings = field(default_factory=CacheSettings)
     logbook: LogbookSettings = field(default_factory=LogbookSettings)
+    auth: AuthSettings = field(default_factory=AuthSettings)
+    tenants: dict[str, Limits] = field(default_factory=dict)
+    audit: AuditSettings = field(default_factory=AuditSettings)
+    redis_url: str | None = None
+    decisions_kept: int = 10_000
+    experiment: ExperimentSettings = field(default_factory=ExperimentSettings)
     registry_poll_s: float = 10.0
     max_body_bytes: int = 4 * 1024 * 1024
     max_messages: int = 1000
@@ -131,6 +189,27 @@ class Settings:
         _check(self.cache.max_entries, self.cache.max_entries >= 1, "cache.max_entries", ">= 1")
         if self.cache.threshold is not None:
             _check(self.cache.threshold, 0 < self.cache.threshold <= 1, "cache.threshold", "in (0, 1]")
+        _check(self.decisions_kept, self.decisions_kept >= 0, "decisions_kept", ">= 0")
+        ex = self.experiment
+        if ex.name is not None:
+            _check(ex.challenger, bool(ex.challenger), "experiment.challenger",
+                   "the challenger policy: a router DIR or models:/NAME@ALIAS")
+            _check(ex.mode, ex.mode in ("ab", "shadow"), "experiment.mode", "ab or shadow")
+            _check(ex.split, 0 <= ex.split <= 1, "experiment.split", "a share in [0, 1]")
+            _check(ex.sticky, ex.sticky in ("tenant", "user"), "experiment.sticky", "tenant or user")
+        _check(self.auth.reload_s, self.auth.reload_s >= 0, "auth.reload_s", ">= 0 (0: never reload)")
+        _check(self.audit.checkpoint_every, self.audit.checkpoint_every >= 1, "audit.checkpoint_every", ">= 1")
+        if self.audit.path and not (self.audit.hmac_key or self.audit.hmac_key_file):
+            raise SettingsError("audit.path is set but no HMAC key: set audit.hmac_key (ROUTER_SERVE_AUDIT__HMAC_KEY) "
+                                "or audit.hmac_key_file, a secret only the service knows.")
+        if self.redis_url is not None:
+            _check(self.redis_url, self.redis_url.startswith(("redis://", "rediss://", "unix://")), "redis_url",
+                   "a redis://host:port/db URL")
+        if self.auth.oidc.issuer is not None:
+            _check(self.auth.oidc.audience, bool(self.auth.oidc.audience), "auth.oidc.audience",
+                   "set: the audience (client id) tokens must be issued for")
+            _check(self.auth.oidc.default_role, self.auth.oidc.default_role in ("admin", "member", "read-only"),
+                   "auth.oidc.default_role", "one of admin, member, read-only")
         for name, p in self.profiles.items():
             for key in ("lam", "mu"):
                 v = getattr(p, key)
@@ -267,6 +346,16 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if not isinstance(value, Mapping):
             raise SettingsError(f"{label} must be a mapping, got {type(value).__name__} {value!r}.")
         vt = get_args(tp)[1]
+        if vt is Limits:
+            lims = {}
+            for name, spec in value.items():
+                try:
+                    lims[str(name)] = Limits.from_dict(dict(spec or {}))
+                except SettingsError:
+                    raise
+                except (ConfigError, TypeError) as exc:
+                    raise SettingsError(f"{key}.{name}: {exc}") from None
+            return lims
         if vt is Profile:
             out = {}
             for name, spec in value.items():
