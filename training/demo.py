@@ -6,7 +6,7 @@
 3. evaluate it on the held-out split and write the HTML report, ``metrics.json`` and ``summary.md``;
 4. log the run to the local MLflow store, register the router as ``demo-router`` and promote it to
    ``@champion`` when it beats the zero router on the held-out data;
-5. print where the report is and how to serve the champion.
+5. print where the report is and the two commands that serve the champion.
 """
 
 from __future__ import annotations
@@ -132,8 +132,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"browse runs:   .venv/bin/mlflow ui --backend-store-uri {tracking.default_tracking_uri()}")
     print(f"route a file:  .venv/bin/python -m router route --model models:/{ns.name}@champion "
           "--input prompts.jsonl --output decisions.parquet")
-    print(f"serve:         .venv/bin/python -m serve --model models:/{ns.name}@champion "
-          "(the service lands with the production issues)")
+    print("serve it (two shells; the first is a local stand-in for the LLM providers):")
+    print("               .venv/bin/python -m serve.provider --port 9000")
+    print(f"               .venv/bin/python -m serve --model models:/{ns.name}@champion --port 8000")
+    print("then ask:      curl -s localhost:8000/v1/chat/completions -H 'content-type: application/json' "
+          "-d '{\"model\": \"router\", \"messages\": [{\"role\": \"user\", \"content\": \"Prove that there are "
+          "infinitely many primes.\"}]}'")
     return 0
 
 
