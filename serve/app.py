@@ -11,6 +11,7 @@ flushes the logbook.
 path                      method  handler
 ========================  ======  ==============================================================
 ``/v1/chat/completions``  POST    :func:`serve.api.chat.chat_completions`
+``/v1/feedback``          POST    :func:`serve.api.feedback.feedback` (needs ``logbook.dir``)
 ``/v1/models``            GET     :func:`serve.api.admin.models`
 ``/healthz``              GET     alive
 ``/readyz``               GET     ready (policy loaded, not draining), with the policy version
@@ -30,6 +31,7 @@ from typing import Any
 from serve.api import admin
 from serve.api.chat import chat_completions
 from serve.api.errors import APIError
+from serve.api.feedback import feedback
 from serve.api.http import ClientGone, Receive, Scope, Send, new_request_id, send_error
 from serve.decide import Decider, MicroBatcher, encode_in_thread
 from serve.logbook import Logbook, make_logbook
@@ -42,6 +44,7 @@ __all__ = ["ServeApp", "State", "create_app", "create_app_from_env"]
 log = logging.getLogger("serve")
 
 CHAT_PATHS = ("/v1/chat/completions", "/chat/completions")
+FEEDBACK_PATHS = ("/v1/feedback", "/feedback")
 
 
 class State:
@@ -141,10 +144,13 @@ class ServeApp:
                 metrics.inflight -= 1
             metrics.request(CHAT_PATHS[0], status)
             return
+        if path in FEEDBACK_PATHS:
+            await self._feedback(state, scope, receive, send)
+            return
         handler = GET_ROUTES.get(path)
         if handler is None:
             status = await _error(send, APIError(404, f"no route {path[:100]!r}; this service serves "
-                                                      "POST /v1/chat/completions, GET /v1/models, /healthz, /readyz, "
+                                                      "POST /v1/chat/completions, POST /v1/feedback, GET /v1/models, /healthz, /readyz, "
                                                       "/metrics.", code="not_found"), None)
             metrics.request("other", status)
             return
@@ -153,6 +159,24 @@ class ServeApp:
         else:
             status = await handler(state, send)
         metrics.request(path, status)
+
+    async def _feedback(self, state: State, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["method"] != "POST":
+            status = await _error(send, APIError(405, f"{scope['path']} takes POST.", code="method_not_allowed"), None)
+        else:
+            try:
+                status = await feedback(state, scope, receive, send)
+            except APIError as err:
+                status = await _error(send, err, None)
+            except ClientGone:
+                status = 499
+            except Exception:
+                log.exception("feedback failed")
+                status = await _error(send, APIError(500, "internal error while recording feedback; "
+                                                          "retry, and report it if it persists.",
+                                                     code="internal_error"), None)
+        state.metrics.feedback[status] += 1
+        state.metrics.request(FEEDBACK_PATHS[0], status)
 
     # ------------------------------------------------------------------ lifespan
     async def _lifespan(self, receive: Receive, send: Send) -> None:
@@ -225,7 +249,7 @@ async def build_state(settings: Settings) -> State:
         follower = AliasFollower(spec, holder, settings.registry_poll_s, on_swap=swapped, on_error=failed)
         follower.start()
     state = State(settings, holder, decider, pool, ProviderError, cache, cache_embedder, metrics,
-                  make_logbook(settings.logbook.path), follower)
+                  make_logbook(settings.logbook, on_commit=metrics.committed), follower)
     state.supported_params = frozenset(SUPPORTED_PARAMS)
     log.info("serving %s (%s) after %.1f s", policy.version, settings.model, time.perf_counter() - t0)
     return state

@@ -77,9 +77,19 @@ class CacheSettings:
 
 @dataclass(frozen=True)
 class LogbookSettings:
-    """Where decision records go: nowhere (default) or a JSON-lines file."""
+    """Where decision records go.
+
+    ``dir``: the traffic log (training schema, with feedback; see :mod:`serve.trafficlog`), written
+    with group commit every ``commit_ms`` (the most a ``kill -9`` can lose) and rotated after
+    ``rotate_mb`` MiB or ``rotate_s`` seconds. ``path``: a plain JSON-lines file of the raw
+    decision records (debugging). Neither: nothing is logged and ``/v1/feedback`` is off.
+    """
 
     path: str | None = None
+    dir: str | None = None
+    commit_ms: float = 50.0
+    rotate_mb: float = 64.0
+    rotate_s: float = 3600.0
 
 
 @dataclass(frozen=True)
@@ -128,6 +138,12 @@ class Settings:
         _check(self.log_level, self.log_level in ("critical", "error", "warning", "info", "debug", "trace"),
                "log_level", "one of critical, error, warning, info, debug, trace")
         _check(self.cache.ttl_s, self.cache.ttl_s > 0, "cache.ttl_s", "> 0")
+        lb = self.logbook
+        _check(lb.commit_ms, 0 < lb.commit_ms <= 1000, "logbook.commit_ms", "in (0, 1000] milliseconds")
+        _check(lb.rotate_mb, lb.rotate_mb > 0, "logbook.rotate_mb", "> 0")
+        _check(lb.rotate_s, lb.rotate_s > 0, "logbook.rotate_s", "> 0")
+        if lb.path and lb.dir:
+            raise SettingsError("logbook: set either 'dir' (the traffic log) or 'path' (raw decision records), not both.")
         _check(self.cache.max_entries, self.cache.max_entries >= 1, "cache.max_entries", ">= 1")
         if self.cache.threshold is not None:
             _check(self.cache.threshold, 0 < self.cache.threshold <= 1, "cache.threshold", "in (0, 1]")

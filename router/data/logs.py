@@ -4,6 +4,9 @@ Logs are read *lazily* with polars (:func:`scan_log`), so a log larger than memo
 and sampled before anything is loaded. Writing only ever appends:
 
 * a ``.jsonl`` file gets whole lines appended in one write followed by ``fsync``;
+* a service log (``python -m serve`` with ``logbook.dir``) is a directory of ``traffic-*.jsonl`` and
+  ``feedback-*.jsonl`` parts, read by :mod:`router.data.servicelog` (feedback joined as ``quality``,
+  torn tails after a crash skipped and reported);
 * a Parquet log is a *directory* of part files; each append adds a new part
   (``part-<time>-<n>.parquet``), written to a temporary name and renamed, so a crash never
   leaves a half-written part behind and earlier parts are never rewritten.
@@ -109,6 +112,10 @@ def scan_log(path: str | os.PathLike[str]) -> pl.LazyFrame:
     p = Path(path)
     if not p.exists():
         raise SourceNotFoundError(f"{p}: no such log file or directory.")
+    from router.data.servicelog import is_service_log, read_service_log
+
+    if is_service_log(p):  # the service's directory of JSON-lines parts, feedback joined
+        return conform_log(read_service_log(p)[0].lazy())
     kind = _kind(p)
     if kind == "parquet":
         target = str(p / "*.parquet") if p.is_dir() else str(p)
@@ -144,6 +151,10 @@ def read_log(
         df = lf.collect()
     except pl.exceptions.PolarsError as exc:
         p = Path(path)
+        from router.data.servicelog import is_service_log, read_service_log
+
+        if is_service_log(p):
+            raise _cast_error(read_service_log(p)[0], f"{path}: ", exc) from exc
         raw = pl.scan_ndjson(p, infer_schema_length=10_000) if _kind(p) == "jsonl" else pl.scan_parquet(
             str(p / "*.parquet") if p.is_dir() else str(p)
         )

@@ -126,9 +126,9 @@ async def chat_completions(state: State, scope: Scope, receive: Receive, send: S
         async with asyncio.timeout(state.settings.request_timeout_s):
             done = await state.pool.complete(candidates, req.messages, req.params)
     except TimeoutError:
-        raise _timeout(state, candidates[0]) from None
+        raise _failed(state, record, t0, _timeout(state, candidates[0])) from None
     except state.provider_error as exc:
-        raise _provider_failed(state, candidates, exc) from None
+        raise _failed(state, record, t0, _provider_failed(state, candidates, exc)) from None
     provider_s = time.perf_counter() - t_call
     if len(done.attempts) > 1:
         _count_attempts(state, done.attempts)
@@ -208,13 +208,13 @@ async def _stream(state: State, receive: Receive, send: Send, req: ChatRequest, 
         async with asyncio.timeout_at(deadline):
             first = await gen.__anext__()
     except StopAsyncIteration:
-        raise APIError(502, f"the provider for {candidates[0]!r} ended the stream without an answer.",
-                       code="provider_error") from None
+        raise _failed(state, record, t0, APIError(
+            502, f"the provider for {candidates[0]!r} ended the stream without an answer.", code="provider_error")) from None
     except TimeoutError:
         await _close(gen)
-        raise _timeout(state, candidates[0]) from None
+        raise _failed(state, record, t0, _timeout(state, candidates[0])) from None
     except state.provider_error as exc:
-        raise _provider_failed(state, candidates, exc) from None
+        raise _failed(state, record, t0, _provider_failed(state, candidates, exc)) from None
     first_s = time.perf_counter() - t_call
     model = first.model or chosen
     headers.append((b"x-request-id", rid.encode()))
@@ -353,6 +353,16 @@ def _finish(record: DecisionRecord, model: str, cost: float | None, provider_s: 
     record.total_s = time.perf_counter() - t0
     record.input_tokens = itok
     record.output_tokens = otok
+
+
+def _failed(state: State, record: DecisionRecord | None, t0: float, err: APIError) -> APIError:
+    """Log the decision of a request that failed after it was routed (status and error); returns ``err``."""
+    if record is not None:
+        record.status, record.error = err.status, err.message
+        record.cost = 0.0
+        record.total_s = time.perf_counter() - t0
+        state.logbook.on_decision(record)
+    return err
 
 
 def _timeout(state: State, model: str) -> APIError:
