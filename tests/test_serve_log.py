@@ -293,3 +293,46 @@ def test_kill_9_under_load_loses_at_most_the_commit_window(provider, router_dir,
         after = read_log(log_dir)
     assert after.height == df.height + 1 and after["request_id"].to_list()[-1] == rid
     assert np.isfinite(after["propensity"].to_numpy()).all()
+
+
+def test_simulator_replays_prompts_and_sends_true_feedback(provider, router_dir, tmp_path):
+    import subprocess
+    import sys
+
+    from serve_support import ROOT
+
+    from router.data.registry import load_source
+
+    log_dir = tmp_path / "traffic"
+    svc = Service(str(router_dir), provider_url=provider, config=_config(provider, log_dir), tmp=tmp_path)
+    svc.wait_ready()
+    try:
+        out = subprocess.run(
+            [sys.executable, "-m", "serve.simulate", "--url", svc.url, "--data", "demo", "--rate", "40",
+             "--requests", "40", "--feedback-share", "0.5", "--seed", "3", "--no-cache", "--lam", "100",
+             "--out", str(tmp_path / "rows.jsonl")],
+            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    finally:
+        svc.stop()
+    assert out.returncode == 0, out.stderr
+    summary = json.loads(out.stdout)
+    assert summary["requests"] == summary["ok"] == 40 and summary["errors"] == {}
+    assert 0 < summary["feedback_sent"] < 40 and summary["feedback_ok"] == summary["feedback_sent"]
+    demo = load_source("demo")
+    pos = {m: j for j, m in enumerate(demo.models)}
+    rows = [json.loads(line) for line in (tmp_path / "rows.jsonl").read_text().splitlines()]
+    truth = [float(demo.quality[r["row"], pos[r["model"]]]) for r in rows]
+    cost = [float(demo.cost[r["row"], pos[r["model"]]]) for r in rows]
+    assert [r["quality"] for r in rows] == truth
+    assert summary["mean_quality"] == pytest.approx(np.mean(truth))
+    assert summary["spend"] == pytest.approx(sum(cost))
+    assert summary["reward"] == pytest.approx(np.mean(truth) - 100 * np.mean(cost))
+    assert sum(summary["models"].values()) == 40
+    df = read_log(log_dir)
+    q = dict(zip(df["request_id"].to_list(), df["quality"].to_list()))
+    rated = [r for r in rows if r["feedback"] == 200]
+    assert len(rated) == summary["feedback_ok"]
+    assert all(q[r["request_id"]] == r["quality"] for r in rated)  # the log holds the data's truth
+    assert sum(v is not None for v in q.values()) == len(rated)
+    assert sorted(json.loads(m)[0]["content"] for m in df["messages"].to_list()) == sorted(
+        str(demo.prompts[r["row"]]) for r in rows)
