@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from serve_support import MATH, Service, http, tiny_router
 
-from router.data.logs import read_log, scan_log
+from router.data.logs import conform_log, read_log, scan_log
 from router.data.schema import TRAFFIC_LOG_SCHEMA
 from router.data.servicelog import TornLogWarning, read_service_log
 
@@ -82,7 +82,12 @@ def test_every_request_is_logged_in_the_training_schema_with_its_decision(logged
     assert hit["x-cache"] == "hit"
     status, passthrough, _ = _chat(svc.url, PROMPTS[1], model="code-34b")
     time.sleep(0.3)  # > one commit window (50 ms): the records are on disk while the service runs
-    df = read_log(log_dir)
+    decisions = read_log(log_dir)  # what training reads: the policy's routing decisions only
+    assert hit["x-request-id"] not in decisions["request_id"].to_list()
+    assert passthrough["x-request-id"] not in decisions["request_id"].to_list()
+    everything, report = read_service_log(log_dir, decisions_only=False)
+    df = conform_log(everything).collect()
+    assert report.excluded == {} and read_service_log(log_dir)[1].excluded == {"cache_hit": 1, "passthrough": 1}
     by_id = {r["request_id"]: r for r in df.iter_rows(named=True)}
     assert set(sent) | {h["x-request-id"], hit["x-request-id"], passthrough["x-request-id"]} <= set(by_id)
     assert set(TRAFFIC_LOG_SCHEMA) <= set(df.columns)
@@ -103,7 +108,7 @@ def test_every_request_is_logged_in_the_training_schema_with_its_decision(logged
     assert by_id[hit["x-request-id"]]["cache"] == "hit_exact" and by_id[hit["x-request-id"]]["cost"] == 0
     assert by_id[passthrough["x-request-id"]]["routed"] is False
     assert by_id[passthrough["x-request-id"]]["propensity"] == 1.0
-    assert scan_log(log_dir).collect().height == df.height  # the lazy reader training uses
+    assert scan_log(log_dir).collect().height == decisions.height == df.height - 2  # the lazy reader
 
 
 def test_feedback_is_durable_joined_and_refused_clearly(logged):

@@ -69,6 +69,9 @@ class Args:
         "help": "a saved router (directory or models:/...) whose quality and cost predictions start the policy"})
     warm_weight: float = field(default=0.2, metadata={"help": "weight of each warm-start pseudo-observation"})
     register: str | None = field(default=None, metadata={"help": "register the trained router under this name (needs --track)"})
+    log: str | None = field(default=None, metadata={
+        "help": "learn from a traffic log (e.g. the service's logbook.dir) instead of replaying --dataset; "
+                "needs --warm-start (see training.bandit_log)"})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -177,6 +180,10 @@ def run(args: Args, tracker: Tracker | None = None) -> dict[str, Any]:
 
     if args.steps < 1 or args.batch_size < 1:
         raise ConfigError("--steps and --batch-size must be >= 1.")
+    if args.log:
+        from training.bandit_log import run_from_log
+
+        return run_from_log(args)
     t0 = time.perf_counter()
     outcomes, emb, stripper = load_data(args)
     envs = make_vector(emb, outcomes, num_envs=args.batch_size, lam=args.lam, mu=args.mu, order=args.order)
@@ -329,6 +336,10 @@ def main(argv: list[str] | None = None) -> int:
     except RoutingError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    if args.log:
+        print(f"{args.policy}: learnt from {metrics['steps']} logged decisions of {args.log} "
+              f"(mean logged reward {metrics['mean_logged_reward']:.4f}) -> {args.out}")
+        return 0
     print(
         f"{args.policy}: steps={metrics['steps']} reward={metrics['policy_reward']:.2f} "
         f"oracle={metrics['oracle_reward']:.2f} best_fixed={metrics['best_fixed_reward']:.2f} "

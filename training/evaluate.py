@@ -35,7 +35,7 @@ from router.errors import (
     UnknownModelError,
     ValidationError,
 )
-from router.metrics.evaluate import Curve, EvaluationResult, evaluate_curves
+from router.metrics.evaluate import Curve, evaluate_curves
 
 if TYPE_CHECKING:
     from router.data.schema import Outcomes
@@ -48,8 +48,9 @@ class Args:
     """Arguments of ``python -m training evaluate`` (``vars(args)`` is what gets logged).
 
     Attributes:
-        dataset: a registered source name or a path (see ``router.data.registry.load_source``).
         out: output directory for the report.
+        dataset: a registered source name or a path (see ``router.data.registry.load_source``); optional
+            with ``log``: then the report holds the off-policy estimates on the log alone.
         model: a saved router directory or ``models:/NAME@alias``; optional when ``decisions`` is given.
         decisions: a Parquet/JSONL decisions file to score (prompt_id, setting, chosen_model).
         split: the split to evaluate on ("" or "all" for every row); for sources without their own split,
@@ -65,8 +66,8 @@ class Args:
             the training split and the realised spend on the evaluated prompts is reported (budget-knob fidelity).
     """
 
-    dataset: str
     out: str
+    dataset: str | None = None
     model: str | None = None
     decisions: str | None = None
     split: str = "test"
@@ -88,7 +89,7 @@ def parse_args(argv: list[str] | None = None) -> Args:
         'test'
     """
     p = argparse.ArgumentParser(prog="python -m training evaluate", description=__doc__.split("\n\n")[0])
-    p.add_argument("--dataset", required=True, help="source name or path")
+    p.add_argument("--dataset", default=None, help="source name or path (optional with --log)")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--model", default=None, help="router directory or models:/NAME@alias")
     p.add_argument("--decisions", default=None, help="decisions file (Parquet or JSONL) to score")
@@ -107,6 +108,10 @@ def parse_args(argv: list[str] | None = None) -> Args:
     ns = p.parse_args(argv)
     if ns.model is None and ns.decisions is None:
         p.error("give --model and/or --decisions: there is nothing to evaluate.")
+    if ns.dataset is None and ns.log is None:
+        p.error("give --dataset (held-out outcomes) and/or --log (a traffic log, e.g. the service's logbook.dir).")
+    if ns.dataset is None and ns.model is None:
+        p.error("--log needs --model: off-policy estimates need the router's probabilities.")
     return Args(**vars(ns))
 
 
@@ -154,7 +159,7 @@ def budget_curve(args: Args, outcomes: Outcomes) -> Curve:
     if not targets or any(t <= 0 for t in targets):
         raise ConfigError(f"--budgets must be positive USD per 1,000 requests, got {args.budgets!r}.")
     router = _load_router(str(args.model))
-    train, _ = load_outcomes(args.dataset, "train", args.split_seed)
+    train, _ = load_outcomes(str(args.dataset), "train", args.split_seed)
     train = train.subset(models=list(outcomes.models))
     q_tr, c_tr, _ = router.predict(list(train.prompts))
     cols = [router.models.index(m) for m in outcomes.models]
@@ -249,39 +254,23 @@ def load_decisions(path: str | Path, outcomes: Outcomes) -> Curve:
 
 def ope_from_log(log_path: str, model_spec: str, seed: int = 0,
                  n_bootstrap: int = 500) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Off-policy estimates of the model's settings on a traffic log (rows, diagnostics of the middle setting).
+    """Off-policy estimates of the model at its operating point on a traffic log (rows, overlap diagnostics).
 
-    The router's probabilities on the logged prompts are the target policy; its predicted quality
-    is the reward model for DM/DR (it was fitted on other data, so no cross-fitting is needed).
+    See :mod:`training.ope_log`: the router's probabilities on the logged prompts are the target
+    policy, its predictions the reward model for DM/DR (fitted on other data: no cross-fitting needed).
     """
-    from router.data.logs import read_log
-    from router.ope import evaluate_policy
+    from training.ope_log import ope_on_log
 
-    log = read_log(log_path)
-    log = log.filter(log["quality"].is_not_null() & log["prompt"].is_not_null())
-    if log.height == 0:
-        raise ValidationError(f"{log_path}: no rows with both a prompt and a quality signal to evaluate on.")
-    router = _load_router(model_spec)
-    models = sorted(set(log["chosen_model"].to_list()))
-    lambdas, _, probs, predicted = router.sweep(log["prompt"].to_list(), models=models)
-    a = np.array([models.index(m) for m in log["chosen_model"].to_list()])
-    rows: list[dict[str, Any]] = []
-    diag: dict[str, Any] = {}
-    picks = sorted({0, len(lambdas) // 2, len(lambdas) - 1})
-    for s in picks:
-        res = evaluate_policy(log["quality"].to_numpy(), a, log["propensity"].to_numpy(), np.asarray(probs)[s],
-                              q_hat=predicted, seed=seed, n_bootstrap=n_bootstrap)
-        rows += [{"policy": f"lambda={float(lambdas[s]):g}", **r} for r in res.rows()]
-        if s == len(lambdas) // 2:
-            diag = res.diagnostics.as_dict()
-    return rows, diag
+    return ope_on_log(log_path, _load_router(model_spec), seed=seed, n_bootstrap=n_bootstrap)
 
 
 # --------------------------------------------------------------------------- run
-def run(args: Args) -> EvaluationResult:
+def run(args: Args) -> Any:
     """Evaluate and write the report; returns the :class:`EvaluationResult`."""
     from training.report import log_to_mlflow, write_report
 
+    if args.dataset is None:
+        return _run_on_log(args)
     outcomes, split = load_outcomes(args.dataset, args.split, args.split_seed)
     if "mlflow" in sys.modules and sys.modules["mlflow"].active_run() is not None:
         from training.tracking import log_lineage
@@ -312,6 +301,24 @@ def run(args: Args) -> EvaluationResult:
     return res
 
 
+def _run_on_log(args: Args) -> dict[str, Any]:
+    """Evaluate on a traffic log alone: off-policy estimates, the usual three report files."""
+    from training.ope_log import write_log_report
+
+    if not args.log or not args.model:
+        raise ConfigError("without --dataset, give --log PATH and --model CANDIDATE.")
+    rows, diag = ope_from_log(args.log, args.model, seed=args.seed, n_bootstrap=args.n_bootstrap)
+    write_log_report(args.out, rows, diag, log=args.log, model=args.model)
+    if "mlflow" in sys.modules and sys.modules["mlflow"].active_run() is not None:
+        import mlflow
+
+        best = {f"ope/{r['metric']}/{r['estimator']}": r["value"] for r in rows
+                if r["method"] == "normal" and r["policy"].startswith("candidate")}
+        mlflow.log_metrics({k: float(v) for k, v in best.items() if np.isfinite(v)})
+        mlflow.log_artifacts(args.out)
+    return {"rows": rows, "diagnostics": diag}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m training evaluate``; returns the exit code."""
     args = parse_args(argv)
@@ -319,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.track:
             from training import tracking
 
-            with tracking.run(args, experiment=args.experiment, run_name=f"evaluate-{args.dataset}"):
+            with tracking.run(args, experiment=args.experiment, run_name=f"evaluate-{args.dataset or 'log'}"):
                 res = run(args)
         else:
             res = run(args)
@@ -327,6 +334,14 @@ def main(argv: list[str] | None = None) -> int:
             PersistenceError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if isinstance(res, dict):
+        diag = res["diagnostics"]
+        est = {r["estimator"]: r for r in res["rows"] if r["metric"] == "reward" and r["method"] == "normal"}
+        dr = est.get("dr")
+        print(f"wrote {args.out}/report.html, metrics.json, summary.md (off-policy on {diag['n_rows']} logged "
+              f"decisions; DR reward {dr['value']:.4f} [{dr['low']:.4f}, {dr['high']:.4f}], "
+              f"ESS {diag.get('ess', float('nan')):.1f})" if dr else f"wrote {args.out}")
+        return 0
     print(f"wrote {args.out}/report.html, metrics.json, summary.md ({len(res.routers)} router(s), "
           f"{res.n_prompts} prompts); args: {dataclasses.asdict(args)}")
     return 0

@@ -180,6 +180,11 @@ def compare_on_log(candidate: Any, champion: Any | None, log: Any, *, n_boot: in
     prompts = [p if p is not None else "" for p in log["prompt"].to_list()]
     models = list(candidate.models)
     pos = {m: i for i, m in enumerate(models)}
+    unknown = sorted(set(log["chosen_model"].to_list()) - set(pos))
+    if unknown:
+        from router.errors import ValidationError
+
+        raise ValidationError(f"the log chose model(s) {unknown} the candidate cannot route to (its pool is {models}).")
     actions = np.array([pos[m] for m in log["chosen_model"].to_list()])
     reward = log["quality"].to_numpy().astype(float) - candidate.rule.lam * log["cost"].to_numpy().astype(float)
     if np.isnan(reward).any():
@@ -238,9 +243,9 @@ def promote(args: Args) -> Evidence:
         champion = None
     require_better = args.alias == "champion"
     if args.log:
-        from router.data.logs import read_log
+        from training.ope_log import feedback_rows
 
-        ev = compare_on_log(candidate, champion, read_log(args.log), n_boot=args.n_boot,
+        ev = compare_on_log(candidate, champion, feedback_rows(args.log), n_boot=args.n_boot,
                             latency_budget_ms=args.latency_budget_ms)
     else:
         dataset = args.dataset or candidate.metadata.get("dataset") or "demo"

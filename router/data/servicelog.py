@@ -10,6 +10,10 @@ module reads such a directory into one frame:
 * feedback is **joined** to its request: ``quality`` is the feedback's quality (``score``, or 1/0
   for thumbs up/down), and ``feedback_comment`` its comment; feedback for an id with no request,
   and a second feedback for one id, are reported and not used;
+* by default only the **routing decisions** are kept -- rows the policy routed (``routed``), not
+  answered from the cache (``cache`` not ``hit_*``) and answered (``status`` 200): pass-through
+  requests and cache hits were not chosen by the policy, so they carry no information about it;
+  the report counts what was left out (``excluded``), and ``decisions_only=False`` keeps all;
 * ``prompt`` is filled with the rendered conversation
   (:func:`router.encoders.render_conversation`, what the router encodes), so every reader of
   traffic logs works on service logs unchanged.
@@ -64,6 +68,7 @@ class ServiceLogReport:
         bad_lines: ``(file, line number)`` of lines that are not JSON objects (skipped).
         orphan_feedback: request ids of feedback with no request in the log.
         duplicate_feedback: request ids with more than one feedback line (the first is used).
+        excluded: rows left out as not routing decisions, by reason (``passthrough``, ``cache_hit``, ``failed``).
     """
 
     parts: int = 0
@@ -73,6 +78,7 @@ class ServiceLogReport:
     bad_lines: list[tuple[str, int]] = field(default_factory=list)
     orphan_feedback: list[str] = field(default_factory=list)
     duplicate_feedback: list[str] = field(default_factory=list)
+    excluded: dict[str, int] = field(default_factory=dict)
 
     @property
     def torn_bytes(self) -> int:
@@ -121,8 +127,22 @@ def _read_lines(path: Path, report: ServiceLogReport) -> list[dict[str, Any]]:
     return rows
 
 
-def read_service_log(path: str | os.PathLike[str]) -> tuple[pl.DataFrame, ServiceLogReport]:
-    """Rows of a service log directory with feedback joined (see the module docs), and the report."""
+def _exclusion(row: dict[str, Any]) -> str | None:
+    if row.get("routed") is False:
+        return "passthrough"
+    if str(row.get("cache") or "").startswith("hit"):
+        return "cache_hit"
+    if row.get("status", 200) != 200:
+        return "failed"
+    return None
+
+
+def read_service_log(path: str | os.PathLike[str], *,
+                     decisions_only: bool = True) -> tuple[pl.DataFrame, ServiceLogReport]:
+    """Rows of a service log directory with feedback joined (see the module docs), and the report.
+
+    ``decisions_only`` keeps only the policy's routing decisions (the default, what training reads).
+    """
     from router.encoders import render_conversation
 
     p = Path(path)
@@ -158,6 +178,15 @@ def read_service_log(path: str | os.PathLike[str]) -> tuple[pl.DataFrame, Servic
             except Exception:  # left empty; validation names the row
                 r["prompt"] = None
     report.orphan_feedback = [rid for rid in fb if rid not in seen]
+    if decisions_only:
+        kept = []
+        for r in rows:
+            why = _exclusion(r)
+            if why is None:
+                kept.append(r)
+            else:
+                report.excluded[why] = report.excluded.get(why, 0) + 1
+        rows = kept
     report.rows = len(rows)
     problems = report.problems()
     if problems:
