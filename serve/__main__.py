@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     log_config["loggers"]["serve"] = {"handlers": ["default"], "level": settings.log_level.upper(), "propagate": False}
     common: dict[str, Any] = {"log_config": log_config, "host": settings.host, "port": settings.port, "loop": "uvloop", "http": "httptools",
               "lifespan": "on", "log_level": settings.log_level, "access_log": settings.access_log,
-              "timeout_graceful_shutdown": int(settings.shutdown_timeout_s) or None}
+              "timeout_graceful_shutdown": max(1, round(settings.shutdown_timeout_s))}
     if settings.workers > 1:
         os.environ[ENV_PREFIX + "SETTINGS_JSON"] = settings.to_json()
         uvicorn.run("serve.app:create_app_from_env", factory=True, workers=settings.workers, **common)

@@ -41,6 +41,9 @@ def service(provider, router_dir, tmp_path_factory):
 
     # every pool model at the local provider, with the synthetic pool's prices (so spend is counted)
     providers = {"endpoints": {"local": {"protocol": "openai", "api_base": provider}},
+                 # injected faults must not leave a model cooling down for the tests after them
+                 "circuit_breaker": {"failure_threshold": 3, "cooldown_s": 0.05},
+                 "retry": {"backoff_s": 0.01, "max_backoff_s": 0.02},
                  "models": {m.name: {"endpoint": "local", "input_cost_per_token": m.input_price,
                                      "output_cost_per_token": m.output_price} for m in MODELS}}
     config = {
@@ -134,6 +137,35 @@ def test_fallback_when_the_chosen_models_provider_fails(client, provider, router
     assert done.model != best and done.choices[0].message.content
     text = http("GET", client.base_url.scheme + "://" + client.base_url.host + f":{client.base_url.port}/metrics")[2]
     assert b"router_fallbacks_total " in text and b"router_fallbacks_total 0\n" not in text
+
+
+def test_every_candidate_failing_is_a_502_with_a_decision_record(client, provider, service):
+    provider.add_fault("*", "error")
+    try:
+        with pytest.raises(openai.APIStatusError) as info:
+            client.chat.completions.create(model="router", messages=[{"role": "user", "content": "fail me please"}])
+    finally:
+        provider.clear_faults()
+    err = info.value
+    assert err.status_code == 502 and err.body["type"] == "upstream_error" and err.body["code"] == "server_error"
+    assert err.body["message"].startswith("no answer from ")
+    rid = err.response.headers["x-request-id"]
+    rec = _record(service, rid)
+    assert rec["status"] == 502 and rec["answered_model"] is None and rec["chosen_model"] in err.body["message"]
+
+
+def test_a_stream_cut_mid_answer_raises_in_the_client_and_is_not_cached(client, provider):
+    q = [{"role": "user", "content": "Tell me a long story about a lighthouse keeper"}]
+    provider.add_fault("*", "cut")
+    try:
+        stream = client.chat.completions.create(model="router", messages=q, stream=True)
+        with pytest.raises(openai.APIError, match="incomplete"):
+            for _ in stream:
+                pass
+    finally:
+        provider.clear_faults()
+    again = client.chat.completions.with_raw_response.create(model="router", messages=q)
+    assert again.headers["x-cache"] == "miss"  # the cut answer was not stored
 
 
 def test_cache_hits_on_repeat_and_paraphrase_misses_on_another_question(client):
@@ -267,20 +299,24 @@ def test_models_health_readiness_and_metrics(service, client, router_dir):
     assert float(samples["router_added_latency_seconds_count"]) >= 1
 
 
+def _record(service, rid: str) -> dict:
+    """The decision record of request ``rid`` (the logbook writes from a thread: wait for it)."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if service.logbook.exists():
+            for line in service.logbook.read_text().splitlines():
+                row = json.loads(line)
+                if row["request_id"] == rid:
+                    return row
+        time.sleep(0.05)
+    raise AssertionError(f"no decision record for request {rid}")
+
+
 def test_every_request_leaves_a_decision_record(service, client):
     content = f"Summarise the plot of a short story, record test {time.time()}"
     raw = client.chat.completions.with_raw_response.create(model="router",
                                                            messages=[{"role": "user", "content": content}])
-    rid = raw.headers["x-request-id"]
-    deadline = time.monotonic() + 10
-    rec = None
-    while rec is None and time.monotonic() < deadline:
-        for line in service.logbook.read_text().splitlines():
-            row = json.loads(line)
-            if row["request_id"] == rid:
-                rec = row
-        time.sleep(0.05)
-    assert rec is not None, "no decision record for the request"
+    rec = _record(service, raw.headers["x-request-id"])
     assert rec["chosen_model"] == raw.headers["x-route-model"] == rec["answered_model"]
     assert rec["policy_version"] == raw.headers["x-route-policy-version"]
     assert rec["propensity"] == 1.0 and rec["routed"] and rec["cache"] == "miss" and rec["tenant"] == "default"

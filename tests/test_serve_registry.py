@@ -15,13 +15,16 @@ pytestmark = pytest.mark.slow
 NAME = "serve-follow"
 
 
-def _register(router, run_name: str) -> str:
-    from training import tracking
-    from training.registry import log_router
+def _register(tmp, router_version: str, lam: float) -> str:
+    """A registry version laid out as ``training fit --register`` lays it out (``artifacts/router``), without
+    the pyfunc packaging (tests/test_lifecycle.py covers that), so the setup takes a second, not thirty."""
+    import mlflow
 
-    with tracking.run(None, experiment="serve-registry-test", run_name=run_name):
-        info = log_router(router, {}, register=NAME)
-    return str(info["version"])
+    tiny_router(tmp / router_version / "artifacts" / "router", lam=lam)
+    client = mlflow.MlflowClient()
+    if not client.search_registered_models(f"name='{NAME}'"):
+        client.create_registered_model(NAME)
+    return str(client.create_model_version(NAME, source=str(tmp / router_version)).version)
 
 
 @pytest.fixture(scope="module")
@@ -29,8 +32,8 @@ def versions(tmp_path_factory):
     import mlflow
 
     tmp = tmp_path_factory.mktemp("reg")
-    strong = _register(tiny_router(tmp / "v1", lam=0.0), "strong")  # routes hard prompts to strong models
-    cheap = _register(tiny_router(tmp / "v2", lam=1e6), "cheap")  # routes everything to the cheapest
+    strong = _register(tmp, "v1", 0.0)  # routes hard prompts to strong models
+    cheap = _register(tmp, "v2", 1e6)  # routes everything to the cheapest
     mlflow.MlflowClient().set_registered_model_alias(NAME, "champion", strong)
     return strong, cheap
 
@@ -61,7 +64,9 @@ def test_alias_move_is_followed_under_load_without_a_failed_request(versions, tm
             threads = [threading.Thread(target=load) for _ in range(6)]
             for t in threads:
                 t.start()
-            time.sleep(1.0)
+            deadline = time.monotonic() + 60
+            while len(results) < 30 and time.monotonic() < deadline:  # serving under load before the move
+                time.sleep(0.05)
             moved_at = time.monotonic()
             mlflow.MlflowClient().set_registered_model_alias(NAME, "champion", cheap)
             deadline = moved_at + 30

@@ -209,7 +209,8 @@ async def _stream(state: State, receive: Receive, send: Send, req: ChatRequest, 
             first = await gen.__anext__()
     except StopAsyncIteration:
         raise _failed(state, record, t0, APIError(
-            502, f"the provider for {candidates[0]!r} ended the stream without an answer.", code="provider_error")) from None
+            502, f"the provider for {candidates[0]!r} ended the stream without an answer.",
+            code="provider_error")) from None
     except TimeoutError:
         await _close(gen)
         raise _failed(state, record, t0, _timeout(state, candidates[0])) from None
@@ -356,10 +357,9 @@ def _finish(record: DecisionRecord, model: str, cost: float | None, provider_s: 
 
 
 def _failed(state: State, record: DecisionRecord | None, t0: float, err: APIError) -> APIError:
-    """Log the decision of a request that failed after it was routed (status and error); returns ``err``."""
+    """Write the decision record of a request that got no answer (the decision still happened); return ``err``."""
     if record is not None:
         record.status, record.error = err.status, err.message
-        record.cost = 0.0
         record.total_s = time.perf_counter() - t0
         state.logbook.on_decision(record)
     return err
