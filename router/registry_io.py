@@ -19,7 +19,7 @@ from typing import Any
 
 from router.errors import PersistenceError
 
-__all__ = ["load_router", "registry_uri"]
+__all__ = ["load_router", "quiet_local_store", "registry_uri"]
 
 
 def registry_uri() -> str:
@@ -32,6 +32,15 @@ def registry_uri() -> str:
     return f"sqlite:///{(project_root() / 'mlruns' / 'mlflow.db').resolve()}"
 
 
+def quiet_local_store(uri: str) -> None:
+    """Turn off mlflow's artifact progress bars for a local store (SQLite or files), where copies are instant.
+
+    A value of ``MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR`` set by the user is kept.
+    """
+    if uri.startswith(("sqlite:", "file:")) or "://" not in uri:
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
 def load_router(spec: str | os.PathLike[str], *, dst: str | os.PathLike[str] | None = None) -> Any:
     """A :class:`~router.router.Router` from a directory or a ``models:/`` / ``runs:/`` URI."""
     from router.router import Router
@@ -42,6 +51,7 @@ def load_router(spec: str | os.PathLike[str], *, dst: str | os.PathLike[str] | N
     import mlflow
 
     uri = registry_uri()
+    quiet_local_store(uri)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     target = Path(dst) if dst is not None else Path(tempfile.mkdtemp(prefix="router-"))

@@ -53,8 +53,10 @@ def test_tracker_hook_gets_params_and_batched_metrics(tmp_path) -> None:
 
 
 def test_bad_arguments_return_error_code(tmp_path, capsys) -> None:
-    assert main(["--policy", "nope", "--steps", "10", "--n-prompts", "50", "--out", str(tmp_path)]) == 2
-    assert "unknown --policy" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:  # a usage error: nothing is loaded or run
+        main(["--policy", "nope", "--steps", "10", "--n-prompts", "50", "--out", str(tmp_path)])
+    assert exc.value.code == 2
+    assert "error: --policy must be one of linucb, egreedy, thompson, neural; got 'nope'." in capsys.readouterr().err
 
 
 @pytest.mark.slow

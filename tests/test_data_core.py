@@ -68,7 +68,7 @@ BAD_OUTCOMES = [
                  r"tiny: quality must be \[0, 1\]; row 0 \(prompt_id 'a'\), column 'small' has .*-0\.01",
                  id="quality-negative"),
     pytest.param({"quality": _with_cell("quality", 1, 1, math.nan)}, ValidationError,
-                 r"tiny: quality is missing or not finite at row 1 \(prompt_id 'b'\), column 'big': 1 cell\(s\)",
+                 r"tiny: quality is missing or not finite at row 1 \(prompt_id 'b'\), column 'big'; drop or fill these rows",
                  id="quality-nan"),
     pytest.param({"cost": _with_cell("cost", 1, 0, -0.5)}, ValidationError,
                  r"tiny: cost must be >= 0; row 1 \(prompt_id 'b'\), column 'small' has .*-0\.5", id="negative-cost"),

@@ -28,15 +28,21 @@ import platform
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from router.errors import ConfigError, RoutingError
+from training._cli import arg, check_args, check_input, check_out_dir
 
 __all__ = ["Args", "main", "run", "build_parser", "load_data", "make_policy"]
+
+#: Policies ``--policy`` accepts.
+POLICIES = ("linucb", "egreedy", "thompson", "neural")
+#: Encoders ``--encoder`` accepts.
+ENCODERS = ("hashing", "static", "minilm", "features")
 
 #: tracker(params, metrics) where metrics are (name, value, step) triples.
 Tracker = Callable[[dict[str, Any], list[tuple[str, float, int]]], None]
@@ -44,34 +50,51 @@ Tracker = Callable[[dict[str, Any], list[tuple[str, float, int]]], None]
 
 @dataclass
 class Args:
-    """Arguments of ``python -m training bandit`` (``vars(args)`` is what gets logged)."""
+    """Arguments of ``python -m training bandit`` (``vars(args)`` is what gets logged; see :mod:`training._cli`)."""
 
-    dataset: str = field(default="synthetic", metadata={"help": "'synthetic', a source name, or a path"})
-    policy: str = field(default="linucb", metadata={"help": "linucb | egreedy | thompson | neural"})
-    steps: int = field(default=5000, metadata={"help": "requests served in total"})
-    batch_size: int = field(default=32, metadata={"help": "requests per vector-env step (policy updates per batch)"})
-    lam: float = field(default=0.0, metadata={"help": "cost weight, reward units per USD"})
-    mu: float = field(default=0.0, metadata={"help": "latency weight, reward units per second"})
-    seed: int = field(default=0, metadata={"help": "seed of the data, the environment and the policy"})
-    out: str = field(default="runs/bandit", metadata={"help": "output directory"})
-    encoder: str = field(default="hashing", metadata={"help": "hashing | static | minilm | features (synthetic only)"})
-    n_prompts: int = field(default=2000, metadata={"help": "prompts generated for --dataset synthetic"})
-    order: str = field(default="random", metadata={"help": "random | sequential (time order, drift in order)"})
-    alpha: float = field(default=1.0, metadata={"help": "UCB width (linucb, neural)"})
-    epsilon: float = field(default=0.1, metadata={"help": "exploration rate (egreedy)"})
-    v: float = field(default=0.3, metadata={"help": "posterior scale (thompson)"})
-    ridge: float = field(default=1.0, metadata={"help": "ridge penalty of the linear models"})
-    hidden: int = field(default=64, metadata={"help": "hidden width (neural)"})
-    hashing_dim: int = field(default=128, metadata={"help": "width of the hashing encoder"})
-    track: bool = field(default=False, metadata={"help": "log to MLflow (if installed and configured)"})
-    experiment: str = field(default="bandit", metadata={"help": "MLflow experiment name"})
-    warm_start: str | None = field(default=None, metadata={
-        "help": "a saved router (directory or models:/...) whose quality and cost predictions start the policy"})
-    warm_weight: float = field(default=0.2, metadata={"help": "weight of each warm-start pseudo-observation"})
-    register: str | None = field(default=None, metadata={"help": "register the trained router under this name (needs --track)"})
-    log: str | None = field(default=None, metadata={
-        "help": "learn from a traffic log (e.g. the service's logbook.dir) instead of replaying --dataset; "
-                "needs --warm-start (see training.bandit_log)"})
+    dataset: str = arg("synthetic", help="'synthetic', a registered source name, or a path to an outcomes file")
+    policy: str = arg("linucb", help="bandit policy", choices=POLICIES)
+    steps: int = arg(5000, help="requests served in total", ge=1)
+    batch_size: int = arg(32, help="requests per vector-env step (policy updates per batch)", ge=1)
+    lam: float = arg(0.0, help="cost weight, reward units per USD", ge=0)
+    mu: float = arg(0.0, help="latency weight, reward units per second", ge=0)
+    seed: int = arg(0, help="seed of the data, the environment and the policy")
+    out: str = arg("runs/bandit", help="output directory")
+    encoder: str = arg("hashing", help="prompt encoder ('features': the synthetic data's true features)",
+                       choices=ENCODERS)
+    n_prompts: int = arg(2000, help="prompts generated for --dataset synthetic", ge=1)
+    order: str = arg("random", help="order of the replayed requests (sequential: time order, drift in order)",
+                     choices=("random", "sequential"))
+    alpha: float = arg(1.0, help="UCB width (linucb, neural)", ge=0)
+    epsilon: float = arg(0.1, help="exploration rate (egreedy)", ge=0, le=1)
+    v: float = arg(0.3, help="posterior scale (thompson)", gt=0)
+    ridge: float = arg(1.0, help="ridge penalty of the linear models", gt=0)
+    hidden: int = arg(64, help="hidden width (neural)", ge=1)
+    hashing_dim: int = arg(128, help="width of the hashing encoder", ge=1)
+    track: bool = arg(False, help="log to MLflow")
+    experiment: str = arg("bandit", help="MLflow experiment name")
+    warm_start: str | None = arg(None, help="a saved router (directory or models:/...) whose quality and cost "
+                                 "predictions start the policy")
+    warm_weight: float = arg(0.2, help="weight of each warm-start pseudo-observation (0: none, with --log only)",
+                             ge=0)
+    register: str | None = arg(None, help="register the trained router under this name (needs --track)")
+    log: str | None = arg(None, help="learn from a traffic log (e.g. the service's logbook.dir) instead of replaying "
+                          "--dataset; needs --warm-start, the served router (see training.bandit_log)")
+
+    def check(self) -> None:
+        """Rules that tie several flags together; input paths exist."""
+        if self.encoder == "features" and self.dataset != "synthetic":
+            raise ConfigError("--encoder features is only for --dataset synthetic.")
+        if self.register and not self.track:
+            raise ConfigError("--register needs --track: the router is registered from its MLflow run.")
+        check_input(self.warm_start, "--warm-start", "router directory")
+        check_input(self.log, "--log", "traffic log")
+        if self.log and not self.warm_start:
+            raise ConfigError("--log needs --warm-start ROUTER: the served router whose encoder and cost model the "
+                              "new policy reuses (the one that wrote the log, e.g. models:/NAME@champion).")
+        if self.warm_weight == 0 and not self.log:
+            raise ConfigError("--warm-weight 0 is for --log only; omit --warm-start to start cold.")
+        check_out_dir(self.out)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -153,7 +176,8 @@ def mlflow_tracker(args: Args, outcomes: Any, out: Path) -> Tracker:
         from training import tracking
 
         nested = mlflow.active_run() is not None
-        with tracking.run(args, experiment=args.experiment, run_name=f"bandit-{args.policy}", nested=nested) as r:
+        name, tags = tracking.run_label("bandit", args.dataset, policy=args.policy, encoder=args.encoder)
+        with tracking.run(args, experiment=args.experiment, run_name=name, nested=nested, tags=tags) as r:
             tracking.log_lineage(outcomes, role="train", split_seed=args.seed)
             now = int(time.time() * 1000)
             ms = [Metric(k, float(v), now, int(step)) for k, v, step in metrics if np.isfinite(v)]
@@ -178,8 +202,7 @@ def run(args: Args, tracker: Tracker | None = None) -> dict[str, Any]:
     from envs.vector import make_vector
     from router.policies import save_policy
 
-    if args.steps < 1 or args.batch_size < 1:
-        raise ConfigError("--steps and --batch-size must be >= 1.")
+    check_args(args)
     if args.log:
         from training.bandit_log import run_from_log
 
@@ -329,8 +352,9 @@ def save_router(args: Args, policy: Any, outcomes: Any, emb: np.ndarray, out: Pa
 
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry: parse ``argv``, run, print a one-line summary; 0 on success, 2 on bad input."""
-    ns = build_parser().parse_args(argv)
-    args = Args(**vars(ns))
+    from training._cli import parse
+
+    args = parse(Args, argv, "python -m training bandit", __doc__.splitlines()[0])
     try:
         metrics = run(args)
     except RoutingError as err:

@@ -21,48 +21,56 @@ from typing import Any
 
 import numpy as np
 
+from training._cli import arg, check_args, check_out_dir
+
 __all__ = ["Args", "BEST", "build_predictor", "build_encoder", "main", "train"]
 
 #: The router trained when ``--router`` is not given.
 BEST = "ensemble"
+#: Predictor kinds ``--router`` accepts.
+ROUTER_KINDS = ("knn", "logistic", "mlp", "mf", "ensemble")
+#: Encoders ``--encoder`` accepts.
+ENCODERS = ("minilm", "static", "hashing")
 
 
 @dataclass
 class Args:
-    """Arguments of ``python -m training fit``.
+    """Arguments of ``python -m training fit`` (``vars(args)`` is what gets logged; see :mod:`training._cli`)."""
 
-    Attributes:
-        dataset: a registered source name (``routerbench``, ``demo``, ...) or a path to outcomes.
-        router: predictor kind: ``knn``, ``logistic``, ``mlp``, ``mf``, ``ensemble`` (default: the best).
-        encoder: ``minilm``, ``static`` or ``hashing``.
-        prompt_stats: weight of the prompt statistics (:class:`router.features.PromptStats`) appended to
-            the embedding; 0 appends none.
-        out: directory to save the router to.
-        seed: seed of the split and of every learner.
-        test_fraction: held-out share when the source has no split of its own.
-        lam: default lambda saved with the router (quality points per USD); None = calibrated.
-        spend_per_1000: calibrate lambda to spend at most this many USD per 1,000 requests.
-        strong_share: calibrate lambda to send at most this share (0-1) of requests to the best model.
-        keep_quality: calibrate lambda to keep at least this share (0-1] of the best model's quality.
-        register: register the trained router under this MLflow model name.
-        track: log the run to MLflow.
-        experiment: MLflow experiment name.
-    """
+    dataset: str = arg("demo", help="a registered source name (routerbench, demo, ...) or a path to an outcomes "
+                       "file (.parquet, .jsonl, .csv or a directory of them)")
+    router: str = arg(BEST, help="predictor kind", choices=ROUTER_KINDS)
+    encoder: str = arg("static", help="prompt encoder", choices=ENCODERS)
+    prompt_stats: float = arg(0.2, help="weight of the prompt statistics (router.features.PromptStats) appended "
+                              "to the embedding; 0 appends none", ge=0)
+    out: str = arg("out/router", help="directory to save the router to")
+    seed: int = arg(0, help="seed of the split and of every learner")
+    test_fraction: float = arg(0.3, help="held-out share when the source has no split of its own", gt=0, lt=1)
+    lam: float | None = arg(None, help="lambda saved with the router (quality points per USD); none = calibrated",
+                            ge=0)
+    spend_per_1000: float | None = arg(None, help="calibrate lambda to spend at most this many USD per 1,000 "
+                                       "requests", gt=0)
+    strong_share: float | None = arg(None, help="calibrate lambda to send at most this share of requests to the "
+                                     "best model", ge=0, le=1)
+    keep_quality: float | None = arg(None, help="calibrate lambda to keep at least this share of the best "
+                                     "model's quality", gt=0, le=1)
+    register: str | None = arg(None, help="register the trained router under this MLflow model name (needs "
+                               "--track)")
+    track: bool = arg(True, help="log the run to MLflow")
+    experiment: str = arg("routing-fit", help="MLflow experiment name")
 
-    dataset: str = "demo"
-    router: str = BEST
-    encoder: str = "static"
-    prompt_stats: float = 0.2
-    out: str = "out/router"
-    seed: int = 0
-    test_fraction: float = 0.3
-    lam: float | None = None
-    spend_per_1000: float | None = None
-    strong_share: float | None = None
-    keep_quality: float | None = None
-    register: str | None = None
-    track: bool = True
-    experiment: str = "routing-fit"
+    def check(self) -> None:
+        """Rules that tie several flags together."""
+        from router.errors import ConfigError
+
+        given = [f for f in ("spend_per_1000", "strong_share", "keep_quality") if getattr(self, f) is not None]
+        if len(given) > 1:
+            raise ConfigError("give at most one of --spend-per-1000, --strong-share and --keep-quality.")
+        if given and self.lam is not None:
+            raise ConfigError(f"--lam and --{given[0].replace('_', '-')} both set lambda; give one of them.")
+        if self.register and not self.track:
+            raise ConfigError("--register needs --track: the router is registered from its MLflow run.")
+        check_out_dir(self.out)
 
 
 def build_encoder(name: str, *, cache: bool = True) -> Any:
@@ -110,8 +118,11 @@ def build_predictor(kind: str, seed: int = 0) -> Any:
     return table[kind]()
 
 
-def train(args: Args) -> dict[str, Any]:
-    """Train, calibrate, evaluate on the held-out split, save; returns a summary dict."""
+def train(args: Args, outcomes: Any = None) -> dict[str, Any]:
+    """Train, calibrate, evaluate on the held-out split, save; returns a summary dict.
+
+    ``outcomes`` are the already loaded ``args.dataset`` (loaded here when None).
+    """
     from router.calibration import QualityTarget, SpendTarget, StrongShareTarget, calibrate, realised
     from router.data.registry import load_source
     from router.data.splits import split_outcomes
@@ -119,8 +130,9 @@ def train(args: Args) -> dict[str, Any]:
     from router.errors import ConfigError
     from router.router import Router
 
+    check_args(args)
     t0 = time.perf_counter()
-    outcomes = load_source(args.dataset)
+    outcomes = load_source(args.dataset) if outcomes is None else outcomes
     train_o, test_o = split_outcomes(outcomes, test_fraction=args.test_fraction, seed=args.seed)
     encoder = build_encoder(args.encoder, cache=False)
     predictor = build_predictor(args.router, args.seed)
@@ -189,24 +201,28 @@ def _evaluate_heldout(router: Any, test_o: Any) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from training._cli import dataclass_parser
+    from training._cli import parse
 
-    args = Args(**vars(dataclass_parser(Args, "python -m training fit", __doc__).parse_args(argv)))
+    args = parse(Args, argv, "python -m training fit", __doc__)
     from router.errors import RoutingError
 
     try:
+        from router.data.registry import load_source
+
+        outcomes = load_source(args.dataset)  # the data is checked before any model loads or run starts
         if args.track:
             from training import tracking
 
-            with tracking.run(args, experiment=args.experiment, run_name=f"fit-{args.router}"):
-                res = train(args)
+            name, tags = tracking.run_label("fit", args.dataset, predictor=args.router, encoder=args.encoder)
+            with tracking.run(args, experiment=args.experiment, run_name=name, tags=tags):
+                res = train(args, outcomes)
                 tracking.log_lineage(res["train"], role="train", split_seed=args.seed, split="train")
                 tracking.log_lineage(res["test"], role="test", split_seed=args.seed, split="test")
                 from training.registry import log_router
 
                 log_router(res["router"], res["summary"], register=args.register, test=res["test"])
         else:
-            res = train(args)
+            res = train(args, outcomes)
     except RoutingError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -30,46 +30,42 @@ from typing import Any
 
 import numpy as np
 
+from training._cli import arg, check_args, check_input, check_out_dir
 from training.tracking import PROJECT_ROOT
 
 __all__ = ["Args", "TuneData", "main", "objective", "prepare", "run"]
 
+#: Policies ``--policy`` accepts.
+POLICIES = ("linucb", "egreedy", "thompson", "neural")
+#: Encoders ``--encoder`` accepts.
+ENCODERS = ("hashing", "static", "minilm")
+
 
 @dataclass
 class Args:
-    """Arguments of ``python -m training tune``.
+    """Arguments of ``python -m training tune`` (``vars(args)`` is what gets logged; see :mod:`training._cli`)."""
 
-    Attributes:
-        dataset: ``synthetic`` or a registered source / path with full outcomes.
-        policy: ``linucb``, ``egreedy``, ``thompson`` or ``neural``.
-        n_trials: trials this worker runs.
-        study_name: the Optuna study (shared by workers).
-        storage: Optuna storage URL; default SQLite under ``mlruns/optuna.db``.
-        log: validation traffic log (with propensities); default: held-out outcomes under uniform logging.
-        score_lam: the fixed business trade-off of the score, quality points per USD.
-        steps: training requests per trial.
-        n_prompts: prompts generated for ``synthetic``.
-        encoder: ``hashing``, ``static`` or ``minilm``.
-        seed: seed of the data, split, sampler and policies.
-        track: log the study and its trials to MLflow.
-        experiment: MLflow experiment name.
-        out: where the best trial's settings are written (``best.json``).
-    """
+    dataset: str = arg("synthetic", help="'synthetic', a registered source name or a path to an outcomes file")
+    policy: str = arg("linucb", help="bandit policy to tune", choices=POLICIES)
+    n_trials: int = arg(10, help="trials this worker runs", ge=1)
+    study_name: str = arg("bandit-tune", help="the Optuna study (shared by workers)")
+    storage: str | None = arg(None, help="Optuna storage URL; none = SQLite under mlruns/optuna.db")
+    log: str | None = arg(None, help="validation traffic log with propensities (.parquet, .jsonl or .csv); "
+                          "none = the held-out outcomes under uniform logging")
+    score_lam: float = arg(20.0, help="the fixed business trade-off of the score, quality points per USD", ge=0)
+    steps: int = arg(1500, help="training requests per trial", ge=1)
+    n_prompts: int = arg(2000, help="prompts generated for --dataset synthetic", ge=10)
+    encoder: str = arg("hashing", help="prompt encoder", choices=ENCODERS)
+    seed: int = arg(0, help="seed of the data, split, sampler and policies (give each worker of a shared "
+                    "study its own seed)")
+    track: bool = arg(True, help="log the study and its trials to MLflow")
+    experiment: str = arg("routing-tune", help="MLflow experiment name")
+    out: str = arg("out/tune", help="where the best trial's settings are written (best.json)")
 
-    dataset: str = "synthetic"
-    policy: str = "linucb"
-    n_trials: int = 10
-    study_name: str = "bandit-tune"
-    storage: str | None = None
-    log: str | None = None
-    score_lam: float = 20.0
-    steps: int = 1500
-    n_prompts: int = 2000
-    encoder: str = "hashing"
-    seed: int = 0
-    track: bool = True
-    experiment: str = "routing-tune"
-    out: str = "out/tune"
+    def check(self) -> None:
+        """Input files exist and the output directory can be made."""
+        check_input(self.log, "--log", "traffic log")
+        check_out_dir(self.out)
 
 
 @dataclass
@@ -107,16 +103,19 @@ def prepare(args: Args) -> TuneData:
     else:
         outcomes = load_source(args.dataset)
     train, valid = split_outcomes(outcomes, seed=args.seed)
-    encoder = routing_encoder(BanditArgs(encoder=args.encoder))
-    train_x = np.asarray(encoder.encode([str(p) for p in train.prompts]), dtype=np.float64)
-    if args.log:
+    if args.log:  # read and checked before any encoder loads
         from router.data.logs import read_log
+        from router.errors import ValidationError
 
         log = read_log(args.log, known_models=train.models).filter(_has_feedback())
+        if log.height == 0:
+            raise ValidationError(f"{args.log}: no row has both a prompt and a quality signal to score trials on.")
         prompts = log["prompt"].to_list()
     else:
         log, _ = to_traffic_log(valid, policy="uniform", seed=args.seed, policy_version="uniform-validation")
         prompts = log["prompt"].to_list()
+    encoder = routing_encoder(BanditArgs(encoder=args.encoder))
+    train_x = np.asarray(encoder.encode([str(p) for p in train.prompts]), dtype=np.float64)
     valid_x = np.asarray(encoder.encode(prompts), dtype=np.float64)
     pos = {m: i for i, m in enumerate(train.models)}
     action = np.array([pos[m] for m in log["chosen_model"].to_list()])
@@ -180,9 +179,12 @@ def objective(args: Args, data: TuneData, trial: Any) -> float:
     trial.set_user_attr("dr_low", est.low)
     trial.set_user_attr("dr_high", est.high)
     trial.set_user_attr("ess", float(diag.ess))
-    if args.track and mlflow.active_run() is not None:
-        with mlflow.start_run(run_name=f"trial-{trial.number}", nested=True):
-            mlflow.log_params({**params, "trial": trial.number, "policy": args.policy})
+    parent = mlflow.active_run() if args.track else None
+    if parent is not None:
+        with mlflow.start_run(run_name=f"trial-{trial.number}-{args.policy}", nested=True,
+                              experiment_id=parent.info.experiment_id,
+                              tags={"command": "tune-trial", "dataset": args.dataset, "policy": args.policy}):
+            mlflow.log_params({**params, "trial": trial.number, "policy": args.policy, "seed": args.seed + trial.number})
             tracking.log_metrics({"dr_value": est.value, "dr_low": est.low, "dr_high": est.high,
                                   "ess": float(diag.ess)}, prefix="tune/")
     return float(est.value)
@@ -192,11 +194,12 @@ def run(args: Args) -> dict[str, Any]:
     """Run ``n_trials`` trials of the shared study; returns the study's best trial so far."""
     import optuna
 
+    check_args(args)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = args.storage or default_storage()
     data = prepare(args)
     study = optuna.create_study(study_name=args.study_name, storage=storage, direction="maximize",
-                                sampler=optuna.samplers.TPESampler(seed=None), load_if_exists=True)
+                                sampler=optuna.samplers.TPESampler(seed=args.seed), load_if_exists=True)
 
     def optimize() -> None:
         study.optimize(lambda t: objective(args, data, t), n_trials=args.n_trials)
@@ -204,8 +207,9 @@ def run(args: Args) -> dict[str, Any]:
     if args.track:
         from training import tracking
 
-        with tracking.run(args, experiment=args.experiment, run_name=f"tune-{args.study_name}",
-                          tags={"optuna.study": args.study_name, "optuna.storage": storage.split("://")[0]}):
+        name, tags = tracking.run_label("tune", args.dataset, policy=args.policy, encoder=args.encoder)
+        with tracking.run(args, experiment=args.experiment, run_name=name,
+                          tags={**tags, "optuna.study": args.study_name, "optuna.storage": storage.split("://")[0]}):
             optimize()
             best = study.best_trial
             tracking.log_metrics({"best_dr_value": best.value or 0.0, "n_trials": len(study.trials)}, prefix="tune/")
@@ -222,9 +226,9 @@ def run(args: Args) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from training._cli import dataclass_parser
+    from training._cli import parse
 
-    args = Args(**vars(dataclass_parser(Args, "python -m training tune", __doc__).parse_args(argv)))
+    args = parse(Args, argv, "python -m training tune", __doc__)
     from router.errors import RoutingError
 
     try:

@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from router.base import Encoder
-from router.encoders._common import check_texts, l2_normalize
+from router.encoders._common import check_texts, l2_normalize, quiet_model_load
 from router.encoders.sentence_transformer import resolve_model_path
 from router.errors import ConfigError, PersistenceError
 
@@ -104,7 +104,8 @@ class StaticEncoder(Encoder):
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=target.name + ".tmp-", dir=target.parent))
         try:
-            model = m2v_distill(resolve_model_path(source), pca_dims=pca_dims)
+            with quiet_model_load():
+                model = m2v_distill(resolve_model_path(source), pca_dims=pca_dims)
             model.save_pretrained(str(tmp))
             if target.exists():
                 shutil.rmtree(target)
