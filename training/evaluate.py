@@ -34,7 +34,7 @@ from router.errors import (
     UnknownModelError,
     ValidationError,
 )
-from router.metrics.evaluate import Curve, EvaluationResult, evaluate_curves
+from router.metrics.evaluate import Curve, evaluate_curves
 from training._cli import arg, check_input, check_out_dir, note, parse
 
 if TYPE_CHECKING:
