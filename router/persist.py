@@ -26,6 +26,7 @@ COMPONENT_MODULES: tuple[str, ...] = (
     "router.costs",
     "router.cost_predictor",
     "router.features",
+    "router.ood",
 )
 
 

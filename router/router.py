@@ -84,6 +84,8 @@ class Decisions:
         utility: (n, m) quality - lam * cost - mu * latency (``-inf`` where not allowed).
         reasons: (n,) short explanation of each choice.
         lam, mu: the trade-off used.
+        ood: (n,) True where the prompt was beyond the router's out-of-distribution threshold (its quality
+            predictions shrunk toward the priors; see :mod:`router.ood`), or None without a guard.
     """
 
     models: tuple[str, ...]
@@ -97,6 +99,7 @@ class Decisions:
     lam: float
     mu: float
     timings_ms: dict[str, float] = field(default_factory=dict)
+    ood: np.ndarray | None = None
 
     @property
     def chosen(self) -> list[str]:
@@ -168,6 +171,7 @@ class Router:
         preprocessor: Component | None = None,
         metadata: dict[str, Any] | None = None,
         features: Component | None = None,
+        ood: Component | None = None,
     ) -> None:
         self.models = tuple(str(m) for m in models)
         if not self.models:
@@ -182,6 +186,7 @@ class Router:
         self.preprocessor = preprocessor
         self.metadata = dict(metadata or {})
         self.features = features
+        self.ood = ood
 
     # ------------------------------------------------------------------ training
     @classmethod
@@ -198,6 +203,7 @@ class Router:
         embeddings: np.ndarray | None = None,
         encode_with: Encoder | None = None,
         metadata: dict[str, Any] | None = None,
+        ood_quantile: float | None = None,
     ) -> Router:
         """Fit every part on full-information outcomes (use the training split only).
 
@@ -215,6 +221,8 @@ class Router:
             encode_with: encoder used for the training prompts instead of ``encoder`` -- e.g. an
                 :class:`~router.encoders.EmbeddingCache` around it, so re-training does not re-encode while
                 the saved router keeps the bare encoder.
+            ood_quantile: fit an out-of-distribution guard (:class:`~router.ood.OODGuard`) at this quantile of
+                the training prompts' nearest-neighbour distances; None fits none.
         """
         from router.cost_predictor import CostPredictor
         from router.encoders import PrefixStripper
@@ -234,7 +242,21 @@ class Router:
         cost_model = cost_model or CostPredictor()
         cost_model.fit(embeddings, lengths, outcomes)  # type: ignore[attr-defined]
         meta = {"trained_on": outcomes.source, "n_train": outcomes.n_prompts, **(metadata or {})}
-        return cls(outcomes.models, encoder, predictor, cost_model, None, rule, pre, meta, feats)
+        guard = None
+        if ood_quantile is not None:
+            from router.ood import OODGuard
+
+            guard = OODGuard(quantile=ood_quantile).fit(embeddings, outcomes.quality)
+        return cls(outcomes.models, encoder, predictor, cost_model, None, rule, pre, meta, feats, guard)
+
+    def fit_ood_guard(self, outcomes: Outcomes, quantile: float = 0.95, **options: Any) -> Router:
+        """Fit (or refit) the out-of-distribution guard on the router's training ``outcomes``; returns self."""
+        from router.ood import OODGuard
+
+        emb, _ = self.embed(list(outcomes.prompts))
+        quality = np.asarray(outcomes.subset(models=list(self.models)).quality)
+        self.ood = OODGuard(quantile=quantile, **options).fit(emb, quality)
+        return self
 
     # ------------------------------------------------------------------ prediction
     def embed(self, prompts: Sequence[Prompt], encode_with: Encoder | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -257,7 +279,15 @@ class Router:
         self, prompts: Sequence[Prompt] | None = None, *, embeddings: np.ndarray | None = None,
         lengths: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Predicted (quality, cost, latency), each (n, m), for prompts or precomputed embeddings."""
+        """Predicted (quality, cost, latency), each (n, m), for prompts or precomputed embeddings.
+
+        With an out-of-distribution guard, quality is shrunk toward the priors for unfamiliar prompts.
+        """
+        q, c, lat, _ = self._predict(prompts, embeddings, lengths)
+        return q, c, lat
+
+    def _predict(self, prompts: Sequence[Prompt] | None, embeddings: np.ndarray | None,
+                 lengths: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
         if embeddings is None:
             if prompts is None:
                 raise ConfigError("give prompts or embeddings.")
@@ -277,7 +307,12 @@ class Router:
             q = np.clip(reward + lam0 * c + mu0 * lat, 0.0, 1.0)
         else:
             q = self.quality.predict(embeddings)
-        return q, c, lat
+        ood = None
+        if self.ood is not None:
+            dist = self.ood.distance(embeddings)  # type: ignore[attr-defined]
+            q = self.ood.shrink(q, embeddings, distance=dist)  # type: ignore[attr-defined]
+            ood = dist > self.ood.threshold_  # type: ignore[attr-defined]
+        return q, c, lat, ood
 
     @staticmethod
     def _policy_context(embeddings: np.ndarray) -> np.ndarray:
@@ -327,7 +362,7 @@ class Router:
         t0 = time.perf_counter()
         emb, lengths = self.embed(prompts) if embedded is None else embedded
         t1 = time.perf_counter()
-        q, c, lat = self.predict(embeddings=emb, lengths=lengths)
+        q, c, lat, ood = self._predict(None, emb, lengths)
         t2 = time.perf_counter()
         rule = self.rule.with_(lam=lam, mu=mu, max_cost=max_cost, max_latency=max_latency)
         mask = self.allowed_mask(allowed)
@@ -345,7 +380,7 @@ class Router:
         reasons = self._reasons(chosen, q, c, lat, out, rule) if explain else [""] * len(chosen)
         timings = {"encode": (t1 - t0) * 1e3, "predict": (t2 - t1) * 1e3, "decide": (t3 - t2) * 1e3}
         return Decisions(self.models, chosen, out.probabilities, q, c, lat, out.utility, reasons,
-                         rule.lam, rule.mu, timings)
+                         rule.lam, rule.mu, timings, ood)
 
     def sweep(
         self,
@@ -411,6 +446,8 @@ class Router:
             save_component(self.preprocessor, d, "preprocessor")
         if self.features is not None:
             save_component(self.features, d, "features")
+        if self.ood is not None:
+            save_component(self.ood, d, "ood")
         write_json(d / "router.json", {
             "format_version": FORMAT_VERSION,
             "models": list(self.models),
@@ -418,6 +455,7 @@ class Router:
             "has_latency": self.latency is not None,
             "has_preprocessor": self.preprocessor is not None,
             "has_features": self.features is not None,
+            "has_ood": self.ood is not None,
             "quality_role": "policy" if isinstance(self.quality, Policy) else "predictor",
             "metadata": self.metadata,
         })
@@ -443,8 +481,9 @@ class Router:
         latency = load_component(d, "latency") if meta.get("has_latency") else None
         pre = load_component(d, "preprocessor") if meta.get("has_preprocessor") else None
         feats = load_component(d, "features") if meta.get("has_features") else None
+        ood = load_component(d, "ood") if meta.get("has_ood") else None
         return cls(meta["models"], encoder, quality, cost, latency,  # type: ignore[arg-type]
-                   DecisionRule(**meta["rule"]), pre, meta.get("metadata"), feats)
+                   DecisionRule(**meta["rule"]), pre, meta.get("metadata"), feats, ood)
 
     def __repr__(self) -> str:
         return (f"Router(models={list(self.models)}, encoder={type(self.encoder).__name__}, "

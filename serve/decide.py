@@ -181,6 +181,7 @@ class Decision:
     quality: np.ndarray
     cost: np.ndarray
     latency: np.ndarray
+    ood: bool | None = None  # beyond the router's out-of-distribution threshold (None: no guard)
 
     def predictions(self) -> dict[str, dict[str, float]]:
         """Per model: predicted quality, cost (USD) and latency (s), for logging."""
@@ -277,5 +278,6 @@ class Decider:
                 cands.append(models[j])
             res.append(Decision(models[ci], tuple(cands), float(d.probabilities[k, ci]), float(cost[ci]),
                                 float(d.quality[k, ci]), float(lat[ci]), d.reasons[k], policy.version,
-                                float(d.lam), models, d.quality[k], cost, lat))
+                                float(d.lam), models, d.quality[k], cost, lat,
+                                None if d.ood is None else bool(d.ood[k])))
         return res

@@ -22,6 +22,7 @@ what off-policy evaluation and online learning need later (the columns of
 ``cache``                 ``hit_exact``, ``hit_semantic``, ``miss`` or ``bypass``
 ``status``                HTTP status returned; ``error`` the message when it failed
 ``explored``              True when the online policy explored (chose other than its greedy pick)
+``ood``                   True when the prompt was beyond the router's out-of-distribution threshold
 ========================  ====================================================================
 
 :class:`NullLogbook` drops records (the default); :class:`JsonlLogbook` appends them to a JSON-lines
@@ -66,6 +67,7 @@ class DecisionRecord:
     error: str | None = None
     lam: float | None = None
     explored: bool = False
+    ood: bool | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

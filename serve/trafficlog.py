@@ -5,7 +5,8 @@ accepted ``POST /v1/feedback`` one line of a ``feedback-*.jsonl`` part. The colu
 line are those of :data:`router.data.schema.TRAFFIC_LOG_SCHEMA` (``messages`` as a JSON string,
 ``timestamp`` ISO-8601 UTC, ``quality`` absent until feedback is joined by the reader) plus the
 service's optional ones: ``cache``, ``routed``, ``answered_model``, ``status``, ``error``,
-``predicted_cost``, ``lam``, ``stream``, ``total_s`` and -- for the online policy -- ``explored``.
+``predicted_cost``, ``lam``, ``stream``, ``total_s``, ``ood`` (beyond the router's out-of-distribution
+threshold) and -- for the online policy -- ``explored``.
 A feedback line is ``{"request_id", "timestamp", "quality", "score" | "thumbs", "comment"}``.
 :func:`router.data.logs.scan_log` reads a log directory with the feedback joined.
 
@@ -78,7 +79,7 @@ def traffic_row(rec: DecisionRecord) -> dict[str, Any]:
         "policy_version": rec.policy_version, "cache": rec.cache, "routed": rec.routed,
         "answered_model": rec.answered_model, "status": rec.status, "error": rec.error,
         "predicted_cost": rec.predicted_cost, "lam": rec.lam, "stream": rec.stream, "total_s": rec.total_s,
-        "explored": rec.explored,
+        "explored": rec.explored, "ood": rec.ood,
     }
 
 

@@ -92,6 +92,9 @@ async def chat_completions(state: State, scope: Scope, receive: Receive, send: S
         candidates = list(decision.candidates)
         chosen = decision.chosen
         metrics.decisions[(chosen, "routed")] += 1
+        if decision.ood is not None:  # drift: the share of prompts far from the router's training data
+            metrics.ood_checked += 1
+            metrics.ood_flagged += decision.ood
         headers = [
             (b"x-route-model", _ascii(chosen)),
             (b"x-route-policy-version", _ascii(decision.version)),
@@ -117,6 +120,7 @@ async def chat_completions(state: State, scope: Scope, receive: Receive, send: S
             record.predicted = decision.predictions()
             record.policy_version = decision.version
             record.lam = decision.lam
+            record.ood = decision.ood
 
     # ---- provider call
     if req.stream:
