@@ -63,6 +63,8 @@ class State:
         self.metrics = metrics
         self.logbook = logbook
         self.follower = follower
+        self.online: Any = None  # serve.online.OnlineLearner when online learning is on
+        self._snapshots: asyncio.Task[None] | None = None
         self.ready = False
         self.draining = False
         self.supported_params: frozenset[str] | None = None  # generation parameters the providers take
@@ -251,8 +253,47 @@ async def build_state(settings: Settings) -> State:
     state = State(settings, holder, decider, pool, ProviderError, cache, cache_embedder, metrics,
                   make_logbook(settings.logbook, on_commit=metrics.committed), follower)
     state.supported_params = frozenset(SUPPORTED_PARAMS)
+    if settings.online.enabled:
+        await asyncio.to_thread(_start_online, state, policy.router)
+        if settings.online.snapshot_dir and settings.online.snapshot_s > 0:
+            state._snapshots = asyncio.create_task(_snapshot_every(state))
     log.info("serving %s (%s) after %.1f s", policy.version, settings.model, time.perf_counter() - t0)
     return state
+
+
+def _start_online(state: State, router: Any) -> None:
+    """Build the online learner over the served router and hook it to decisions and feedback."""
+    from serve.online import OnlineLearner
+
+    on = state.settings.online
+    learner = OnlineLearner(router, policy=on.policy, lam=on.lam, epsilon=on.epsilon, alpha=on.alpha,
+                            warm_prompts=on.warm_prompts, warm_weight=on.warm_weight,
+                            max_explore_share=on.max_explore_share, seed=on.seed)
+    state.online = learner
+    state.decider.online = learner
+    metrics = state.metrics
+
+    def learn(row: dict[str, Any]) -> None:
+        if learner.on_feedback(row):
+            metrics.online_updates += 1
+
+    state.logbook.feedback_listeners.append(learn)  # type: ignore[attr-defined]
+
+
+async def _snapshot_every(state: State) -> None:
+    on = state.settings.online
+    while True:
+        await asyncio.sleep(on.snapshot_s)
+        await asyncio.to_thread(_snapshot, state)
+
+
+def _snapshot(state: State) -> None:
+    on = state.settings.online
+    if state.online is None or not on.snapshot_dir:
+        return
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    path = state.online.snapshot(os.path.join(on.snapshot_dir, f"online-{stamp}-{os.getpid()}"))
+    log.info("online policy snapshot (%d updates) written to %s", state.online.updates_, path)
 
 
 def _build_cache(settings: Settings) -> Any:
@@ -268,6 +309,10 @@ def _build_cache(settings: Settings) -> Any:
 
 async def close_state(state: State) -> None:
     state.draining = True
+    if state._snapshots is not None:
+        state._snapshots.cancel()
+    if state.online is not None and state.settings.online.snapshot_dir:
+        await asyncio.to_thread(_snapshot, state)
     if state.follower is not None:
         await asyncio.to_thread(state.follower.stop)
     await state.pool.aclose()

@@ -40,7 +40,7 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 
 from router.errors import ConfigError
 
-__all__ = ["CacheSettings", "ENV_PREFIX", "LogbookSettings", "Profile", "Settings", "SettingsError"]
+__all__ = ["CacheSettings", "ENV_PREFIX", "LogbookSettings", "OnlineSettings", "Profile", "Settings", "SettingsError"]
 
 ENV_PREFIX = "ROUTER_SERVE_"
 
@@ -93,6 +93,23 @@ class LogbookSettings:
 
 
 @dataclass(frozen=True)
+class OnlineSettings:
+    """Online learning (see :mod:`serve.online`); needs ``logbook.dir`` (feedback arrives through it)."""
+
+    enabled: bool = False
+    policy: str = "egreedy"
+    lam: float | None = None
+    epsilon: float = 0.1
+    alpha: float = 0.5
+    warm_prompts: int = 100
+    warm_weight: float = 0.1
+    max_explore_share: float = 1.0
+    snapshot_dir: str | None = None
+    snapshot_s: float = 0.0
+    seed: int = 0
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything the service reads at start; see the module docs for the sources."""
 
@@ -105,6 +122,7 @@ class Settings:
     profiles: dict[str, Profile] = field(default_factory=dict)
     cache: CacheSettings = field(default_factory=CacheSettings)
     logbook: LogbookSettings = field(default_factory=LogbookSettings)
+    online: OnlineSettings = field(default_factory=OnlineSettings)
     registry_poll_s: float = 10.0
     max_body_bytes: int = 4 * 1024 * 1024
     max_messages: int = 1000
@@ -142,6 +160,17 @@ class Settings:
         _check(lb.commit_ms, 0 < lb.commit_ms <= 1000, "logbook.commit_ms", "in (0, 1000] milliseconds")
         _check(lb.rotate_mb, lb.rotate_mb > 0, "logbook.rotate_mb", "> 0")
         _check(lb.rotate_s, lb.rotate_s > 0, "logbook.rotate_s", "> 0")
+        on = self.online
+        if on.enabled and not lb.dir:
+            raise SettingsError("online.enabled needs logbook.dir: the online policy learns from feedback, which is "
+                                "recorded in the traffic log; set logbook.dir too.")
+        _check(on.policy, on.policy in ("egreedy", "linucb", "thompson"), "online.policy",
+               "one of egreedy, linucb, thompson")
+        _check(on.epsilon, 0 <= on.epsilon <= 1, "online.epsilon", "in [0, 1]")
+        _check(on.max_explore_share, 0 <= on.max_explore_share <= 1, "online.max_explore_share", "in [0, 1]")
+        _check(on.warm_prompts, on.warm_prompts >= 0, "online.warm_prompts", ">= 0")
+        _check(on.warm_weight, on.warm_weight > 0, "online.warm_weight", "> 0")
+        _check(on.snapshot_s, on.snapshot_s >= 0, "online.snapshot_s", ">= 0 seconds (0: only at shutdown)")
         if lb.path and lb.dir:
             raise SettingsError("logbook: set either 'dir' (the traffic log) or 'path' (raw decision records), not both.")
         _check(self.cache.max_entries, self.cache.max_entries >= 1, "cache.max_entries", ">= 1")

@@ -61,7 +61,8 @@ class _Result:
     quality: float | None = None
     cost: float | None = None
     error: str | None = None
-    feedback: int | None = None  # HTTP status of the feedback, None when none was sent
+    feedback: int | None = None  # HTTP status of the feedback, None when none was sent (0: no answer)
+    feedback_error: str | None = None
 
 
 def _messages(outcomes: Any, row: int) -> list[dict[str, Any]]:
@@ -101,8 +102,9 @@ async def _one(client: Any, http: Any, outcomes: Any, pos: dict[str, int], row: 
         try:
             r = await http.post("/v1/feedback", json={"request_id": res.request_id, "score": res.quality})
             res.feedback = r.status_code
-        except Exception:  # counted: a feedback that did not arrive
+        except Exception as exc:  # counted: a feedback that did not arrive
             res.feedback = 0
+            res.feedback_error = f"{type(exc).__name__}: {exc}"
     return res
 
 
@@ -159,6 +161,8 @@ def simulate(args: argparse.Namespace) -> dict[str, Any]:
         "errors": dict(Counter(r.error for r in results if r.error is not None)),
         "feedback_sent": sum(r.feedback is not None for r in results),
         "feedback_ok": sum(r.feedback == 200 for r in results),
+        "feedback_errors": dict(Counter((r.feedback_error or f"http_{r.feedback}").split(":")[0]
+                                        for r in results if r.feedback not in (None, 200))),
         "mean_quality": float(q.mean()) if q.size else None,
         "spend": float(c.sum()), "mean_cost": float(c.mean()) if c.size else None,
         "reward": float((q - args.lam * c).mean()) if q.size else None, "lam": args.lam,
@@ -171,7 +175,8 @@ def simulate(args: argparse.Namespace) -> dict[str, Any]:
             for r in results:
                 fh.write(json.dumps({"row": r.row, "prompt_id": str(outcomes.prompt_ids[r.row]),
                                      "request_id": r.request_id, "model": r.model, "quality": r.quality,
-                                     "cost": r.cost, "error": r.error, "feedback": r.feedback}) + "\n")
+                                     "cost": r.cost, "error": r.error, "feedback": r.feedback,
+                                     "feedback_error": r.feedback_error}) + "\n")
     return summary
 
 

@@ -162,7 +162,7 @@ class TrafficLog:
         self.on_commit = on_commit
         self.directory.mkdir(parents=True, exist_ok=True)
         self.requests_, self.rated_ = _known_ids(self.directory)
-        self.listeners: list[Callable[[DecisionRecord | dict[str, Any]], None]] = []
+        self.feedback_listeners: list[Callable[[dict[str, Any]], None]] = []  # called once a feedback is durable
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         rb = int(rotate_mb * 1024 * 1024)
         self._traffic = _Part(self.directory, "traffic", rb, rotate_s)
@@ -177,8 +177,6 @@ class TrafficLog:
         """Queue one request's record (never blocks)."""
         self.requests_.add(record.request_id)
         self._queue.put(record)
-        for fn in self.listeners:
-            fn(record)
 
     def feedback_status(self, request_id: str) -> str:
         """``"unknown"``, ``"rated"`` (feedback already given) or ``"open"``."""
@@ -197,7 +195,7 @@ class TrafficLog:
         except BaseException:
             self.rated_.discard(rid)
             raise
-        for fn in self.listeners:
+        for fn in self.feedback_listeners:
             fn(row)
 
     def close(self) -> None:
