@@ -99,12 +99,20 @@ async def _one(client: Any, http: Any, outcomes: Any, pos: dict[str, int], row: 
     res.quality = float(outcomes.quality[row, j])
     res.cost = float(outcomes.cost[row, j])
     if send_feedback and res.request_id:
-        try:
-            r = await http.post("/v1/feedback", json={"request_id": res.request_id, "score": res.quality})
-            res.feedback = r.status_code
-        except Exception as exc:  # counted: a feedback that did not arrive
-            res.feedback = 0
-            res.feedback_error = f"{type(exc).__name__}: {exc}"
+        import httpx
+
+        for attempt in range(2):  # one retry when the connection failed before an answer
+            try:
+                r = await http.post("/v1/feedback", json={"request_id": res.request_id, "score": res.quality})
+            except httpx.TransportError as exc:
+                res.feedback, res.feedback_error = 0, f"{type(exc).__name__}: {exc}"
+                continue
+            except Exception as exc:  # counted: a feedback that did not arrive
+                res.feedback, res.feedback_error = 0, f"{type(exc).__name__}: {exc}"
+                break
+            # a 409 after a failed first attempt: that attempt did reach the service and was recorded
+            res.feedback = 200 if (r.status_code == 409 and attempt == 1) else r.status_code
+            break
     return res
 
 
