@@ -64,15 +64,10 @@ N_LAMBDAS = 81
 
 # --------------------------------------------------------------------------- embeddings
 def _encoder(kind: str) -> Any:
-    from router.encoders import HashingEncoder, SentenceTransformerEncoder, StaticEncoder
+    """The encoder registered as ``kind`` (``minilm``, ``static``, ``hashing``), with its defaults."""
+    from router.encoders import build_encoder
 
-    if kind == "minilm":
-        return SentenceTransformerEncoder()
-    if kind == "static":
-        return StaticEncoder()
-    if kind == "hashing":
-        return HashingEncoder(dim=256)
-    raise SystemExit(f"--encoder must be minilm, static or hashing, got {kind!r}")
+    return build_encoder(kind)
 
 
 def _precomputed_encoder(inner: Any, table: dict[str, np.ndarray]) -> Any:
@@ -80,7 +75,7 @@ def _precomputed_encoder(inner: Any, table: dict[str, np.ndarray]) -> Any:
     in a precomputed table; raises KeyError on a text it does not hold."""
     from router.base import Encoder
 
-    class Precomputed(Encoder):
+    class Precomputed(Encoder, register=False):  # borrows inner's kind: not a component of its own
         kind = inner.kind
 
         def get_config(self) -> dict[str, Any]:
@@ -135,22 +130,22 @@ def embed(outcomes: Any, train_rows: np.ndarray, kind: str, precomputed: str | N
 
 # --------------------------------------------------------------------------- policies
 def make_policy(kind: str, m: int, d: int, hp: argparse.Namespace, seed: int) -> Any:
-    from router.policies import EpsilonGreedy, LinearThompson, LinUCB, NeuralLinear
+    """The registered policy ``kind`` with the benchmark's hyperparameters its constructor takes."""
+    import inspect
 
-    if kind == "linucb":
-        return LinUCB(m, d, alpha=hp.alpha, ridge=hp.ridge, seed=seed)
-    if kind == "thompson":
-        return LinearThompson(m, d, v=hp.v, ridge=hp.ridge, seed=seed)
-    if kind == "egreedy":
-        return EpsilonGreedy(m, d, epsilon=hp.epsilon, ridge=hp.ridge, seed=seed)
-    if kind == "neural":
-        return NeuralLinear(m, d, hidden=hp.hidden, alpha=hp.neural_alpha, ridge=hp.ridge, seed=seed)
-    raise SystemExit(f"unknown policy {kind!r}")
+    from router import registry
+    from router.policies import build_policy
+
+    params = inspect.signature(registry.get("policy", kind).__init__).parameters
+    values = {"alpha": hp.neural_alpha if kind == "neural" else hp.alpha, "v": hp.v, "epsilon": hp.epsilon,
+              "ridge": hp.ridge, "hidden": hp.hidden}
+    return build_policy(kind, m, d, seed=seed, **{k: v for k, v in values.items() if k in params})
 
 
 def replay(policy: Any, emb: np.ndarray, outcomes: Any, lam: float, *, rows: int, epochs: int,
            batch: int, seed: int, n_checkpoints: int = 10) -> dict[str, Any]:
     """Run ``policy`` over the first ``rows`` rows, in order, ``epochs`` times; cumulative curves."""
+    from envs.loop import run_policy
     from envs.vector import make_vector
 
     envs = make_vector(emb[:rows], outcomes.subset(np.arange(rows)), num_envs=batch, lam=lam, order="sequential")
@@ -164,20 +159,11 @@ def replay(policy: Any, emb: np.ndarray, outcomes: Any, lam: float, *, rows: int
     cps: list[dict[str, float]] = []
     t0 = time.perf_counter()
     for ep in range(epochs):
-        obs, _ = envs.reset(seed=seed + ep)  # cursor back to row 0
-        done = 0
-        while done < rows:
-            take = min(batch, rows - done)
-            probs = policy.select(obs["features"], obs["action_mask"].astype(bool))
-            actions = np.asarray(policy.sample(probs), dtype=np.int64)
-            prop = probs[np.arange(batch), actions]
-            ctx = obs["features"]
-            obs, reward, _, _, info = envs.step(actions)
-            s = slice(0, take)
-            policy.update(ctx[s], actions[s], reward[s], prop[s])
+        # the one policy-run loop; each epoch resets the cursor back to row 0
+        for b in run_policy(policy, envs, rows, seed=seed + ep):
             # checkpoints may fall inside a batch: walk its rows
-            r, o, a, allr = reward[s], info["oracle_reward"][s], actions[s], info["all_rewards"][s]
-            for i in range(take):
+            r, o, a, allr = b.reward, b.info["oracle_reward"], b.action, b.info["all_rewards"]
+            for i in range(a.shape[0]):
                 pol += float(r[i])
                 orc += float(o[i])
                 fixed += allr[i]
@@ -187,7 +173,6 @@ def replay(policy: Any, emb: np.ndarray, outcomes: Any, lam: float, *, rows: int
                     marks.pop(0)
                     cps.append({"step": served, "policy_reward": pol, "oracle_reward": orc,
                                 "regret": orc - pol, "regret_vs_best_fixed": float(fixed.max()) - pol})
-            done += take
     wall = time.perf_counter() - t0
     best = int(np.argmax(fixed))
     names = list(envs.data.model_names)
@@ -392,10 +377,10 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     import torch
 
+    from router.context import policy_context, prompt_texts
     from router.cost_predictor import CostPredictor
     from router.data.registry import load_source
     from router.metrics import evaluate_curves
-    from router.router import prompt_texts
 
     args = parse(argv)
     torch.set_num_threads(min(2, os.cpu_count() or 1))
@@ -425,7 +410,7 @@ def main(argv: list[str] | None = None) -> int:
     reference: dict[str, Any] = {}
     curves: dict[str, tuple[np.ndarray, np.ndarray]] = {"mlp (offline classifier)": sweep(q_te_mlp, c_te)}
     meta: dict[str, dict[str, Any]] = {"mlp (offline classifier)": {"lam": None, "warm": "–"}}
-    clip_te = np.clip(x_te.astype(np.float64), -1.0, 1.0)  # the env's observation features
+    ctx_te = policy_context(x_te)  # what the policy reads (the env's observation features)
     for lam in args.lams:
         mlp_choice = np.argmax(q_oof - lam * c_oof, axis=1)
         ref = fixed_choice_replay(mlp_choice, x_tr, otr, lam, rows, args.epochs)
@@ -438,14 +423,14 @@ def main(argv: list[str] | None = None) -> int:
                 pol = make_policy(kind, m, d, args, args.seed)
                 tw = time.perf_counter()
                 if warm:
-                    pol.warm_start(np.clip(x_tr[:rows], -1, 1), q_oof[:rows], lam=lam, cost=c_oof[:rows],
+                    pol.warm_start(policy_context(x_tr[:rows]), q_oof[:rows], lam=lam, cost=c_oof[:rows],
                                    weight=args.warm_weight)
                 warm_s = time.perf_counter() - tw
                 res = replay(pol, x_tr, otr, lam, rows=rows, epochs=args.epochs, batch=args.batch, seed=args.seed)
                 tag = "mlp" if warm else "no"
                 res.update(lam=lam, policy=kind, warm=tag, warm_start_s=round(warm_s, 2))
                 replay_rows.append(res)
-                reward_te = np.asarray(pol.expected_reward(clip_te))
+                reward_te = np.asarray(pol.expected_reward(ctx_te))
                 q_hat = np.clip(reward_te + lam * c_te, 0.0, 1.0)
                 name = f"{kind} lam={lam:g}" + (" +warm" if warm else "")
                 curves[name] = sweep(q_hat, c_te)

@@ -29,7 +29,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from router.base import Component, check_embeddings
+from router.base import CostModel, check_embeddings
 from router.errors import ConfigError
 
 __all__ = ["CostPredictor"]
@@ -57,7 +57,7 @@ def _nnls2(a: np.ndarray, b: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     return best
 
 
-class CostPredictor(Component):
+class CostPredictor(CostModel):
     """Predicted USD (n, m) and seconds (n, m) per candidate; see the module docs.
 
     Args:

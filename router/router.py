@@ -36,41 +36,18 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from router.base import Component, Encoder, Policy, QualityPredictor
+from router.base import Component, CostModel, Encoder, Policy, QualityPredictor
+from router.context import Prompt, embed_prompts, fit_preprocessor, policy_context, prompt_texts
 from router.data.schema import Outcomes
 from router.decision import DecisionRule
+from router.encoders.prefix import PrefixStripper
 from router.errors import ConfigError, PersistenceError, UnknownModelError
+from router.features import PromptStats
 from router.persist import load_component, read_json, save_component, write_json
 
 __all__ = ["Decisions", "Router", "default_lambda_grid", "prompt_texts"]
 
 FORMAT_VERSION = 1
-
-Prompt = str | Sequence[dict[str, Any]]
-
-
-def prompt_texts(prompts: Sequence[Prompt]) -> list[str]:
-    """Text to encode for each prompt; chat conversations are rendered whole.
-
-    See :func:`router.encoders.render_conversation` for how turns are ordered.
-    """
-    from router.encoders import render_conversation
-
-    if isinstance(prompts, str):
-        raise ConfigError("prompts must be a list of prompts, not a single string; wrap it in a list.")
-    out: list[str] = []
-    for i, p in enumerate(prompts):
-        if isinstance(p, str):
-            text = p
-        elif isinstance(p, Sequence):
-            text = render_conversation(list(p))  # type: ignore[arg-type]
-        else:
-            raise ConfigError(f"prompt {i} has type {type(p).__name__}; give text or a list of chat messages.")
-        if not text.strip():
-            raise ConfigError(f"prompt {i} is empty; every request needs text to route on.")
-        out.append(text)
-    return out
-
 
 @dataclass(frozen=True, eq=False)
 class Decisions:
@@ -158,6 +135,10 @@ class Router:
 
     Build one with :meth:`fit` (or from parts), route with :meth:`route`, trace the cost-quality curve
     with :meth:`sweep`, persist with :meth:`save` / :meth:`load`.
+
+    With a bandit policy as ``quality``, ``policy_lam`` / ``policy_mu`` are the trade-off its reward
+    was trained at; the router adds the predicted cost and latency back to the policy's reward
+    estimate to get quality estimates for any other trade-off.
     """
 
     def __init__(
@@ -165,13 +146,16 @@ class Router:
         models: Sequence[str],
         encoder: Encoder,
         quality: QualityPredictor | Policy,
-        cost: Component,
-        latency: Component | None = None,
+        cost: CostModel,
+        latency: CostModel | None = None,
         rule: DecisionRule | None = None,
-        preprocessor: Component | None = None,
+        preprocessor: PrefixStripper | None = None,
         metadata: dict[str, Any] | None = None,
-        features: Component | None = None,
+        features: PromptStats | None = None,
         ood: Component | None = None,
+        *,
+        policy_lam: float = 0.0,
+        policy_mu: float = 0.0,
     ) -> None:
         self.models = tuple(str(m) for m in models)
         if not self.models:
@@ -186,7 +170,14 @@ class Router:
         self.preprocessor = preprocessor
         self.metadata = dict(metadata or {})
         self.features = features
+        #: the trade-off a policy's reward was trained at (``quality - policy_lam * cost - policy_mu * latency``)
         self.ood = ood
+        self.policy_lam = float(policy_lam)
+        self.policy_mu = float(policy_mu)
+        for name, part, kind, what in (("encoder", encoder, Encoder, "an Encoder"), ("cost", cost, CostModel, "a CostModel"),
+                                       ("quality", quality, (QualityPredictor, Policy), "a QualityPredictor or a Policy")):
+            if not isinstance(part, kind):
+                raise ConfigError(f"the router's {name} must be {what} (router.base), got {type(part).__name__}.")
 
     # ------------------------------------------------------------------ training
     @classmethod
@@ -196,7 +187,7 @@ class Router:
         *,
         encoder: Encoder,
         predictor: QualityPredictor,
-        cost_model: Component | None = None,
+        cost_model: CostModel | None = None,
         rule: DecisionRule | None = None,
         strip_prefixes: bool = True,
         prompt_stats: float | None = None,
@@ -225,22 +216,19 @@ class Router:
                 the training prompts' nearest-neighbour distances; None fits none.
         """
         from router.cost_predictor import CostPredictor
-        from router.encoders import PrefixStripper
 
         texts = prompt_texts(list(outcomes.prompts))
-        pre = PrefixStripper().fit(texts) if strip_prefixes else None
-        from router.features import PromptStats
-
+        pre = fit_preprocessor(texts, strip_prefixes)
         texts_in = pre.transform(texts) if pre is not None else texts
+        lengths = np.array([len(t) for t in texts], dtype=np.float64)
         if embeddings is None:
             embeddings = (encode_with or encoder).encode(texts_in)
         feats = PromptStats(weight=prompt_stats).fit(texts_in) if prompt_stats else None
         if feats is not None:
             embeddings = np.hstack([np.asarray(embeddings, dtype=np.float32), feats.transform(texts_in)])
-        lengths = np.array([len(t) for t in texts], dtype=np.float64)
         predictor.fit(embeddings, outcomes.quality)
         cost_model = cost_model or CostPredictor()
-        cost_model.fit(embeddings, lengths, outcomes)  # type: ignore[attr-defined]
+        cost_model.fit(embeddings, lengths, outcomes)
         meta = {"trained_on": outcomes.source, "n_train": outcomes.n_prompts, **(metadata or {})}
         guard = None
         if ood_quantile is not None:
@@ -266,14 +254,8 @@ class Router:
         statistics when the router has them. ``encode_with`` replaces the router's encoder for this
         call (e.g. a caching wrapper of it).
         """
-        texts = prompt_texts(prompts)
-        lengths = np.array([len(t) for t in texts], dtype=np.float64)
-        if self.preprocessor is not None:
-            texts = self.preprocessor.transform(texts)  # type: ignore[attr-defined]
-        emb = (encode_with or self.encoder).encode(texts)
-        if self.features is not None:
-            emb = np.hstack([emb, self.features.transform(texts)])  # type: ignore[attr-defined]
-        return emb, lengths
+        return embed_prompts(prompts, self.encoder, preprocessor=self.preprocessor, features=self.features,
+                             encode_with=encode_with)
 
     def predict(
         self, prompts: Sequence[Prompt] | None = None, *, embeddings: np.ndarray | None = None,
@@ -294,17 +276,14 @@ class Router:
             embeddings, lengths = self.embed(prompts)
         if lengths is None:
             raise ConfigError("give prompt lengths with precomputed embeddings.")
-        c = np.asarray(self.cost.predict(embeddings, lengths))  # type: ignore[attr-defined]
-        lat_fn = getattr(self.latency or self.cost, "predict_latency", None)
-        lat_pred = lat_fn(embeddings, lengths) if lat_fn is not None else None
+        c = np.asarray(self.cost.predict(embeddings, lengths))
+        lat_pred = (self.latency or self.cost).predict_latency(embeddings, lengths)
         lat = np.zeros_like(c) if lat_pred is None else np.asarray(lat_pred)
         if isinstance(self.quality, Policy):
             # a policy learns reward = quality - lam0 * cost - mu0 * latency at its training trade-off;
             # adding the predicted cost and latency back gives its quality estimate for any other trade-off
-            reward = np.asarray(self.quality.expected_reward(self._policy_context(embeddings)))  # type: ignore[attr-defined]
-            lam0 = float(self.metadata.get("policy_lam", 0.0))
-            mu0 = float(self.metadata.get("policy_mu", 0.0))
-            q = np.clip(reward + lam0 * c + mu0 * lat, 0.0, 1.0)
+            reward = np.asarray(self.quality.expected_reward(self._policy_context(embeddings)))
+            q = np.clip(reward + self.policy_lam * c + self.policy_mu * lat, 0.0, 1.0)
         else:
             q = self.quality.predict(embeddings)
         ood = None
@@ -316,8 +295,9 @@ class Router:
 
     @staticmethod
     def _policy_context(embeddings: np.ndarray) -> np.ndarray:
-        """The replay environment's observation features: embeddings clipped to [-1, 1]."""
-        return np.clip(np.asarray(embeddings, dtype=np.float64), -1.0, 1.0)
+        """What the policy reads: :func:`router.context.policy_context` of the embeddings (the replay
+        environment's observation features)."""
+        return policy_context(embeddings)
 
     def allowed_mask(self, models: Sequence[str] | None) -> np.ndarray | None:
         """(m,) bool mask of the named models; None means all."""
@@ -457,6 +437,7 @@ class Router:
             "has_features": self.features is not None,
             "has_ood": self.ood is not None,
             "quality_role": "policy" if isinstance(self.quality, Policy) else "predictor",
+            "policy": {"lam": self.policy_lam, "mu": self.policy_mu} if isinstance(self.quality, Policy) else None,
             "metadata": self.metadata,
         })
         return d
@@ -475,15 +456,18 @@ class Router:
                 f"{d}: router format version {meta.get('format_version')} is not supported "
                 f"(this toolkit reads version {FORMAT_VERSION}); retrain or upgrade."
             )
-        encoder = load_component(d, "encoder")
-        quality = load_component(d, "quality")
-        cost = load_component(d, "cost")
-        latency = load_component(d, "latency") if meta.get("has_latency") else None
-        pre = load_component(d, "preprocessor") if meta.get("has_preprocessor") else None
-        feats = load_component(d, "features") if meta.get("has_features") else None
+        encoder = _load_part(d, "encoder", Encoder)
+        quality = _load_part(d, "quality", (QualityPredictor, Policy))
+        cost = _load_part(d, "cost", CostModel)
+        latency = _load_part(d, "latency", CostModel) if meta.get("has_latency") else None
+        pre = _load_part(d, "preprocessor", PrefixStripper) if meta.get("has_preprocessor") else None
+        feats = _load_part(d, "features", PromptStats) if meta.get("has_features") else None
         ood = load_component(d, "ood") if meta.get("has_ood") else None
-        return cls(meta["models"], encoder, quality, cost, latency,  # type: ignore[arg-type]
-                   DecisionRule(**meta["rule"]), pre, meta.get("metadata"), feats, ood)
+        metadata = dict(meta.get("metadata") or {})
+        # routers saved before the policy trade-off had its own field kept it in the metadata
+        policy = meta.get("policy") or {"lam": metadata.pop("policy_lam", 0.0), "mu": metadata.pop("policy_mu", 0.0)}
+        return cls(meta["models"], encoder, quality, cost, latency, DecisionRule(**meta["rule"]), pre, metadata,
+                   feats, ood, policy_lam=float(policy["lam"]), policy_mu=float(policy["mu"]))
 
     def __repr__(self) -> str:
         return (f"Router(models={list(self.models)}, encoder={type(self.encoder).__name__}, "
@@ -491,3 +475,12 @@ class Router:
 
     def describe(self) -> str:
         return json.dumps({"models": list(self.models), "rule": self.rule.to_dict(), **self.metadata}, indent=2)
+
+
+def _load_part(directory: Path, name: str, kind: Any) -> Any:
+    """Load component ``name`` and check it is of the expected type (a file edited by hand may not be)."""
+    part = load_component(directory, name)
+    if not isinstance(part, kind):
+        raise PersistenceError(f"{directory}/{name}.json holds a {type(part).__name__}, which cannot be the "
+                               f"router's {name}; was the directory written by Router.save?")
+    return part

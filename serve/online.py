@@ -165,7 +165,7 @@ class OnlineLearner:
         snap = Router(base.models, base.encoder, policy, base.cost, base.latency,
                       rule=DecisionRule(lam=self.lam, mu=float(base.rule.mu)), preprocessor=base.preprocessor,
                       features=base.features,
-                      metadata={"router_kind": f"online:{self.policy_name}", "policy_lam": self.lam,
-                                "policy_mu": float(base.rule.mu), "n_updates": n,
-                                "warm_start": base.metadata.get("trained_on"), "snapshot_time": time.time()})
+                      metadata={"router_kind": f"online:{self.policy_name}", "n_updates": n,
+                                "warm_start": base.metadata.get("trained_on"), "snapshot_time": time.time()},
+                      policy_lam=self.lam, policy_mu=float(base.rule.mu))
         return snap.save(directory)

@@ -55,13 +55,16 @@ def test_every_flag_has_help_and_lists_its_allowed_values(command: str) -> None:
     for f in dataclasses.fields(module.Args):
         action = flags[f.name]
         assert action.help and len(action.help) > 10, f"{command} --{f.name} has no help text"
-        if f.metadata.get("choices"):
-            assert action.metavar == "{" + ",".join(map(str, f.metadata["choices"])) + "}"
+        choices = f.metadata.get("choices")
+        listed = tuple(choices()) if callable(choices) else choices
+        if listed:
+            assert action.metavar == "{" + ",".join(map(str, listed)) + "}"
         if f.metadata.get("bounds"):
             assert "a number" in action.help or "an integer" in action.help
     text = parser.format_help()
     for f in dataclasses.fields(module.Args):
-        for choice in f.metadata.get("choices") or ():
+        choices = f.metadata.get("choices")
+        for choice in (choices() if callable(choices) else choices) or ():
             assert str(choice) in text
 
 
@@ -78,8 +81,8 @@ def test_checks_apply_to_arguments_built_in_code() -> None:
     from router.errors import ConfigError
     from training.fit import Args
 
-    with pytest.raises(ConfigError, match=r"--router must be one of knn, logistic, mlp, mf, ensemble; got 'svm'\."):
-        check_args(Args(router="svm"))
+    with pytest.raises(ConfigError, match=r"--predictor must be one of ensemble, knn, logistic, matrix_factorization, mf, mlp; got 'svm'\."):
+        check_args(Args(predictor="svm"))
     with pytest.raises(ConfigError, match=r"--prompt-stats must be a finite number; got nan\."):
         check_args(Args(prompt_stats=float("nan")))
 
@@ -112,10 +115,10 @@ def test_arg_rejects_values_outside_bounds() -> None:
 # --------------------------------------------------------------------------- the bad-input table
 #: (argv of python -m training, exact message on stderr). Argument errors are usage errors (exit 2).
 BAD_ARGS = [
-    pytest.param(["fit", "--router", "svm"],
-                 "error: --router must be one of knn, logistic, mlp, mf, ensemble; got 'svm'.",
+    pytest.param(["fit", "--predictor", "svm"],
+                 "error: --predictor must be one of ensemble, knn, logistic, matrix_factorization, mf, mlp; got 'svm'.",
                  id="fit-unknown-router"),
-    pytest.param(["fit", "--encoder", "bert"], "error: --encoder must be one of minilm, static, hashing; got 'bert'.", id="fit-unknown-encoder"),
+    pytest.param(["fit", "--encoder", "bert"], "error: --encoder must be one of hashing, minilm, sentence_transformer, static; got 'bert'.", id="fit-unknown-encoder"),
     pytest.param(["fit", "--test-fraction", "1.5"], "error: --test-fraction must be a number > 0 and < 1; got 1.5.",
                  id="fit-test-fraction"),
     pytest.param(["fit", "--strong-share", "0.2", "--keep-quality", "0.9"],
@@ -136,7 +139,7 @@ BAD_ARGS = [
                  "  row 5, column 'quality' = -0.1: must be in [0, 1].", id="fit-bad-csv-every-row"),
     pytest.param(["tune", "--n-trials", "0"], "error: --n-trials must be an integer >= 1; got 0.",
                  id="tune-no-trials"),
-    pytest.param(["tune", "--policy", "ucb"], "error: --policy must be one of linucb, egreedy, thompson, neural; "
+    pytest.param(["tune", "--policy", "ucb"], "error: --policy must be one of egreedy, linucb, neural, thompson; "
                  "got 'ucb'.", id="tune-unknown-policy"),
     pytest.param(["tune", "--log", "missing.jsonl"], "error: --log missing.jsonl: no such traffic log.",
                  id="tune-missing-log"),
@@ -248,7 +251,7 @@ sys.exit(code)
 @pytest.mark.parametrize("argv", [
     ["fit", "--dataset", "nope"],
     ["fit", "--dataset", "{bad_csv}", "--encoder", "minilm"],
-    ["fit", "--router", "svm"],
+    ["fit", "--predictor", "svm"],
     ["evaluate", "--dataset", "nope", "--out", "{tmp}/r", "--model", "models:/x@champion"],
     ["tune", "--dataset", "{bad_csv}", "--encoder", "minilm"],
 ], ids=["fit-dataset", "fit-bad-file", "fit-router", "evaluate-dataset", "tune-bad-file"])

@@ -74,7 +74,7 @@ def test_fit_run_is_named_and_register_and_promote_print_no_download_bars(store:
     data = save_outcomes(generate(600, seed=1).outcomes, tmp_path / "small-set.parquet")
     env = {**os.environ, "MLFLOW_TRACKING_URI": store}
     env.pop("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", None)
-    fit = subprocess.run([sys.executable, "-m", "training", "fit", "--dataset", str(data), "--router", "logistic",
+    fit = subprocess.run([sys.executable, "-m", "training", "fit", "--dataset", str(data), "--predictor", "logistic",
                           "--encoder", "hashing", "--register", "tidy", "--out", str(tmp_path / "r")], cwd=ROOT,
                          capture_output=True, text=True, timeout=600, env=env)
     assert fit.returncode == 0, fit.stderr[-3000:]

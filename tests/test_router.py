@@ -314,7 +314,7 @@ def test_fit_then_evaluate_with_budget_knob(tmp_path):
     from training.evaluate import run as evaluate
     from training.fit import Args, train
 
-    res = train(Args(dataset="demo", router="logistic", encoder="hashing", out=str(tmp_path / "r"), track=False))
+    res = train(Args(dataset="demo", predictor="logistic", encoder="hashing", out=str(tmp_path / "r"), track=False))
     assert (tmp_path / "r" / "router.json").exists() and res["summary"]["test_rows"] > 1000
     held = json.loads((tmp_path / "r" / "heldout_metrics.json").read_text())
     assert held["heldout"]["routers"]["router"]["aiq"] > held["heldout"]["zero_router"]["aiq"]
@@ -334,7 +334,7 @@ def test_fit_calibrates_lambda_to_a_quality_target_on_held_out(tmp_path):
     realised share of the best model's quality is within 3 points of the target."""
     from training.fit import Args, train
 
-    res = train(Args(dataset="demo", router="logistic", encoder="hashing", out=str(tmp_path / "r"), track=False,
+    res = train(Args(dataset="demo", predictor="logistic", encoder="hashing", out=str(tmp_path / "r"), track=False,
                      keep_quality=0.9))
     cal = res["summary"]["calibration"]
     assert cal["kind"] == "QualityTarget" and cal["realised"] >= 0.87

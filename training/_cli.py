@@ -22,7 +22,7 @@ import argparse
 import dataclasses
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 __all__ = ["arg", "check_args", "check_input", "check_out_dir", "dataclass_parser", "note", "parse"]
@@ -35,11 +35,13 @@ _BOUNDS = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}
 _NOTES: set[str] = set()
 
 
-def arg(default: Any = dataclasses.MISSING, *, help: str, choices: Sequence[Any] | None = None,
+def arg(default: Any = dataclasses.MISSING, *, help: str,
+        choices: Sequence[Any] | Callable[[], Sequence[Any]] | None = None,
         gt: float | None = None, ge: float | None = None, lt: float | None = None, le: float | None = None) -> Any:
     """A field of an ``Args`` dataclass: its default, help text and allowed values.
 
-    ``choices`` lists the allowed values; ``gt``/``ge``/``lt``/``le`` bound a number. A field whose
+    ``choices`` lists the allowed values, or is a function returning them (looked up when the flag is
+    shown or checked, e.g. the names in a component registry, so a one-file plugin is accepted); ``gt``/``ge``/``lt``/``le`` bound a number. A field whose
     default is None may also be left unset. No default makes the flag required.
 
     Example:
@@ -50,8 +52,17 @@ def arg(default: Any = dataclasses.MISSING, *, help: str, choices: Sequence[Any]
         'steps to run'
     """
     bounds = {k: v for k, v in (("gt", gt), ("ge", ge), ("lt", lt), ("le", le)) if v is not None}
-    meta = {"help": help, "choices": tuple(choices) if choices is not None else None, "bounds": bounds}
+    listed = choices if choices is None or callable(choices) else tuple(choices)
+    meta = {"help": help, "choices": listed, "bounds": bounds}
     return dataclasses.field(default=default, metadata=meta)
+
+
+def _choices(f: dataclasses.Field[Any]) -> tuple[Any, ...] | None:
+    """The allowed values of a field (calling a lazy ``choices`` function), or None."""
+    choices = f.metadata.get("choices")
+    if choices is None:
+        return None
+    return tuple(choices()) if callable(choices) else tuple(choices)
 
 
 def _flag(name: str) -> str:
@@ -112,8 +123,9 @@ def dataclass_parser(cls: type, prog: str, description: str | None) -> argparse.
             kw["required"] = True
         else:
             kw["default"] = f.default
-        if f.metadata.get("choices"):  # listed in --help; checked by check_args with a message of our own
-            kw["metavar"] = "{" + ",".join(map(str, f.metadata["choices"])) + "}"
+        listed = _choices(f)
+        if listed:  # listed in --help; checked by check_args with a message of our own
+            kw["metavar"] = "{" + ",".join(map(str, listed)) + "}"
         parser.add_argument(flag, **kw)
     return parser
 
@@ -131,7 +143,7 @@ def check_args(args: Any) -> None:
         if value is None and f.default is None:
             continue
         flag = _flag(f.name)
-        choices = f.metadata.get("choices")
+        choices = _choices(f)
         if choices and value not in choices:
             raise ConfigError(f"{flag} must be one of {', '.join(map(str, choices))}; got {value!r}.")
         bounds = f.metadata.get("bounds") or {}

@@ -4,16 +4,22 @@ Usage::
 
     python -m training bandit --dataset synthetic --policy linucb --steps 5000 --lam 100 --out runs/linucb
 
-The policy sees batches of requests from :class:`envs.vector.ReplayVectorEnv` (full-information
-outcomes, so every reward is exact), picks a model per request, observes the reward
-``quality - lam * cost - mu * latency`` of that model only, and updates online. Written to ``--out``:
+The policy sees batches of requests from :class:`envs.vector.ReplayVectorEnv`, made by name from
+``--dataset`` (full-information outcomes, so every reward is exact; prompts embedded as a router
+embeds them: shared prefixes stripped, then ``--encoder``), picks a model per request, observes the
+reward ``quality - lam * cost - mu * latency`` of that model only, and updates online
+(:func:`envs.loop.run_policy`). Any policy in the policy registry can be named with ``--policy``;
+the flags ``--alpha``, ``--epsilon``, ``--v``, ``--ridge`` and ``--hidden`` go to the policies whose
+constructors take them. Written to ``--out``:
 
 * ``metrics.json``: cumulative ``policy_reward``, ``oracle_reward`` (best model per request),
   ``best_fixed_reward`` (best single model in hindsight over the served requests), ``regret``
   (oracle minus policy), ``regret_vs_best_fixed``, the curves of all of them per batch, the
   arguments and model names;
-* ``policy/``: ``config.json`` + ``state.npz`` of the trained policy (see
-  :func:`router.policies.save_policy`), with the encoder and reward weights needed to route.
+* the trained policy inside a :class:`~router.router.Router` (``router.json`` and its parts; the
+  policy is ``quality.json`` + ``quality.npz``), routable with ``python -m router route --model OUT``;
+* ``policy/``: the policy alone (``policy.json`` + ``policy.npz``, :func:`router.policies.save_policy`),
+  also written for ``--encoder features``, which has no text encoder to route with.
 
 Tracking: ``--track`` logs ``vars(args)`` as parameters and the curves as metrics (namespaced
 ``bandit/...``) to MLflow, in batches through ``MlflowClient().log_batch`` -- never one call per
@@ -37,12 +43,25 @@ import numpy as np
 from router.errors import ConfigError, RoutingError
 from training._cli import arg, check_args, check_input, check_out_dir
 
-__all__ = ["Args", "main", "run", "build_parser", "load_data", "make_policy"]
+__all__ = ["Args", "main", "run", "build_parser", "encoder_options", "make_env", "make_policy"]
 
-#: Policies ``--policy`` accepts.
-POLICIES = ("linucb", "egreedy", "thompson", "neural")
-#: Encoders ``--encoder`` accepts.
-ENCODERS = ("hashing", "static", "minilm", "features")
+#: Args fields passed to the policy constructors that take an argument of the same name.
+POLICY_HYPERPARAMETERS: tuple[str, ...] = ("alpha", "epsilon", "v", "ridge", "hidden")
+
+
+
+def _policies() -> list[str]:
+    """The names ``--policy`` accepts: the registered policies."""
+    from router import registry
+
+    return registry.names("policy")
+
+
+def _encoders() -> list[str]:
+    """The names ``--encoder`` accepts: the registered encoders, plus the synthetic data's true features."""
+    from router import registry
+
+    return [*registry.names("encoder"), "features"]
 
 #: tracker(params, metrics) where metrics are (name, value, step) triples.
 Tracker = Callable[[dict[str, Any], list[tuple[str, float, int]]], None]
@@ -53,7 +72,7 @@ class Args:
     """Arguments of ``python -m training bandit`` (``vars(args)`` is what gets logged; see :mod:`training._cli`)."""
 
     dataset: str = arg("synthetic", help="'synthetic', a registered source name, or a path to an outcomes file")
-    policy: str = arg("linucb", help="bandit policy", choices=POLICIES)
+    policy: str = arg("linucb", help="bandit policy: a registered kind", choices=_policies)
     steps: int = arg(5000, help="requests served in total", ge=1)
     batch_size: int = arg(32, help="requests per vector-env step (policy updates per batch)", ge=1)
     lam: float = arg(0.0, help="cost weight, reward units per USD", ge=0)
@@ -61,7 +80,7 @@ class Args:
     seed: int = arg(0, help="seed of the data, the environment and the policy")
     out: str = arg("runs/bandit", help="output directory")
     encoder: str = arg("hashing", help="prompt encoder ('features': the synthetic data's true features)",
-                       choices=ENCODERS)
+                       choices=_encoders)
     n_prompts: int = arg(2000, help="prompts generated for --dataset synthetic", ge=1)
     order: str = arg("random", help="order of the replayed requests (sequential: time order, drift in order)",
                      choices=("random", "sequential"))
@@ -70,7 +89,7 @@ class Args:
     v: float = arg(0.3, help="posterior scale (thompson)", gt=0)
     ridge: float = arg(1.0, help="ridge penalty of the linear models", gt=0)
     hidden: int = arg(64, help="hidden width (neural)", ge=1)
-    hashing_dim: int = arg(128, help="width of the hashing encoder", ge=1)
+    hashing_dim: int | None = arg(None, help="width of the hashing encoder (none: the encoder's own default, as in training fit)", ge=1)
     track: bool = arg(False, help="log to MLflow")
     experiment: str = arg("bandit", help="MLflow experiment name")
     warm_start: str | None = arg(None, help="a saved router (directory or models:/...) whose quality and cost "
@@ -105,58 +124,53 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # --------------------------------------------------------------------------- data
-def load_data(args: Args) -> tuple[Any, np.ndarray, Any]:
-    """(Outcomes, embeddings (n, d) float32, prefix stripper or None) for ``args.dataset``.
+def encoder_options(args: Any) -> dict[str, Any]:
+    """Constructor arguments of ``args.encoder``: ``--hashing-dim`` for ``hashing`` when given, else none
+    (every command builds an encoder by name with the registry's defaults)."""
+    from router import registry
 
-    Text is encoded with ``args.encoder`` after stripping long few-shot prefixes shared by many
-    prompts (the same :class:`~router.encoders.PrefixStripper` the offline routers use), so
-    sources such as RouterBench's ARC-C and Winogrande rows encode what tells prompts apart.
+    if args.hashing_dim is not None and registry.get("encoder", args.encoder).kind == "hashing":
+        return {"dim": int(args.hashing_dim)}
+    return {}
+
+
+def make_env(args: Args) -> Any:
+    """The vector replay environment of ``args.dataset``, made by name (see :class:`envs.replay.ReplayEnv`).
+
+    ``--encoder features`` replays the synthetic generator's exact one-hot context instead of text
+    embeddings (no router can be saved then: there is no text encoder).
     """
-    features: np.ndarray | None = None
-    stripper: Any = None
-    if args.dataset == "synthetic":
+    from envs.vector import make_vector
+
+    common: dict[str, Any] = {"num_envs": args.batch_size, "lam": args.lam, "mu": args.mu, "order": args.order}
+    options: dict[str, Any] = {"n_prompts": args.n_prompts, "seed": args.seed} if args.dataset == "synthetic" else {}
+    if args.encoder == "features":
+        if args.dataset != "synthetic":
+            raise ConfigError("--encoder features is only for --dataset synthetic.")
         from router.data import synthetic
 
-        data = synthetic.generate(n_prompts=args.n_prompts, seed=args.seed)
-        outcomes = data.outcomes
-        features = getattr(data, "embeddings", None)
-        if args.encoder == "features":
-            features = np.asarray(data.features, dtype=np.float32)
-        elif features is not None and args.encoder != "hashing":
-            features = None
-    else:
-        if args.encoder == "features":
-            raise ConfigError("--encoder features is only for --dataset synthetic.")
-        try:
-            from router.data.registry import load_source
-        except ImportError as err:
-            raise ConfigError(f"router.data.registry is not available yet ({err}); use --dataset synthetic.") from err
-        outcomes = load_source(args.dataset)
-    if features is None:
-        from router.encoders import PrefixStripper
+        data = synthetic.generate(**options)
+        return make_vector(np.asarray(data.features, dtype=np.float32), data.outcomes, **common)
+    from router import registry
 
-        texts = [str(p) for p in outcomes.prompts]
-        stripper = PrefixStripper().fit(texts)
-        encoder = routing_encoder(args)
-        if encoder is None:
-            raise ConfigError(f"unknown --encoder {args.encoder!r}; choose hashing, static, minilm or features.")
-        features = encoder.encode(stripper.transform(texts))
-    return outcomes, np.asarray(features, dtype=np.float32), stripper
+    if args.encoder not in registry.names("encoder"):
+        raise ConfigError(f"unknown --encoder {args.encoder!r}; choose one of {registry.names('encoder')} or features.")
+    return make_vector(dataset=args.dataset, dataset_options=options, encoder=args.encoder,
+                       encoder_options=encoder_options(args), **common)
 
 
 def make_policy(args: Args, n_actions: int, dim: int) -> Any:
-    """The policy named by ``args.policy`` with the matching hyperparameters from ``args``."""
-    from router.policies import EpsilonGreedy, LinearThompson, LinUCB, NeuralLinear
+    """The policy registered as ``args.policy``, with the ``args`` hyperparameters its constructor takes."""
+    import inspect
 
-    if args.policy == "linucb":
-        return LinUCB(n_actions, dim, alpha=args.alpha, ridge=args.ridge, seed=args.seed)
-    if args.policy == "egreedy":
-        return EpsilonGreedy(n_actions, dim, epsilon=args.epsilon, ridge=args.ridge, seed=args.seed)
-    if args.policy == "thompson":
-        return LinearThompson(n_actions, dim, v=args.v, ridge=args.ridge, seed=args.seed)
-    if args.policy == "neural":
-        return NeuralLinear(n_actions, dim, hidden=args.hidden, alpha=args.alpha, ridge=args.ridge, seed=args.seed)
-    raise ConfigError(f"unknown --policy {args.policy!r}; choose linucb, egreedy, thompson or neural.")
+    from router import registry
+    from router.policies import build_policy
+
+    if args.policy not in registry.names("policy"):
+        raise ConfigError(f"unknown --policy {args.policy!r}; choose one of {registry.names('policy')}.")
+    params = inspect.signature(registry.get("policy", args.policy).__init__).parameters
+    hp = {k: getattr(args, k) for k in POLICY_HYPERPARAMETERS if k in params}
+    return build_policy(args.policy, n_actions, dim, seed=args.seed, **hp)
 
 
 # --------------------------------------------------------------------------- tracking
@@ -199,7 +213,7 @@ def mlflow_tracker(args: Args, outcomes: Any, out: Path) -> Tracker:
 # --------------------------------------------------------------------------- the run
 def run(args: Args, tracker: Tracker | None = None) -> dict[str, Any]:
     """Run the policy for ``args.steps`` requests; write metrics and the policy; return the metrics."""
-    from envs.vector import make_vector
+    from envs.loop import run_policy
     from router.policies import save_policy
 
     check_args(args)
@@ -208,35 +222,24 @@ def run(args: Args, tracker: Tracker | None = None) -> dict[str, Any]:
 
         return run_from_log(args)
     t0 = time.perf_counter()
-    outcomes, emb, stripper = load_data(args)
-    envs = make_vector(emb, outcomes, num_envs=args.batch_size, lam=args.lam, mu=args.mu, order=args.order)
-    dim = int(envs.single_observation_space["features"].shape[0])  # type: ignore[index]
+    envs = make_env(args)
+    outcomes = envs.data.outcomes
     m = envs.data.n_models
-    policy = make_policy(args, m, dim)
+    policy = make_policy(args, m, envs.data.dim)
     if args.warm_start:
-        _warm_start(policy, args, outcomes, emb)
-    obs, _ = envs.reset(seed=args.seed)
-    n_batches = -(-args.steps // args.batch_size)
+        _warm_start(policy, args, outcomes, envs.data.features)
     pol_cum = orc_cum = 0.0
     fixed_cum = np.zeros(m)
     counts = np.zeros(m, dtype=np.int64)
     served = 0
     curve: dict[str, list[float]] = {"step": [], "policy_reward": [], "oracle_reward": [], "fixed_rewards": []}
     fixed_hist: list[np.ndarray] = []
-    for _ in range(n_batches):
-        take = min(args.batch_size, args.steps - served)
-        probs = policy.select(obs["features"], obs["action_mask"].astype(bool))
-        actions = np.asarray(policy.sample(probs), dtype=np.int64)
-        prop = probs[np.arange(actions.shape[0]), actions]
-        ctx = obs["features"]
-        obs, reward, _, _, info = envs.step(actions)
-        sl = slice(0, take)
-        policy.update(ctx[sl], actions[sl], reward[sl], prop[sl])
-        pol_cum += float(reward[sl].sum())
-        orc_cum += float(info["oracle_reward"][sl].sum())
-        fixed_cum += info["all_rewards"][sl].sum(axis=0)
-        np.add.at(counts, actions[sl], 1)
-        served += take
+    for batch in run_policy(policy, envs, args.steps, seed=args.seed):
+        pol_cum += float(batch.reward.sum())
+        orc_cum += float(batch.info["oracle_reward"].sum())
+        fixed_cum += batch.info["all_rewards"].sum(axis=0)
+        np.add.at(counts, batch.action, 1)
+        served = batch.served
         curve["step"].append(served)
         curve["policy_reward"].append(pol_cum)
         curve["oracle_reward"].append(orc_cum)
@@ -269,13 +272,8 @@ def run(args: Args, tracker: Tracker | None = None) -> dict[str, Any]:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
-    save_policy(
-        policy,
-        out / "policy",
-        extra={"model_names": names, "lam": args.lam, "mu": args.mu, "encoder": args.encoder,
-               "hashing_dim": args.hashing_dim, "dataset": args.dataset},
-    )
-    routable = save_router(args, policy, outcomes, emb, out, stripper)
+    save_policy(policy, out / "policy")
+    routable = save_router(args, policy, envs.data, out)
     metrics["router_saved"] = routable
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
     if args.track and tracker is None:
@@ -300,8 +298,9 @@ def run(args: Args, tracker: Tracker | None = None) -> dict[str, Any]:
     return metrics
 
 
-def _warm_start(policy: Any, args: Args, outcomes: Any, emb: np.ndarray) -> None:
-    """Start the policy from an offline router's predictions on the replayed prompts (no outcomes used)."""
+def _warm_start(policy: Any, args: Args, outcomes: Any, contexts: np.ndarray) -> None:
+    """Start the policy from an offline router's predictions on the replayed prompts (no outcomes used);
+    ``contexts`` (n, d) are the environment's observation features of those prompts."""
     from router.registry_io import load_router
 
     offline = load_router(str(args.warm_start))
@@ -309,26 +308,15 @@ def _warm_start(policy: Any, args: Args, outcomes: Any, emb: np.ndarray) -> None
         raise ConfigError(f"--warm-start router routes over {list(offline.models)}, the data has "
                           f"{list(outcomes.models)}; they must match.")
     q_hat, c_hat, _ = offline.predict([str(p) for p in outcomes.prompts])
-    policy.warm_start(np.clip(emb, -1.0, 1.0), q_hat, lam=args.lam, cost=c_hat, weight=args.warm_weight)
+    policy.warm_start(contexts, q_hat, lam=args.lam, cost=c_hat, weight=args.warm_weight)
 
 
-def routing_encoder(args: Args) -> Any:
-    """The encoder object that produced the training contexts (None for ``features``)."""
-    from router import encoders as enc
-
-    if args.encoder == "hashing":
-        return enc.HashingEncoder(dim=args.hashing_dim)
-    if args.encoder == "static":
-        return enc.StaticEncoder()
-    if args.encoder == "minilm":
-        return enc.SentenceTransformerEncoder()
-    return None
-
-
-def save_router(args: Args, policy: Any, outcomes: Any, emb: np.ndarray, out: Path, stripper: Any = None) -> bool:
+def save_router(args: Args, policy: Any, data: Any, out: Path) -> bool:
     """Save the trained policy inside a :class:`~router.router.Router` at ``out``.
 
-    ``python -m router route --model out`` then routes with it, and serving treats it like any
+    The router gets the environment's encoder and prefix stripper (``data`` is the env's
+    :class:`~envs.replay.ReplayData`), so it sees new prompts exactly as the policy saw the replayed
+    ones; ``python -m router route --model out`` then routes with it, and serving treats it like any
     other router. Not possible for ``--encoder features`` (the synthetic ground-truth context has
     no text encoder); returns whether a router was saved.
     """
@@ -336,16 +324,14 @@ def save_router(args: Args, policy: Any, outcomes: Any, emb: np.ndarray, out: Pa
     from router.decision import DecisionRule
     from router.router import Router
 
-    encoder = routing_encoder(args)
-    if encoder is None:
+    if data.encoder is None:
         return False
-    lengths = np.array([len(str(p)) for p in outcomes.prompts], dtype=np.float64)
-    cost = CostPredictor().fit(emb, lengths, outcomes)
-    router = Router(outcomes.models, encoder, policy, cost, rule=DecisionRule(lam=args.lam, mu=args.mu),
-                    preprocessor=stripper,
-                    metadata={"router_kind": f"bandit:{args.policy}", "policy_lam": args.lam, "policy_mu": args.mu,
-                              "dataset": args.dataset, "trained_on": outcomes.source, "n_train": args.steps,
-                              "split_seed": args.seed})
+    outcomes = data.outcomes
+    cost = CostPredictor().fit(data.embeddings, data.prompt_lengths, outcomes)
+    router = Router(outcomes.models, data.encoder, policy, cost, rule=DecisionRule(lam=args.lam, mu=args.mu),
+                    preprocessor=data.preprocessor, policy_lam=args.lam, policy_mu=args.mu,
+                    metadata={"router_kind": f"bandit:{args.policy}", "dataset": args.dataset,
+                              "trained_on": outcomes.source, "n_train": args.steps, "split_seed": args.seed})
     router.save(out)
     return True
 

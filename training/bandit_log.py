@@ -65,13 +65,13 @@ def run_from_log(args: Any) -> dict[str, Any]:
     router = Router(models, base.encoder, policy, base.cost, base.latency,
                     rule=DecisionRule(lam=args.lam, mu=args.mu), preprocessor=base.preprocessor,
                     features=base.features,
-                    metadata={"router_kind": f"bandit:{args.policy}", "policy_lam": args.lam, "policy_mu": args.mu,
-                              "trained_on": f"log:{args.log}", "n_train": int(len(a)), "warm_start": args.warm_start})
+                    metadata={"router_kind": f"bandit:{args.policy}", "trained_on": f"log:{args.log}",
+                              "n_train": int(len(a)), "warm_start": args.warm_start},
+                    policy_lam=args.lam, policy_mu=args.mu)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     router.save(out)
-    save_policy(policy, out / "policy", extra={"model_names": models, "lam": args.lam, "mu": args.mu,
-                                                 "log": str(args.log)})
+    save_policy(policy, out / "policy")
     counts = np.bincount(a, minlength=len(models))
     metrics = {"steps": int(len(a)), "source": "log", "log": str(args.log), "mean_logged_reward": float(reward.mean()),
                "action_counts": {models[j]: int(counts[j]) for j in range(len(models))}, "model_names": models,

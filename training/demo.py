@@ -95,9 +95,9 @@ def main(argv: list[str] | None = None) -> int:
     from training.fit import Args as FitArgs
     from training.registry import log_router
 
-    args = FitArgs(dataset="demo", router=BEST, encoder=ns.encoder, out=str(out / "router"), register=ns.name,
+    args = FitArgs(dataset="demo", predictor=BEST, encoder=ns.encoder, out=str(out / "router"), register=ns.name,
                 experiment="routing-demo")
-    run_name, tags = tracking.run_label("demo", "demo", predictor=args.router, encoder=args.encoder)
+    run_name, tags = tracking.run_label("demo", "demo", predictor=args.predictor, encoder=args.encoder)
     with tracking.run(args, experiment=args.experiment, run_name=run_name, tags=tags):
         res = train(args)
         tracking.log_lineage(res["train"], role="train", split_seed=args.seed, split="train")

@@ -2,10 +2,13 @@
 
 Example::
 
-    python -m training fit --dataset routerbench --router knn --encoder minilm --out out/knn
+    python -m training fit --dataset routerbench --predictor knn --encoder minilm --out out/knn
     python -m training fit --dataset demo --out out/best --register demo-router
 
-With no ``--router`` it trains the project's best router (see :data:`BEST`). The run is tracked in
+With no ``--predictor`` it trains the project's best router (see :data:`BEST`). Predictors and
+encoders are looked up by name in :mod:`router.registry` (``--predictor`` takes any registered
+predictor kind or alias, e.g. ``mf``; ``--encoder`` any encoder name, e.g. ``minilm``), so a predictor
+added as one new module in ``router/predictors/`` is trained here with no further edits. The run is tracked in
 MLflow (parameters = ``vars(args)``, dataset lineage, git commit, package versions, the held-out
 evaluation); ``--register NAME`` also registers the trained router as a new version of ``NAME``.
 """
@@ -23,14 +26,21 @@ import numpy as np
 
 from training._cli import arg, check_args, check_out_dir
 
-__all__ = ["Args", "BEST", "build_predictor", "build_encoder", "main", "train"]
+__all__ = ["Args", "BEST", "build_predictor", "main", "train"]
 
-#: The router trained when ``--router`` is not given.
+#: The predictor trained when ``--predictor`` is not given.
 BEST = "ensemble"
-#: Predictor kinds ``--router`` accepts.
-ROUTER_KINDS = ("knn", "logistic", "mlp", "mf", "ensemble")
-#: Encoders ``--encoder`` accepts.
-ENCODERS = ("minilm", "static", "hashing")
+
+
+def _registered(family: str) -> Any:
+    """The names ``--predictor`` / ``--encoder`` accept: whatever the component registry holds."""
+
+    def names() -> list[str]:
+        from router import registry
+
+        return registry.names(family)
+
+    return names
 
 
 @dataclass
@@ -39,8 +49,8 @@ class Args:
 
     dataset: str = arg("demo", help="a registered source name (routerbench, demo, ...) or a path to an outcomes "
                        "file (.parquet, .jsonl, .csv or a directory of them)")
-    router: str = arg(BEST, help="predictor kind", choices=ROUTER_KINDS)
-    encoder: str = arg("static", help="prompt encoder", choices=ENCODERS)
+    predictor: str = arg(BEST, help="quality predictor: a registered kind or alias", choices=_registered("predictor"))
+    encoder: str = arg("static", help="prompt encoder: a registered name", choices=_registered("encoder"))
     prompt_stats: float = arg(0.2, help="weight of the prompt statistics (router.features.PromptStats) appended "
                               "to the embedding; 0 appends none", ge=0)
     out: str = arg("out/router", help="directory to save the router to")
@@ -73,24 +83,6 @@ class Args:
         check_out_dir(self.out)
 
 
-def build_encoder(name: str, *, cache: bool = True) -> Any:
-    """An encoder by short name (``minilm``, ``static``, ``hashing``), wrapped in the embedding cache."""
-    from router import encoders as enc
-
-    base: Any
-    if name == "minilm":
-        base = enc.SentenceTransformerEncoder()
-    elif name == "static":
-        base = enc.StaticEncoder()
-    elif name == "hashing":
-        base = enc.HashingEncoder(dim=512)
-    else:
-        from router.errors import ConfigError
-
-        raise ConfigError(f"unknown encoder {name!r}; use 'minilm', 'static' or 'hashing'.")
-    return enc.EmbeddingCache(base) if cache and name != "hashing" else base
-
-
 def _training_cache(encoder: Any) -> Any:
     """An on-disk embedding cache for training (``$ROUTING_CACHE_DIR/embeddings``): re-training on the same
     prompts does not re-encode them. The saved router keeps the bare encoder."""
@@ -102,20 +94,13 @@ def _training_cache(encoder: Any) -> Any:
 
 
 def build_predictor(kind: str, seed: int = 0) -> Any:
-    """A quality predictor by kind."""
-    from router import predictors as p
+    """The quality predictor registered as ``kind`` (a kind or alias), with its defaults and ``seed``."""
+    from router import registry
     from router.errors import ConfigError
 
-    table = {
-        "knn": lambda: p.KNNPredictor(k=40),
-        "logistic": lambda: p.LogisticPredictor(),
-        "mlp": lambda: p.MLPPredictor(seed=seed),
-        "mf": lambda: p.MatrixFactorizationPredictor(seed=seed),
-        "ensemble": lambda: p.EnsemblePredictor(seed=seed),
-    }
-    if kind not in table:
-        raise ConfigError(f"unknown router kind {kind!r}; choose from {sorted(table)}.")
-    return table[kind]()
+    if kind not in registry.names("predictor"):
+        raise ConfigError(f"unknown --predictor {kind!r}; choose one of {registry.names('predictor')}.")
+    return registry.create("predictor", kind, seed=seed)
 
 
 def train(args: Args, outcomes: Any = None) -> dict[str, Any]:
@@ -134,11 +119,13 @@ def train(args: Args, outcomes: Any = None) -> dict[str, Any]:
     t0 = time.perf_counter()
     outcomes = load_source(args.dataset) if outcomes is None else outcomes
     train_o, test_o = split_outcomes(outcomes, test_fraction=args.test_fraction, seed=args.seed)
-    encoder = build_encoder(args.encoder, cache=False)
-    predictor = build_predictor(args.router, args.seed)
+    from router.encoders import build_encoder
+
+    encoder = build_encoder(args.encoder)
+    predictor = build_predictor(args.predictor, args.seed)
     router = Router.fit(train_o, encoder=encoder, predictor=predictor, encode_with=_training_cache(encoder),
                         prompt_stats=args.prompt_stats or None,
-                        metadata={"router_kind": args.router, "encoder": args.encoder, "dataset": args.dataset,
+                        metadata={"router_kind": args.predictor, "encoder": args.encoder, "dataset": args.dataset,
                                   "split_seed": args.seed})
     lam = args.lam
     calibration: dict[str, Any] | None = None
@@ -179,7 +166,7 @@ def _out_of_fold_predictions(router: Any, train_o: Any, args: Args, n_folds: int
     q_oof = np.zeros_like(train_o.quality, dtype=np.float64)
     groups = [normalise_prompt(p) for p in train_o.prompts]
     for fit_idx, val_idx in kfold_groups(groups, n_folds=n_folds, seed=args.seed):
-        pred = build_predictor(args.router, args.seed).fit(emb[fit_idx], train_o.quality[fit_idx])
+        pred = build_predictor(args.predictor, args.seed).fit(emb[fit_idx], train_o.quality[fit_idx])
         q_oof[val_idx] = pred.predict(emb[val_idx])
     return q_oof, c_tr
 
@@ -213,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.track:
             from training import tracking
 
-            name, tags = tracking.run_label("fit", args.dataset, predictor=args.router, encoder=args.encoder)
+            name, tags = tracking.run_label("fit", args.dataset, predictor=args.predictor, encoder=args.encoder)
             with tracking.run(args, experiment=args.experiment, run_name=name, tags=tags):
                 res = train(args, outcomes)
                 tracking.log_lineage(res["train"], role="train", split_seed=args.seed, split="train")

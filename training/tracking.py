@@ -42,13 +42,11 @@ _PACKAGES = ("numpy", "polars", "torch", "sentence-transformers", "faiss-cpu", "
 
 
 def default_tracking_uri() -> str:
-    """``MLFLOW_TRACKING_URI`` when set, else SQLite under the project's ``mlruns/``."""
-    uri = os.environ.get("MLFLOW_TRACKING_URI")
-    if uri:
-        return uri
-    store = PROJECT_ROOT / "mlruns"
-    store.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{(store / 'mlflow.db').resolve()}"
+    """``MLFLOW_TRACKING_URI`` when set, else SQLite under the project's ``mlruns/``
+    (:func:`router.registry_io.tracking_uri`, the one resolver)."""
+    from router.registry_io import tracking_uri
+
+    return tracking_uri()
 
 
 def _artifact_root() -> Path:

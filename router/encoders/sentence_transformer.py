@@ -60,6 +60,7 @@ class SentenceTransformerEncoder(Encoder):
     """
 
     kind: ClassVar[str] = "sentence_transformer"
+    aliases: ClassVar[tuple[str, ...]] = ("minilm",)
 
     def __init__(
         self,

@@ -14,12 +14,13 @@ predictor's output), so a policy starts from what the offline predictors know.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from router.base import Policy
 from router.errors import ConfigError
+from router.registry import FloatParam
 
 __all__ = ["LinearPolicy", "check_context", "check_mask", "rng_from_state", "rng_to_state", "sample"]
 
@@ -175,6 +176,8 @@ class LinearPolicy(Policy):
     Subclasses set ``kind`` and implement ``_select(x (n, D) float64, mask (n, m) bool) -> (n, m)``,
     where ``D = dim + intercept``.
     """
+
+    search_space: ClassVar[dict[str, Any]] = {"ridge": FloatParam(0.1, 10.0, log=True)}
 
     def __init__(self, n_actions: int, dim: int, ridge: float = 1.0, seed: int = 0,
                  intercept: bool = True, prior_mean: Any = None) -> None:

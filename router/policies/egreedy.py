@@ -17,12 +17,13 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from router.errors import ConfigError
 from router.policies._common import LinearPolicy, masked_argmax
+from router.registry import FloatParam
 
 __all__ = ["EpsilonGreedy"]
 
@@ -41,6 +42,7 @@ class EpsilonGreedy(LinearPolicy):
     """
 
     kind = "egreedy"
+    search_space: ClassVar[dict[str, Any]] = {**LinearPolicy.search_space, "epsilon": FloatParam(0.01, 0.3, log=True)}
 
     def __init__(self, n_actions: int, dim: int, epsilon: float = 0.1, ridge: float = 1.0, seed: int = 0,
                  intercept: bool = True, prior_mean: Any = None) -> None:

@@ -18,12 +18,13 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from router.errors import ConfigError
 from router.policies._common import LinearPolicy, masked_argmax
+from router.registry import FloatParam
 
 __all__ = ["LinUCB", "ucb_scores"]
 
@@ -58,6 +59,7 @@ class LinUCB(LinearPolicy):
     """
 
     kind = "linucb"
+    search_space: ClassVar[dict[str, Any]] = {**LinearPolicy.search_space, "alpha": FloatParam(0.01, 2.0, log=True)}
 
     def __init__(self, n_actions: int, dim: int, alpha: float = 1.0, ridge: float = 1.0, seed: int = 0,
                  softmax_temperature: float | None = None, intercept: bool = True,

@@ -20,12 +20,13 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from router.errors import ConfigError
 from router.policies._common import LinearPolicy
+from router.registry import FloatParam
 
 __all__ = ["LinearThompson"]
 
@@ -46,6 +47,7 @@ class LinearThompson(LinearPolicy):
     """
 
     kind = "thompson"
+    search_space: ClassVar[dict[str, Any]] = {**LinearPolicy.search_space, "v": FloatParam(0.01, 1.0, log=True)}
 
     def __init__(self, n_actions: int, dim: int, v: float = 0.3, ridge: float = 1.0, seed: int = 0,
                  n_samples: int = 64, min_prob: float = 0.0, intercept: bool = True,
