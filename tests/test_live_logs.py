@@ -142,3 +142,21 @@ def test_training_bandit_learns_a_router_from_the_log(traffic, routers, tmp_path
     res = subprocess.run([sys.executable, "-m", "training", "bandit", "--log", str(log_dir), "--out", str(out)],
                          cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert res.returncode == 2 and "--warm-start" in res.stderr
+
+
+def test_replay_environment_reads_the_service_log_by_name(traffic):
+    import gymnasium
+    from gymnasium.utils.env_checker import check_env
+
+    import envs  # noqa: F401  (registers routing/Replay-v0)
+
+    log_dir, data, chosen = traffic
+    env = gymnasium.make("routing/Replay-v0", log=str(log_dir), model_names=list(data.models),
+                         encoder_options={"dim": 64}, reward_mode="replay", seed=0)
+    assert env.unwrapped.metadata["model_names"] == tuple(data.models)
+    assert np.array_equal(env.unwrapped.data.logged_action, chosen)  # every rated decision, as served
+    obs, info = env.reset(seed=0)
+    logged = info.get("logged_action")
+    _, reward, _, _, info = env.step(int(logged) if logged is not None else 0)
+    assert np.isfinite(reward)
+    check_env(env.unwrapped, skip_render_check=True)
