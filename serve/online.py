@@ -167,5 +167,6 @@ class OnlineLearner:
                       features=base.features,
                       metadata={"router_kind": f"online:{self.policy_name}", "n_updates": n,
                                 "warm_start": base.metadata.get("trained_on"), "snapshot_time": time.time()},
-                      policy_lam=self.lam, policy_mu=float(base.rule.mu))
+                      policy_lam=self.lam, policy_mu=float(base.rule.mu), context_windows=base.context_windows,
+                      length_unit=base.length_unit)
         return snap.save(directory)

@@ -67,7 +67,8 @@ def run_from_log(args: Any) -> dict[str, Any]:
                     features=base.features,
                     metadata={"router_kind": f"bandit:{args.policy}", "trained_on": f"log:{args.log}",
                               "n_train": int(len(a)), "warm_start": args.warm_start},
-                    policy_lam=args.lam, policy_mu=args.mu)
+                    policy_lam=args.lam, policy_mu=args.mu, context_windows=base.context_windows,
+                    length_unit=base.length_unit)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     router.save(out)
