@@ -82,8 +82,9 @@ def main() -> int:
     p.add_argument("--rate", type=float, default=100.0)
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "loop.json"))
     a = p.parse_args()
-    from serve.provider import running
     from serve_support import tiny_router
+
+    from serve.provider import running
 
     rows = []
     with tempfile.TemporaryDirectory() as d, running(data="demo", latency_ms=5) as provider:
