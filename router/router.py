@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from router.base import CostModel, Encoder, Policy, QualityPredictor
+from router.base import Component, CostModel, Encoder, Policy, QualityPredictor
 from router.context import (
     LENGTH_UNITS,
     Prompt,
@@ -75,6 +75,8 @@ class Decisions:
         utility: (n, m) quality - lam * cost - mu * latency (``-inf`` where not allowed).
         reasons: (n,) short explanation of each choice.
         lam, mu: the trade-off used.
+        ood: (n,) True where the prompt was beyond the router's out-of-distribution threshold (its quality
+            predictions shrunk toward the priors; see :mod:`router.ood`), or None without a guard.
     """
 
     models: tuple[str, ...]
@@ -88,6 +90,7 @@ class Decisions:
     lam: float
     mu: float
     timings_ms: dict[str, float] = field(default_factory=dict)
+    ood: np.ndarray | None = None
 
     @property
     def chosen(self) -> list[str]:
@@ -163,6 +166,7 @@ class Router:
         preprocessor: PrefixStripper | None = None,
         metadata: dict[str, Any] | None = None,
         features: PromptStats | None = None,
+        ood: Component | None = None,
         *,
         policy_lam: float = 0.0,
         policy_mu: float = 0.0,
@@ -183,6 +187,7 @@ class Router:
         self.metadata = dict(metadata or {})
         self.features = features
         #: the trade-off a policy's reward was trained at (``quality - policy_lam * cost - policy_mu * latency``)
+        self.ood = ood
         self.policy_lam = float(policy_lam)
         self.policy_mu = float(policy_mu)
         for name, part, kind, what in (("encoder", encoder, Encoder, "an Encoder"), ("cost", cost, CostModel, "a CostModel"),
@@ -214,6 +219,7 @@ class Router:
         encode_with: Encoder | None = None,
         metadata: dict[str, Any] | None = None,
         context_windows: dict[str, int | None] | None = None,
+        ood_quantile: float | None = None,
     ) -> Router:
         """Fit every part on full-information outcomes (use the training split only).
 
@@ -233,6 +239,8 @@ class Router:
                 the saved router keeps the bare encoder.
             context_windows: ``{model: tokens}`` overriding the windows of litellm's price map (None
                 removes a model's limit); models known to neither have no limit.
+            ood_quantile: fit an out-of-distribution guard (:class:`~router.ood.OODGuard`) at this quantile of
+                the training prompts' nearest-neighbour distances; None fits none.
         """
         from router.cost_predictor import CostPredictor
 
@@ -251,8 +259,22 @@ class Router:
         meta = {"trained_on": outcomes.source, "n_train": outcomes.n_prompts, **(metadata or {})}
         from router.windows import model_windows
 
-        return cls(outcomes.models, encoder, predictor, cost_model, None, rule, pre, meta, feats,
+        guard = None
+        if ood_quantile is not None:
+            from router.ood import OODGuard
+
+            guard = OODGuard(quantile=ood_quantile).fit(embeddings, outcomes.quality)
+        return cls(outcomes.models, encoder, predictor, cost_model, None, rule, pre, meta, feats, guard,
                    context_windows=model_windows(outcomes.models, context_windows))
+
+    def fit_ood_guard(self, outcomes: Outcomes, quantile: float = 0.95, **options: Any) -> Router:
+        """Fit (or refit) the out-of-distribution guard on the router's training ``outcomes``; returns self."""
+        from router.ood import OODGuard
+
+        emb, _ = self.embed(list(outcomes.prompts))
+        quality = np.asarray(outcomes.subset(models=list(self.models)).quality)
+        self.ood = OODGuard(quantile=quantile, **options).fit(emb, quality)
+        return self
 
     # ------------------------------------------------------------------ prediction
     def embed(self, prompts: Sequence[Prompt], encode_with: Encoder | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -269,7 +291,15 @@ class Router:
         self, prompts: Sequence[Prompt] | None = None, *, embeddings: np.ndarray | None = None,
         lengths: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Predicted (quality, cost, latency), each (n, m), for prompts or precomputed embeddings."""
+        """Predicted (quality, cost, latency), each (n, m), for prompts or precomputed embeddings.
+
+        With an out-of-distribution guard, quality is shrunk toward the priors for unfamiliar prompts.
+        """
+        q, c, lat, _ = self._predict(prompts, embeddings, lengths)
+        return q, c, lat
+
+    def _predict(self, prompts: Sequence[Prompt] | None, embeddings: np.ndarray | None,
+                 lengths: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
         if embeddings is None:
             if prompts is None:
                 raise ConfigError("give prompts or embeddings.")
@@ -286,7 +316,12 @@ class Router:
             q = np.clip(reward + self.policy_lam * c + self.policy_mu * lat, 0.0, 1.0)
         else:
             q = self.quality.predict(embeddings)
-        return q, c, lat
+        ood = None
+        if self.ood is not None:
+            dist = self.ood.distance(embeddings)  # type: ignore[attr-defined]
+            q = self.ood.shrink(q, embeddings, distance=dist)  # type: ignore[attr-defined]
+            ood = dist > self.ood.threshold_  # type: ignore[attr-defined]
+        return q, c, lat, ood
 
     @staticmethod
     def _policy_context(embeddings: np.ndarray) -> np.ndarray:
@@ -337,7 +372,7 @@ class Router:
         t0 = time.perf_counter()
         emb, lengths = self.embed(prompts) if embedded is None else embedded
         t1 = time.perf_counter()
-        q, c, lat = self.predict(embeddings=emb, lengths=lengths)
+        q, c, lat, ood = self._predict(None, emb, lengths)
         t2 = time.perf_counter()
         rule = self.rule.with_(lam=lam, mu=mu, max_cost=max_cost, max_latency=max_latency)
         mask, window_notes = self._window_mask(prompts, lengths, self.allowed_mask(allowed))
@@ -357,7 +392,7 @@ class Router:
             reasons = [f"{r}; {w}" if w else r for r, w in zip(reasons, window_notes)]
         timings = {"encode": (t1 - t0) * 1e3, "predict": (t2 - t1) * 1e3, "decide": (t3 - t2) * 1e3}
         return Decisions(self.models, chosen, out.probabilities, q, c, lat, out.utility, reasons,
-                         rule.lam, rule.mu, timings)
+                         rule.lam, rule.mu, timings, ood)
 
     def sweep(
         self,
@@ -448,6 +483,8 @@ class Router:
             save_component(self.preprocessor, d, "preprocessor")
         if self.features is not None:
             save_component(self.features, d, "features")
+        if self.ood is not None:
+            save_component(self.ood, d, "ood")
         write_json(d / "router.json", {
             "format_version": FORMAT_VERSION,
             "models": list(self.models),
@@ -455,6 +492,7 @@ class Router:
             "has_latency": self.latency is not None,
             "has_preprocessor": self.preprocessor is not None,
             "has_features": self.features is not None,
+            "has_ood": self.ood is not None,
             "quality_role": "policy" if isinstance(self.quality, Policy) else "predictor",
             "policy": {"lam": self.policy_lam, "mu": self.policy_mu} if isinstance(self.quality, Policy) else None,
             "length_unit": self.length_unit,
@@ -483,11 +521,12 @@ class Router:
         latency = _load_part(d, "latency", CostModel) if meta.get("has_latency") else None
         pre = _load_part(d, "preprocessor", PrefixStripper) if meta.get("has_preprocessor") else None
         feats = _load_part(d, "features", PromptStats) if meta.get("has_features") else None
+        ood = load_component(d, "ood") if meta.get("has_ood") else None
         metadata = dict(meta.get("metadata") or {})
         # routers saved before the policy trade-off had its own field kept it in the metadata
         policy = meta.get("policy") or {"lam": metadata.pop("policy_lam", 0.0), "mu": metadata.pop("policy_mu", 0.0)}
         return cls(meta["models"], encoder, quality, cost, latency, DecisionRule(**meta["rule"]), pre, metadata,
-                   feats, policy_lam=float(policy["lam"]), policy_mu=float(policy["mu"]),
+                   feats, ood, policy_lam=float(policy["lam"]), policy_mu=float(policy["mu"]),
                    # routers saved before token counts and windows: characters, no limits
                    context_windows=meta.get("context_windows"), length_unit=meta.get("length_unit", "chars"))
 

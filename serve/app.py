@@ -11,6 +11,7 @@ flushes the logbook.
 path                      method  handler
 ========================  ======  ==============================================================
 ``/v1/chat/completions``  POST    :func:`serve.api.chat.chat_completions`
+``/v1/feedback``          POST    :func:`serve.api.feedback.feedback` (needs ``logbook.dir``)
 ``/v1/models``            GET     :func:`serve.api.admin.models`
 ``/healthz``              GET     alive
 ``/readyz``               GET     ready (policy loaded, not draining), with the policy version
@@ -38,6 +39,7 @@ from typing import Any
 from serve.api import admin, dashboard, manage
 from serve.api.chat import chat_completions
 from serve.api.errors import APIError
+from serve.api.feedback import feedback
 from serve.api.http import ClientGone, Receive, Scope, Send, header, new_request_id, send_error
 from serve.decide import Decider, MicroBatcher, encode_in_thread
 from serve.logbook import Logbook, make_logbook
@@ -60,6 +62,7 @@ PERMISSIONS: dict[str, str | None] = {
 }
 PREFIX_PERMISSIONS = (("/v1/admin/", "admin"), ("/v1/decisions/", "decisions"))
 REFUSALS = (401, 402, 403, 413, 429)
+FEEDBACK_PATHS = ("/v1/feedback", "/feedback")
 
 
 class State:
@@ -79,6 +82,8 @@ class State:
         self.logbook = logbook
         self.follower = follower
         self.tenancy = tenancy
+        self.online: Any = None  # serve.online.OnlineLearner when online learning is on
+        self._snapshots: asyncio.Task[None] | None = None
         self.ready = False
         self.draining = False
         self.supported_params: frozenset[str] | None = None  # generation parameters the providers take
@@ -198,10 +203,13 @@ class ServeApp:
                 status = 499
             metrics.request(perm, status)
             return
+        if path in FEEDBACK_PATHS:
+            await self._feedback(state, scope, receive, send)
+            return
         handler = GET_ROUTES.get(path)
         if handler is None:
             status = await _error(send, APIError(404, f"no route {path[:100]!r}; this service serves "
-                                                      "POST /v1/chat/completions, GET /v1/models, /healthz, /readyz, "
+                                                      "POST /v1/chat/completions, POST /v1/feedback, GET /v1/models, /healthz, /readyz, "
                                                       "/metrics.", code="not_found"), None)
             metrics.request("other", status)
             return
@@ -210,6 +218,24 @@ class ServeApp:
         else:
             status = await handler(state, send)
         metrics.request(path, status)
+
+    async def _feedback(self, state: State, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["method"] != "POST":
+            status = await _error(send, APIError(405, f"{scope['path']} takes POST.", code="method_not_allowed"), None)
+        else:
+            try:
+                status = await feedback(state, scope, receive, send)
+            except APIError as err:
+                status = await _error(send, err, None)
+            except ClientGone:
+                status = 499
+            except Exception:
+                log.exception("feedback failed")
+                status = await _error(send, APIError(500, "internal error while recording feedback; "
+                                                          "retry, and report it if it persists.",
+                                                     code="internal_error"), None)
+        state.metrics.feedback[status] += 1
+        state.metrics.request(FEEDBACK_PATHS[0], status)
 
     # ------------------------------------------------------------------ lifespan
     async def _lifespan(self, receive: Receive, send: Send) -> None:
@@ -307,10 +333,14 @@ async def build_state(settings: Settings) -> State:
         follower = AliasFollower(spec, holder, settings.registry_poll_s, on_swap=swapped, on_error=failed)
         follower.start()
     state = State(settings, holder, decider, pool, ProviderError, cache, cache_embedder, metrics,
-                  make_logbook(settings.logbook.path), follower, tenancy)
+                  make_logbook(settings.logbook, on_commit=metrics.committed), follower, tenancy)
     state.supported_params = frozenset(SUPPORTED_PARAMS)
     if tenancy.shared_cache is not None and cache is not None:
         tenancy.shared_cache.follow(cache)  # other replicas' answers into this FAISS index
+    if settings.online.enabled:
+        await asyncio.to_thread(_start_online, state, policy.router)
+        if settings.online.snapshot_dir and settings.online.snapshot_s > 0:
+            state._snapshots = asyncio.create_task(_snapshot_every(state))
     log.info("serving %s (%s) after %.1f s", policy.version, settings.model, time.perf_counter() - t0)
     return state
 
@@ -357,6 +387,41 @@ def build_tenancy(settings: Settings) -> Tenancy:
     return tenancy
 
 
+def _start_online(state: State, router: Any) -> None:
+    """Build the online learner over the served router and hook it to decisions and feedback."""
+    from serve.online import OnlineLearner
+
+    on = state.settings.online
+    learner = OnlineLearner(router, policy=on.policy, lam=on.lam, epsilon=on.epsilon, alpha=on.alpha,
+                            warm_prompts=on.warm_prompts, warm_weight=on.warm_weight,
+                            max_explore_share=on.max_explore_share, seed=on.seed)
+    state.online = learner
+    state.decider.online = learner
+    metrics = state.metrics
+
+    def learn(row: dict[str, Any]) -> None:
+        if learner.on_feedback(row):
+            metrics.online_updates += 1
+
+    state.logbook.feedback_listeners.append(learn)  # type: ignore[attr-defined]
+
+
+async def _snapshot_every(state: State) -> None:
+    on = state.settings.online
+    while True:
+        await asyncio.sleep(on.snapshot_s)
+        await asyncio.to_thread(_snapshot, state)
+
+
+def _snapshot(state: State) -> None:
+    on = state.settings.online
+    if state.online is None or not on.snapshot_dir:
+        return
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    path = state.online.snapshot(os.path.join(on.snapshot_dir, f"online-{stamp}-{os.getpid()}"))
+    log.info("online policy snapshot (%d updates) written to %s", state.online.updates_, path)
+
+
 def _build_cache(settings: Settings) -> Any:
     from router.encoders import encoder_from_config
     from serve.cache import SemanticCache
@@ -370,6 +435,10 @@ def _build_cache(settings: Settings) -> Any:
 
 async def close_state(state: State) -> None:
     state.draining = True
+    if state._snapshots is not None:
+        state._snapshots.cancel()
+    if state.online is not None and state.settings.online.snapshot_dir:
+        await asyncio.to_thread(_snapshot, state)
     if state.follower is not None:
         await asyncio.to_thread(state.follower.stop)
     await state.pool.aclose()

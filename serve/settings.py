@@ -42,8 +42,7 @@ from router.errors import ConfigError
 from serve.tenants.limits import Limits
 
 __all__ = ["AuditSettings", "AuthSettings", "CacheSettings", "ENV_PREFIX", "ExperimentSettings", "LogbookSettings",
-           "OIDCSettings",
-           "Profile", "Settings", "SettingsError"]
+           "OIDCSettings", "OnlineSettings", "Profile", "Settings", "SettingsError"]
 
 ENV_PREFIX = "ROUTER_SERVE_"
 
@@ -80,9 +79,36 @@ class CacheSettings:
 
 @dataclass(frozen=True)
 class LogbookSettings:
-    """Where decision records go: nowhere (default) or a JSON-lines file."""
+    """Where decision records go.
+
+    ``dir``: the traffic log (training schema, with feedback; see :mod:`serve.trafficlog`), written
+    with group commit every ``commit_ms`` (the most a ``kill -9`` can lose) and rotated after
+    ``rotate_mb`` MiB or ``rotate_s`` seconds. ``path``: a plain JSON-lines file of the raw
+    decision records (debugging). Neither: nothing is logged and ``/v1/feedback`` is off.
+    """
 
     path: str | None = None
+    dir: str | None = None
+    commit_ms: float = 50.0
+    rotate_mb: float = 64.0
+    rotate_s: float = 3600.0
+
+
+@dataclass(frozen=True)
+class OnlineSettings:
+    """Online learning (see :mod:`serve.online`); needs ``logbook.dir`` (feedback arrives through it)."""
+
+    enabled: bool = False
+    policy: str = "egreedy"
+    lam: float | None = None
+    epsilon: float = 0.1
+    alpha: float = 0.5
+    warm_prompts: int = 100
+    warm_weight: float = 0.1
+    max_explore_share: float = 1.0
+    snapshot_dir: str | None = None
+    snapshot_s: float = 0.0
+    seed: int = 0
 
 
 @dataclass(frozen=True)
@@ -153,6 +179,7 @@ class Settings:
     redis_url: str | None = None
     decisions_kept: int = 10_000
     experiment: ExperimentSettings = field(default_factory=ExperimentSettings)
+    online: OnlineSettings = field(default_factory=OnlineSettings)
     registry_poll_s: float = 10.0
     max_body_bytes: int = 4 * 1024 * 1024
     max_messages: int = 1000
@@ -186,6 +213,23 @@ class Settings:
         _check(self.log_level, self.log_level in ("critical", "error", "warning", "info", "debug", "trace"),
                "log_level", "one of critical, error, warning, info, debug, trace")
         _check(self.cache.ttl_s, self.cache.ttl_s > 0, "cache.ttl_s", "> 0")
+        lb = self.logbook
+        _check(lb.commit_ms, 0 < lb.commit_ms <= 1000, "logbook.commit_ms", "in (0, 1000] milliseconds")
+        _check(lb.rotate_mb, lb.rotate_mb > 0, "logbook.rotate_mb", "> 0")
+        _check(lb.rotate_s, lb.rotate_s > 0, "logbook.rotate_s", "> 0")
+        on = self.online
+        if on.enabled and not lb.dir:
+            raise SettingsError("online.enabled needs logbook.dir: the online policy learns from feedback, which is "
+                                "recorded in the traffic log; set logbook.dir too.")
+        _check(on.policy, on.policy in ("egreedy", "linucb", "thompson"), "online.policy",
+               "one of egreedy, linucb, thompson")
+        _check(on.epsilon, 0 <= on.epsilon <= 1, "online.epsilon", "in [0, 1]")
+        _check(on.max_explore_share, 0 <= on.max_explore_share <= 1, "online.max_explore_share", "in [0, 1]")
+        _check(on.warm_prompts, on.warm_prompts >= 0, "online.warm_prompts", ">= 0")
+        _check(on.warm_weight, on.warm_weight > 0, "online.warm_weight", "> 0")
+        _check(on.snapshot_s, on.snapshot_s >= 0, "online.snapshot_s", ">= 0 seconds (0: only at shutdown)")
+        if lb.path and lb.dir:
+            raise SettingsError("logbook: set either 'dir' (the traffic log) or 'path' (raw decision records), not both.")
         _check(self.cache.max_entries, self.cache.max_entries >= 1, "cache.max_entries", ">= 1")
         if self.cache.threshold is not None:
             _check(self.cache.threshold, 0 < self.cache.threshold <= 1, "cache.threshold", "in (0, 1]")

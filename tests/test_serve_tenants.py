@@ -70,7 +70,7 @@ def world(provider, router_dir, tmp_path_factory):
                  "models": {m.name: {"endpoint": "local", "input_cost_per_token": m.input_price,
                                      "output_cost_per_token": m.output_price} for m in MODELS}}
     config = {"providers": providers, "cache": {"encoder": {"kind": "hashing", "dim": 256}, "threshold": 0.9},
-              "auth": {"store": str(store_path), "reload_s": 0.2},
+              "auth": {"store": str(store_path), "reload_s": 0.2}, "logbook": {"dir": str(tmp / "traffic")},
               "audit": {"path": str(tmp / "audit.jsonl"), "hmac_key": HMAC, "checkpoint_every": 5}}
     svc = Service(str(router_dir), provider_url=provider, config=config, tmp=tmp)
     svc.wait_ready()
@@ -103,7 +103,7 @@ ENDPOINTS = [
     ("GET", "/v1/admin/audit", None, {"admin": 200, "member": 403, "read-only": 403}),
     ("POST", "/v1/admin/reload", None, {"admin": 409, "member": 403, "read-only": 403}),  # no registry alias here
     ("GET", "/v1/decisions/req-unknown", None, {"admin": 404, "member": 404, "read-only": 404}),
-    ("POST", "/v1/feedback", b"{}", {"read-only": 403}),  # feedback's handler is another issue's; the role gate is here
+    ("POST", "/v1/feedback", b"{}", {"admin": 400, "member": 400, "read-only": 403}),  # allowed, then the body is checked
 ]
 
 
@@ -121,6 +121,20 @@ def test_every_endpoint_by_role(world, method, path, body, expected):
     status, h, payload = call(world, method, path, None, body)
     assert status == 401 and payload["error"]["type"] == "authentication_error"
     assert "Authorization: Bearer" in payload["error"]["message"] and h["www-authenticate"].startswith("Bearer")
+
+
+def test_feedback_only_for_the_tenants_own_requests(world):
+    keys = world["keys"]
+    status, h, _ = call(world, "POST", "/v1/chat/completions", keys["acme/member"], CHAT)
+    assert status == 200
+    rid = h["x-request-id"]
+    # another tenant cannot rate it, nor learn that it exists: the same 404 as an unknown id
+    status, _, payload = call(world, "POST", "/v1/feedback", keys["globex/member"], {"request_id": rid, "score": 0.1})
+    assert status == 404 and payload["error"]["code"] == "unknown_request", payload
+    status, _, payload = call(world, "POST", "/v1/feedback", keys["acme/member"], {"request_id": rid, "thumbs": "up"})
+    assert status == 200 and payload == {"request_id": rid, "quality": 1.0, "status": "recorded"}
+    status, _, payload = call(world, "POST", "/v1/feedback", keys["admin"], {"request_id": rid, "score": 0.5})
+    assert status == 409 and payload["error"]["code"] == "duplicate_feedback"
 
 
 BAD_CREDENTIALS = [

@@ -97,8 +97,11 @@ class Args:
     experiment: str = arg("bandit", help="MLflow experiment name")
     warm_start: str | None = arg(None, help="a saved router (directory or models:/...) whose quality and cost "
                                  "predictions start the policy")
-    warm_weight: float = arg(0.2, help="weight of each warm-start pseudo-observation", gt=0)
+    warm_weight: float = arg(0.2, help="weight of each warm-start pseudo-observation (0: none, with --log only)",
+                             ge=0)
     register: str | None = arg(None, help="register the trained router under this name (needs --track)")
+    log: str | None = arg(None, help="learn from a traffic log (e.g. the service's logbook.dir) instead of replaying "
+                          "--dataset; needs --warm-start, the served router (see training.bandit_log)")
 
     def check(self) -> None:
         """Rules that tie several flags together; input paths exist."""
@@ -115,6 +118,12 @@ class Args:
                 raise ConfigError(f"--context-rank applies to linucb, egreedy and thompson; {self.policy} learns "
                                   "its own representation.")
         check_input(self.warm_start, "--warm-start", "router directory")
+        check_input(self.log, "--log", "traffic log")
+        if self.log and not self.warm_start:
+            raise ConfigError("--log needs --warm-start ROUTER: the served router whose encoder and cost model the "
+                              "new policy reuses (the one that wrote the log, e.g. models:/NAME@champion).")
+        if self.warm_weight == 0 and not self.log:
+            raise ConfigError("--warm-weight 0 is for --log only; omit --warm-start to start cold.")
         check_out_dir(self.out)
 
 
@@ -219,6 +228,10 @@ def run(args: Args, tracker: Tracker | None = None) -> dict[str, Any]:
     from router.policies import save_policy
 
     check_args(args)
+    if args.log:
+        from training.bandit_log import run_from_log
+
+        return run_from_log(args)
     t0 = time.perf_counter()
     envs = make_env(args)
     outcomes = envs.data.outcomes
@@ -364,6 +377,10 @@ def main(argv: list[str] | None = None) -> int:
     except RoutingError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    if args.log:
+        print(f"{args.policy}: learnt from {metrics['steps']} logged decisions of {args.log} "
+              f"(mean logged reward {metrics['mean_logged_reward']:.4f}) -> {args.out}")
+        return 0
     print(
         f"{args.policy}: steps={metrics['steps']} reward={metrics['policy_reward']:.2f} "
         f"oracle={metrics['oracle_reward']:.2f} best_fixed={metrics['best_fixed_reward']:.2f} "

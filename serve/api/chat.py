@@ -157,7 +157,7 @@ async def _chat(state: State, receive: Receive, send: Send, rid: str, t0: float,
             if ex_info is not None and ex_info["arm"] == "challenger":
                 decision = await state.tenancy.experiment.decider.decide(req.messages, req.options)
             else:
-                decision = await state.decider.decide(req.messages, req.options)
+                decision = await state.decider.decide(req.messages, req.options, tenant)
                 if ex_info is not None and ex_info["mode"] == "shadow":
                     state.tenancy.experiment.shadow(req.messages, req.options, decision, exp)
         except RoutingError as exc:
@@ -166,6 +166,9 @@ async def _chat(state: State, receive: Receive, send: Send, rid: str, t0: float,
         candidates = list(decision.candidates)
         chosen = decision.chosen
         metrics.decisions[(chosen, "routed")] += 1
+        if decision.ood is not None:  # drift: the share of prompts far from the router's training data
+            metrics.ood_checked += 1
+            metrics.ood_flagged += decision.ood
         headers = [
             (b"x-route-model", _ascii(chosen)),
             (b"x-route-policy-version", _ascii(decision.version)),
@@ -199,6 +202,11 @@ async def _chat(state: State, receive: Receive, send: Send, rid: str, t0: float,
             record.predicted = decision.predictions()
             record.policy_version = decision.version
             record.lam = decision.lam
+            record.ood = decision.ood
+            record.explored = decision.online is not None and decision.online.explored
+    if decision is not None and decision.online is not None:  # the online policy decided: learn from feedback
+        state.online.remember(rid, decision.online, decision.predicted_cost, tenant)  # type: ignore[union-attr]
+        metrics.online_explored += decision.online.explored
 
     # ---- provider call
     if req.stream:
@@ -217,6 +225,8 @@ async def _chat(state: State, receive: Receive, send: Send, rid: str, t0: float,
         _count_attempts(state, done.attempts)
     _account(state, done.model, chosen, provider_s, done.cost_usd, done.input_tokens, done.output_tokens)
     bill.done(done.model, done.cost_usd, done.input_tokens, done.output_tokens)
+    if decision is not None and decision.online is not None and done.cost_usd is not None:
+        state.online.cost_of(rid, float(done.cost_usd))  # type: ignore[union-attr]
     message: dict[str, Any] = {"role": "assistant", "content": done.text}
     if done.tool_calls:
         message["tool_calls"] = done.tool_calls
@@ -231,11 +241,11 @@ async def _chat(state: State, receive: Receive, send: Send, rid: str, t0: float,
         "usage": _usage(done.input_tokens, done.output_tokens),
     })
     headers.append((b"x-request-id", rid.encode()))
-    await send_bytes(send, 200, body, headers)
-    metrics.added_latency.observe(max(time.perf_counter() - t0 - provider_s, 0.0))
-    if record is not None:
+    if record is not None:  # queued before the answer leaves, so feedback on it always finds the request
         _finish(record, done.model, done.cost_usd, provider_s, t0, done.input_tokens, done.output_tokens)
         state.logbook.on_decision(record)
+    await send_bytes(send, 200, body, headers)
+    metrics.added_latency.observe(max(time.perf_counter() - t0 - provider_s, 0.0))
     return 200
 
 
@@ -328,6 +338,11 @@ async def _from_cache(state: State, send: Send, req: ChatRequest, rid: str, t0: 
     text = str(value.get("text", ""))
     finish = value.get("finish_reason") or "stop"
     itok, otok = int(value.get("input_tokens") or 0), int(value.get("output_tokens") or 0)
+    if record is not None:  # queued before the answer leaves, so feedback on it always finds the request
+        record.cache = outcome
+        record.chosen_model = model
+        _finish(record, model, 0.0, 0.0, t0, itok, otok)
+        state.logbook.on_decision(record)
     if req.stream:
         await sse_start(send, headers)
         cid = "chatcmpl-" + rid
@@ -347,11 +362,6 @@ async def _from_cache(state: State, send: Send, req: ChatRequest, rid: str, t0: 
         })
         await send_bytes(send, 200, body, headers)
     state.metrics.added_latency.observe(time.perf_counter() - t0)
-    if record is not None:
-        record.cache = outcome
-        record.chosen_model = model
-        _finish(record, model, 0.0, 0.0, t0, itok, otok)
-        state.logbook.on_decision(record)
     return 200
 
 
@@ -433,6 +443,10 @@ async def _stream(state: State, receive: Receive, send: Send, req: ChatRequest, 
         if req.include_usage:
             tail.append(_usage_chunk(cid, created, model, itok or 0, otok or 0))
         tail.append(_DONE)
+        if record is not None:  # queued before [DONE] leaves, so feedback on it always finds the request
+            _finish(record, model, cost, time.perf_counter() - t_call, t0, itok, otok)
+            state.logbook.on_decision(record)
+            record = None
         await send({"type": "http.response.body", "body": b"".join(tail)})
         text = "".join(parts)
         if key is not None and state.cache is not None and finish in ("stop", "length"):
