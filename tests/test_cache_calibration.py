@@ -147,11 +147,15 @@ def test_calibrate_command_as_documented(tmp_path):
         (["--pairs", "/nonexistent.jsonl"], "does not exist"),
     ],
 )
-def test_calibrate_command_errors(tmp_path, args, match):
-    cmd = [sys.executable, "-m", "serve.cache", "calibrate", "--out", str(tmp_path / "x.json"), *args]
-    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert res.returncode == 2
-    assert re.search(match, " ".join(res.stderr.split())), res.stderr
+def test_calibrate_command_errors(tmp_path, capsys, args, match):
+    from serve.cache.__main__ import main
+
+    try:
+        code = main(["calibrate", "--out", str(tmp_path / "x.json"), *args])
+    except SystemExit as exc:  # argparse refuses bad choices itself
+        code = exc.code
+    assert code == 2
+    assert re.search(match, " ".join(capsys.readouterr().err.split()))
     assert not (tmp_path / "x.json").exists()
 
 

@@ -21,7 +21,7 @@ import numpy as np
 from router.base import Encoder
 from router.encoders._common import check_texts, l2_normalize
 from router.errors import ConfigError
-from serve.cache.index import ScopeIndex
+from serve.cache.index import ScopeIndex, build_ivf
 from serve.cache.keys import normalise, parse_scope, request_scope, request_text
 from serve.cache.store import CacheStore, Entry, MemoryStore
 from serve.cache.thresholds import encoder_identity, load_threshold_file, shipped_threshold
@@ -77,6 +77,9 @@ class SemanticCache:
         max_entries: entries kept; the least recently used are evicted beyond it.
         clock: monotonic time in seconds (inject one in tests).
         store: where entries live (default :class:`MemoryStore`).
+        ivf_from: entries at which a scope's index moves from exact search to FAISS inverted lists
+            (see :mod:`serve.cache.index`).
+        nprobe: inverted lists read per lookup in such a scope.
 
     Example:
         >>> from router.encoders import HashingEncoder
@@ -101,6 +104,8 @@ class SemanticCache:
         max_entries: int = 100_000,
         clock: Callable[[], float] = time.monotonic,
         store: CacheStore | None = None,
+        ivf_from: int = 8192,
+        nprobe: int = 16,
     ) -> None:
         self.encoder = encoder
         self.threshold = threshold
@@ -109,6 +114,8 @@ class SemanticCache:
         self.max_entries = max_entries
         self.clock = clock
         self.store = store
+        self.ivf_from = ivf_from
+        self.nprobe = nprobe
         if encoder is not None and not isinstance(encoder, Encoder):
             raise ConfigError(f"encoder must be a router Encoder (see router.encoders), got {type(encoder).__name__}.")
         if isinstance(ttl_s, bool) or not isinstance(ttl_s, int | float) or math.isnan(ttl_s) or ttl_s <= 0:
@@ -117,6 +124,9 @@ class SemanticCache:
             raise ConfigError(f"max_entries must be an int >= 1, got {max_entries!r}.")
         if not callable(clock):
             raise ConfigError(f"clock must be a callable returning seconds, got {clock!r}.")
+        for name, v in (("ivf_from", ivf_from), ("nprobe", nprobe)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ConfigError(f"{name} must be an int >= 1, got {v!r}.")
         if store is not None and not isinstance(store, CacheStore):
             raise ConfigError(f"store must be a serve.cache.CacheStore, got {type(store).__name__}.")
         self.encoder_: Encoder = encoder if encoder is not None else default_encoder()
@@ -142,7 +152,8 @@ class SemanticCache:
         self._ids: dict[int, str] = {}  # FAISS label -> entry id
         self._next_label = 0
         self._counts = dict.fromkeys(
-            ("hits_exact", "hits_semantic", "misses", "exact_lookups", "evictions", "expirations", "invalidations"), 0
+            ("hits_exact", "hits_semantic", "misses", "exact_lookups", "evictions", "expirations", "invalidations",
+             "rebuilds"), 0
         )
 
     # ------------------------------------------------------------------ keys
@@ -284,14 +295,32 @@ class SemanticCache:
                 self._ids[label] = entry.entry_id
                 index = self._indexes.get(scope)
                 if index is None:
-                    index = self._indexes[scope] = ScopeIndex(vec.shape[0])
+                    index = self._indexes[scope] = ScopeIndex(vec.shape[0], ivf_from=self.ivf_from, nprobe=self.nprobe)
                 index.add(label, vec)
             excess = len(self.store_) - self.max_entries
             if excess > 0:
                 for victim in self.store_.least_recent(excess):
                     self._remove_locked(victim)
                     self._counts["evictions"] += 1
-            return entry.entry_id
+            index = self._indexes.get(scope)
+            plan = index.plan_rebuild() if index is not None else None
+        if plan is not None:  # a large scope due (re)training: k-means without the lock
+            self._rebuild(scope, index, plan)  # type: ignore[arg-type]
+        return entry.entry_id
+
+    def _rebuild(self, scope: str, index: ScopeIndex, plan: tuple[np.ndarray, np.ndarray]) -> None:
+        try:
+            built = build_ivf(*plan, nprobe=self.nprobe)
+        except BaseException:
+            with self._lock:
+                index.abandon_rebuild()
+            raise
+        with self._lock:
+            if self._indexes.get(scope) is index:
+                index.install(built)
+                self._counts["rebuilds"] += 1
+            else:  # the scope was emptied meanwhile
+                index.abandon_rebuild()
 
     def _remove_locked(self, entry_id: str) -> bool:
         entry = self.store_.remove(entry_id)
@@ -371,6 +400,7 @@ class SemanticCache:
             return {
                 "entries": len(self.store_),
                 "scopes": len(self._scope_ids),
+                "ivf_scopes": sum(index.kind == "ivf" for index in self._indexes.values()),
                 **self._counts,
                 "threshold": self.threshold_,
                 "encoder": encoder_identity(self.encoder_),
