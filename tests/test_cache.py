@@ -476,3 +476,17 @@ def test_changes_during_a_rebuild_are_replayed():
     assert idx.kind == "ivf" and len(idx) == 300
     assert idx.search(vecs[300])[0] == 300
     assert idx.search(vecs[5])[0] != 5 and idx.search(vecs[301])[0] != 301
+
+
+def test_importing_the_cache_loads_nothing_heavy():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import sys, json, serve.cache, serve.cache.calibrate\n"
+            "print(json.dumps([m for m in ('faiss', 'torch', 'model2vec', 'sentence_transformers', 'polars')"
+            " if m in sys.modules]))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=Path(__file__).resolve().parent.parent)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []
