@@ -490,3 +490,19 @@ def test_importing_the_cache_loads_nothing_heavy():
                          cwd=Path(__file__).resolve().parent.parent)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
+@pytest.mark.slow
+def test_minilm_with_its_shipped_threshold():
+    from router.encoders import SentenceTransformerEncoder
+
+    cache = SemanticCache(SentenceTransformerEncoder())
+    assert cache.calibration_["encoder"]["kind"] == "sentence_transformer"
+    put_q(cache, "acme", "How do I reverse a list in Python?", "reversed(xs)")
+    put_q(cache, "acme", "How many legs does a spider have?", "eight")
+    put_q(cache, "acme", "Who wrote Hamlet?", "Shakespeare")
+    assert get_q(cache, "acme", "How can I reverse a list in Python?").value == {"answer": "reversed(xs)"}
+    assert get_q(cache, "acme", "How many eyes does a spider have?") is None
+    assert get_q(cache, "acme", "Who wrote Macbeth?") is None
+    assert get_q(cache, "acme", "How do I sort a list in Python?") is None
+    assert get_q(cache, "other", "How can I reverse a list in Python?") is None

@@ -161,15 +161,17 @@ def test_calibrate_command_errors(tmp_path, capsys, args, match):
 
 # ---------------------------------------------------------------------- shipped files and the real data
 def test_shipped_threshold_files_are_consistent():
-    files = sorted(SHIPPED_DIR.glob("*.json"))
-    assert {f.stem for f in files} >= {"static"}
-    for f in files:
-        doc = json.loads(f.read_text())
+    files = {f.stem: json.loads(f.read_text()) for f in sorted(SHIPPED_DIR.glob("*.json"))}
+    assert set(files) >= {"static", "minilm"}
+    for name, doc in files.items():
         held = doc["held_out"]
         assert doc["threshold_ci95"][0] <= doc["threshold"] <= doc["threshold_ci95"][1]
-        assert held["false_hit"]["ci95"][0] <= doc["target_false_hit"] <= held["false_hit"]["ci95"][1], f
-        assert doc["data"]["pairs"] == 80_854 and doc["data"]["same"] == 30_141
-    assert SemanticCache(StaticEncoder()).calibration_["encoder"] == encoder_identity(StaticEncoder())
+        assert held["false_hit"]["ci95"][0] <= doc["target_false_hit"] <= held["false_hit"]["ci95"][1], name
+        assert doc["data"]["pairs"] == doc["data"]["same"] + doc["data"]["different"]
+        assert doc["command"].startswith("python -m serve.cache calibrate")
+    assert files["static"]["data"]["pairs"] == 80_854 and files["static"]["data"]["same"] == 30_141
+    for enc in (StaticEncoder(), SentenceTransformerEncoder()):  # each default encoder finds its own file
+        assert SemanticCache(enc).calibration_["encoder"] == encoder_identity(enc)
 
 
 @pytest.mark.data
