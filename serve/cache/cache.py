@@ -83,6 +83,8 @@ class SemanticCache:
         ivf_from: entries at which a scope's index moves from exact search to FAISS inverted lists
             (see :mod:`serve.cache.index`).
         nprobe: inverted lists read per lookup in such a scope.
+        background_rebuild: train a large scope's inverted lists in a background thread (True), or in
+            the ``put`` that triggers it (False: deterministic, for tests and benchmarks).
 
     Example:
         >>> from router.encoders import HashingEncoder
@@ -108,7 +110,8 @@ class SemanticCache:
         clock: Callable[[], float] = time.monotonic,
         store: CacheStore | None = None,
         ivf_from: int = 8192,
-        nprobe: int = 16,
+        nprobe: int = 8,
+        background_rebuild: bool = True,
     ) -> None:
         self.encoder = encoder
         self.threshold = threshold
@@ -119,6 +122,7 @@ class SemanticCache:
         self.store = store
         self.ivf_from = ivf_from
         self.nprobe = nprobe
+        self.background_rebuild = background_rebuild
         if encoder is not None and not isinstance(encoder, Encoder):
             raise ConfigError(f"encoder must be a router Encoder (see router.encoders), got {type(encoder).__name__}.")
         if isinstance(ttl_s, bool) or not isinstance(ttl_s, int | float) or math.isnan(ttl_s) or ttl_s <= 0:
@@ -154,6 +158,7 @@ class SemanticCache:
         self._labels: dict[str, int] = {}  # entry id -> FAISS label
         self._ids: dict[int, str] = {}  # FAISS label -> entry id
         self._next_label = 0
+        self._threads: set[threading.Thread] = set()
         self._counts = dict.fromkeys(
             ("hits_exact", "hits_semantic", "misses", "exact_lookups", "evictions", "expirations", "invalidations",
              "rebuilds"), 0
@@ -307,9 +312,29 @@ class SemanticCache:
                     self._counts["evictions"] += 1
             index = self._indexes.get(scope)
             plan = index.plan_rebuild() if index is not None else None
-        if plan is not None:  # a large scope due (re)training: k-means without the lock
-            self._rebuild(scope, index, plan)  # type: ignore[arg-type]
+        if plan is not None:  # a large scope due (re)training: k-means without the lock, off the caller
+            if self.background_rebuild:
+                thread = threading.Thread(target=self._rebuild, args=(scope, index, plan), daemon=True,
+                                          name="serve.cache-rebuild")
+                with self._lock:
+                    self._threads.add(thread)
+                thread.start()
+            else:
+                self._rebuild(scope, index, plan)  # type: ignore[arg-type]
         return entry.entry_id
+
+    def wait_for_rebuilds(self, timeout: float | None = None) -> bool:
+        """Block until background index rebuilds finish; False if ``timeout`` passed first."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            with self._lock:
+                threads = list(self._threads)
+            if not threads:
+                return True
+            for thread in threads:
+                thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+                if thread.is_alive():
+                    return False
 
     def _rebuild(self, scope: str, index: ScopeIndex, plan: tuple[np.ndarray, np.ndarray]) -> None:
         try:
@@ -317,6 +342,7 @@ class SemanticCache:
         except BaseException:
             with self._lock:
                 index.abandon_rebuild()
+                self._threads.discard(threading.current_thread())
             raise
         with self._lock:
             if self._indexes.get(scope) is index:
@@ -324,6 +350,7 @@ class SemanticCache:
                 self._counts["rebuilds"] += 1
             else:  # the scope was emptied meanwhile
                 index.abandon_rebuild()
+            self._threads.discard(threading.current_thread())
 
     def _remove_locked(self, entry_id: str) -> bool:
         entry = self.store_.remove(entry_id)

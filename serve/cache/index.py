@@ -10,8 +10,9 @@ tenants or parameters whatever the similarities are.
   of them read per lookup): approximate, a few percent of the scan. A missed neighbour can only
   lose a hit, never add a false one (a hit still needs similarity >= the threshold). The cells are
   trained on the scope's own vectors and retrained each time the scope grows ``regrow`` times.
-  Training runs outside the cache's lock (:meth:`ScopeIndex.plan_rebuild` takes a snapshot,
-  :func:`build_ivf` trains, :meth:`ScopeIndex.install` replays what changed meanwhile).
+  Training runs in a background thread, outside the cache's lock (:meth:`ScopeIndex.plan_rebuild`
+  takes a snapshot, :func:`build_ivf` trains, :meth:`ScopeIndex.install` replays what changed
+  meanwhile); lookups use the old index until then.
 
 Removal is deferred: ``remove_ids`` compacts the whole index (O(n) per call, costlier than a
 search at 100k), so a removed label is remembered as dead and skipped by :meth:`ScopeIndex.search`,
@@ -68,6 +69,7 @@ def build_ivf(vectors: np.ndarray, labels: np.ndarray, nprobe: int, seed: int = 
     quantizer = faiss.IndexFlatIP(dim)
     index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
     index.cp.seed = seed
+    index.cp.niter = 10  # cells need not be optimal, only balanced enough
     index.cp.max_points_per_centroid = 64  # k-means on at most 64 * nlist sampled vectors
     with _one_thread():
         index.train(vectors)
@@ -94,7 +96,7 @@ class ScopeIndex:
         (7, 0.6...)
     """
 
-    def __init__(self, dim: int, *, ivf_from: int = 8192, nprobe: int = 16, regrow: float = 8.0) -> None:
+    def __init__(self, dim: int, *, ivf_from: int = 8192, nprobe: int = 8, regrow: float = 8.0) -> None:
         faiss = _faiss()
         self.dim = dim
         self.ivf_from = ivf_from
