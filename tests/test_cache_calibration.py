@@ -124,6 +124,7 @@ def test_calibrate_on_a_separable_set(tmp_path):
     assert cache.get(scope, "HOW DO I COOK DISH3 TONIGHT").value == {"a": 3}
 
 
+@pytest.mark.slow
 def test_calibrate_command_as_documented(tmp_path):
     out = tmp_path / "thr.json"
     cmd = [sys.executable, "-m", "serve.cache", "calibrate", "--encoder", "static", "--target-false-hit", "0.01",

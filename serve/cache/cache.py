@@ -33,8 +33,8 @@ def default_encoder() -> Encoder:
     """The cache's default encoder: the static model2vec encoder distilled from MiniLM.
 
     Chosen on the calibration data (``bench/results/cache.md``): at a 1% false-hit rate on Quora
-    question pairs MiniLM answers 2.4x as many duplicate questions (12.6% vs 5.2%), but costs ~16 ms
-    of CPU per question here against ~0.2 ms, which alone is over the service's 1 ms CPU budget per
+    question pairs MiniLM answers 2.4x as many duplicate questions (12.6% vs 5.2%), but costs ~20 ms
+    of CPU per question here against ~0.25 ms, which alone is over the service's 1 ms CPU budget per
     request. Pass ``SentenceTransformerEncoder()`` (its threshold ships too) when the service
     computes MiniLM embeddings anyway.
     """
