@@ -510,3 +510,9 @@ def test_minilm_with_its_shipped_threshold():
     assert get_q(cache, "acme", "Who wrote Macbeth?") is None
     assert get_q(cache, "acme", "How do I sort a list in Python?") is None
     assert get_q(cache, "other", "How can I reverse a list in Python?") is None
+
+
+def test_a_bad_embedding_is_refused_even_when_the_scope_is_empty():
+    cache = SemanticCache(HashingEncoder(dim=8), threshold=0.5)
+    with pytest.raises(ConfigError, match="embedding has width 3"):
+        cache.get(SCOPE, "q", embedding=np.ones(3))

@@ -227,7 +227,8 @@ class SemanticCache:
         with self._lock:
             self._counts["exact_lookups"] += 1
             self._expire_locked()
-            return self._exact_locked(scope, key)
+            entry = self._exact_locked(scope, key)
+        return None if entry is None else self._hit(entry, 1.0, exact=True)
 
     def get(self, scope: str, text: str, embedding: np.ndarray | None = None) -> CacheHit | None:
         """Exact key first, then the nearest text in ``scope`` with similarity >= the threshold.
@@ -236,16 +237,18 @@ class SemanticCache:
         only when the scope holds entries to compare with).
         """
         key = self._check(scope, text)
+        vec = self._vector(text, embedding) if embedding is not None else None  # validated either way
         with self._lock:
             self._expire_locked()
-            hit = self._exact_locked(scope, key)
-            if hit is not None:
-                return hit
+            entry = self._exact_locked(scope, key)
             index = self._indexes.get(scope)
-            if not key or index is None or len(index) == 0:
+            if entry is None and (not key or index is None or len(index) == 0):
                 self._counts["misses"] += 1
                 return None
-        vec = self._vector(text, embedding)  # outside the lock: encoding is the slow part
+        if entry is not None:
+            return self._hit(entry, 1.0, exact=True)
+        if vec is None and embedding is None:
+            vec = self._vector(text, None)  # outside the lock: encoding is the slow part
         with self._lock:
             self._expire_locked()
             index = self._indexes.get(scope)
@@ -255,19 +258,20 @@ class SemanticCache:
                 assert entry is not None
                 self.store_.touch(entry.entry_id)
                 self._counts["hits_semantic"] += 1
-                return self._hit(entry, min(found[1], 1.0), exact=False)
-            self._counts["misses"] += 1
-            return None
+            else:
+                self._counts["misses"] += 1
+                return None
+        return self._hit(entry, min(found[1], 1.0), exact=False)
 
-    def _exact_locked(self, scope: str, key: str) -> CacheHit | None:
+    def _exact_locked(self, scope: str, key: str) -> Entry | None:
         entry = self.store_.find_exact(scope, key)
-        if entry is None:
-            return None
-        self.store_.touch(entry.entry_id)
-        self._counts["hits_exact"] += 1
-        return self._hit(entry, 1.0, exact=True)
+        if entry is not None:
+            self.store_.touch(entry.entry_id)
+            self._counts["hits_exact"] += 1
+        return entry
 
     def _hit(self, entry: Entry, similarity: float, *, exact: bool) -> CacheHit:
+        """The hit for ``entry``, its value decoded outside the lock (entries are immutable)."""
         return CacheHit(entry.entry_id, json.loads(entry.value_json), similarity, exact,
                         max(0.0, self.clock() - entry.created))
 
