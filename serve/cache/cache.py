@@ -34,7 +34,7 @@ def default_encoder() -> Encoder:
 
     Chosen on the calibration data (``bench/results/cache.md``): at a 1% false-hit rate on Quora
     question pairs MiniLM answers 2.4x as many duplicate questions (12.6% vs 5.2%), but costs ~20 ms
-    of CPU per question here against ~0.25 ms, which alone is over the service's 1 ms CPU budget per
+    of CPU per question here against ~0.2 ms, which alone is over the service's 1 ms CPU budget per
     request. Pass ``SentenceTransformerEncoder()`` (its threshold ships too) when the service
     computes MiniLM embeddings anyway.
     """
