@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHES = ["bench_encoders.py", "bench_envs.py", "bench_routers.py", "bench_ceiling.py"]
+BENCHES = ["bench_encoders.py", "bench_envs.py", "bench_routers.py", "bench_ceiling.py", "bench_cache.py"]
 
 
 def main() -> int:
