@@ -18,7 +18,7 @@ Example:
     >>> from router.encoders import HashingEncoder
     >>> emb, lengths = embed_prompts(["What is 2 + 2?"], HashingEncoder(dim=8))
     >>> emb.shape, lengths.tolist(), bool(policy_context(emb * 10).max() <= 1.0)
-    ((1, 8), [14.0], True)
+    ((1, 8), [8.0], True)
 """
 
 from __future__ import annotations
