@@ -12,9 +12,10 @@ Data: ``load_source("routerbench")`` (3,150 prompts x 11 models, ``split`` colum
   "in order" means the order the loader gives; there is no real drift to meet. Full-information
   mode: the reward of the chosen model is exact, ``quality - lam * cost`` (lam in quality points
   per USD), and the env reports every model's reward so regret is exact. Each policy (``linucb``,
-  ``thompson``, ``egreedy``, ``neural``) runs cold and warm-started (``warm_start``) from the offline
-  MLP's predictions. The warm start uses *cross-fitted* (``--folds``-fold, out-of-fold) MLP quality
-  and cost predictions on the train rows, so no row's own label enters its pseudo-observation; the
+  ``thompson``, ``egreedy``, ``neural``; ``linucb@64`` and ``thompson@64`` learn on the replayed
+  contexts' top 64 principal directions, as ``training bandit --context-rank 64`` does) runs cold and
+  warm-started (``warm_start``) from the offline MLP's predictions. The warm start uses
+  *cross-fitted* (``--folds``-fold, out-of-fold) MLP quality and cost predictions on the train rows, so no row's own label enters its pseudo-observation; the
   other folds' labels do (the MLP is fitted offline on logs gathered before the replay starts --
   this is lookahead the cold policies do not get, so compare warm runs with the MLP row, not with
   the cold runs alone). Recorded: cumulative reward, regret against the per-row oracle and
@@ -58,7 +59,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 CACHE_DIR = Path(os.environ.get("ROUTER_BENCH_CACHE", Path.home() / ".cache" / "llm-routing" / "bench"))
 RESULTS = Path(__file__).resolve().parent / "results"
-POLICY_KINDS = ("linucb", "thompson", "egreedy", "neural")
+POLICY_KINDS = ("linucb", "linucb@64", "thompson", "thompson@64", "egreedy", "neural")
 N_LAMBDAS = 81
 
 
@@ -129,17 +130,20 @@ def embed(outcomes: Any, train_rows: np.ndarray, kind: str, precomputed: str | N
 
 
 # --------------------------------------------------------------------------- policies
-def make_policy(kind: str, m: int, d: int, hp: argparse.Namespace, seed: int) -> Any:
-    """The registered policy ``kind`` with the benchmark's hyperparameters its constructor takes."""
+def make_policy(kind: str, m: int, d: int, hp: argparse.Namespace, seed: int, contexts: np.ndarray | None = None) -> Any:
+    """The registered policy ``kind`` with the benchmark's hyperparameters its constructor takes; ``name@R`` is a
+    linear policy on the top R principal directions of ``contexts`` (``training bandit --context-rank R``)."""
     import inspect
 
     from router import registry
     from router.policies import build_policy
 
-    params = inspect.signature(registry.get("policy", kind).__init__).parameters
-    values = {"alpha": hp.neural_alpha if kind == "neural" else hp.alpha, "v": hp.v, "epsilon": hp.epsilon,
-              "ridge": hp.ridge, "hidden": hp.hidden}
-    return build_policy(kind, m, d, seed=seed, **{k: v for k, v in values.items() if k in params})
+    name, _, rank = kind.partition("@")
+    params = inspect.signature(registry.get("policy", name).__init__).parameters
+    values = {"alpha": hp.neural_alpha if name == "neural" else hp.alpha, "v": hp.v, "epsilon": hp.epsilon,
+              "ridge": hp.ridge, "hidden": hp.hidden, "context_rank": int(rank) if rank else None}
+    pol = build_policy(name, m, d, seed=seed, **{k: v for k, v in values.items() if k in params})
+    return pol.fit_basis(contexts) if rank else pol
 
 
 def replay(policy: Any, emb: np.ndarray, outcomes: Any, lam: float, *, rows: int, epochs: int,
@@ -157,7 +161,7 @@ def replay(policy: Any, emb: np.ndarray, outcomes: Any, lam: float, *, rows: int
     counts = np.zeros(m, dtype=np.int64)
     served = 0
     cps: list[dict[str, float]] = []
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for ep in range(epochs):
         # the one policy-run loop; each epoch resets the cursor back to row 0
         for b in run_policy(policy, envs, rows, seed=seed + ep):
@@ -173,12 +177,13 @@ def replay(policy: Any, emb: np.ndarray, outcomes: Any, lam: float, *, rows: int
                     marks.pop(0)
                     cps.append({"step": served, "policy_reward": pol, "oracle_reward": orc,
                                 "regret": orc - pol, "regret_vs_best_fixed": float(fixed.max()) - pol})
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     best = int(np.argmax(fixed))
     names = list(envs.data.model_names)
     return {"rows": served, "policy_reward": pol, "oracle_reward": orc, "best_fixed_reward": float(fixed[best]),
             "best_fixed_model": names[best], "regret": orc - pol, "regret_vs_best_fixed": float(fixed[best]) - pol,
             "mean_reward": pol / served, "wall_s": round(wall, 3), "rows_per_s": served / wall,
+            "cpu_s": round(cpu, 3), "rows_per_cpu_s": served / cpu,
             "action_shares": {names[j]: round(float(counts[j] / served), 4) for j in range(m) if counts[j]},
             "checkpoints": cps}
 
@@ -268,7 +273,7 @@ def machine() -> dict[str, Any]:
 
     return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
             "cpu_count": os.cpu_count(), "python": platform.python_version(), "numpy": np.__version__,
-            "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__, "torch_threads": torch.get_num_threads(), "blas_threads": 1,
             "note": "CPU only; cores shared with other jobs, so speeds are indicative"}
 
 
@@ -292,13 +297,14 @@ def write_markdown(doc: dict[str, Any], path: Path) -> None:
         doc["protocol"]["replay"],
         "",
         "| lam (/USD) | policy | warm start | rows | mean reward | regret vs oracle | regret vs best fixed "
-        "| best fixed model | rows/s |",
-        "|---:|---|---|---:|---:|---:|---:|---|---:|",
+        "| best fixed model | rows/s (wall) | rows/s (CPU) |",
+        "|---:|---|---|---:|---:|---:|---:|---|---:|---:|",
     ]
     for r in doc["replay"]:
         lines.append(
             f"| {r['lam']:g} | {r['policy']} | {r['warm']} | {r['rows']} | {r['mean_reward']:.4f} | {r['regret']:.1f} "
-            f"| {r['regret_vs_best_fixed']:.1f} | {r['best_fixed_model']} | {_f(r.get('rows_per_s'), 0)} |")
+            f"| {r['regret_vs_best_fixed']:.1f} | {r['best_fixed_model']} | {_f(r.get('rows_per_s'), 0)} "
+            f"| {_f(r.get('rows_per_cpu_s'), 0)} |")
     lines += ["", "Oracle mean reward per lam: " + ", ".join(
         f"lam={k}: {v['oracle_mean_reward']:.4f} (best fixed {v['best_fixed_model']} {v['best_fixed_mean_reward']:.4f})"
         for k, v in doc["replay_reference"].items()), ""]
@@ -376,14 +382,18 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     import torch
+    from threadpoolctl import threadpool_limits
 
-    from router.context import policy_context, prompt_texts
+    from router.context import policy_context, prompt_lengths, prompt_texts
     from router.cost_predictor import CostPredictor
     from router.data.registry import load_source
     from router.metrics import evaluate_curves
 
     args = parse(argv)
     torch.set_num_threads(min(2, os.cpu_count() or 1))
+    import scipy.linalg  # noqa: F401 -- scipy bundles a second BLAS; load it so the limit covers it too
+
+    threadpool_limits(1, user_api="blas")  # cores are shared: two spinning BLAS threads slow the policies down
     t_start = time.perf_counter()
     o = load_source("routerbench")
     split = np.asarray(o.split).astype(str)
@@ -391,7 +401,7 @@ def main(argv: list[str] | None = None) -> int:
     otr, ote = o.subset(tr), o.subset(te)
     emb, emb_info = embed(o, tr, args.encoder, args.precomputed)
     print(f"embeddings {emb.shape} ({emb_info['source']}, {emb_info['seconds']} s)", flush=True)
-    lengths = np.array([len(t) for t in prompt_texts(list(o.prompts))], dtype=np.float64)
+    lengths = prompt_lengths(prompt_texts(list(o.prompts)))  # as Router.predict gets them
     x_tr, x_te, l_tr, l_te = emb[tr], emb[te], lengths[tr], lengths[te]
     rows = min(args.rows or len(tr), len(tr))
     m = len(o.models)
@@ -420,7 +430,7 @@ def main(argv: list[str] | None = None) -> int:
         replay_rows.append({"lam": lam, "policy": "mlp (offline, cross-fitted, greedy)", "warm": "–", **ref})
         for kind in policies:
             for warm in ([False] if args.no_warm else [False, True]):
-                pol = make_policy(kind, m, d, args, args.seed)
+                pol = make_policy(kind, m, d, args, args.seed, contexts=np.clip(x_tr[:rows], -1.0, 1.0))
                 tw = time.perf_counter()
                 if warm:
                     pol.warm_start(policy_context(x_tr[:rows]), q_oof[:rows], lam=lam, cost=c_oof[:rows],
@@ -473,7 +483,12 @@ def main(argv: list[str] | None = None) -> int:
                        f"pseudo-observation weight {args.warm_weight} (uses other rows' labels before they are "
                        f"served: lookahead). 'mlp' rows: greedy on the same out-of-fold predictions. "
                        f"Hyperparameters: LinUCB alpha={args.alpha}, Thompson v={args.v}, epsilon={args.epsilon}, "
-                       f"ridge={args.ridge}, NeuralLinear hidden={args.hidden} alpha={args.neural_alpha}."),
+                       f"ridge={args.ridge}, NeuralLinear hidden={args.hidden} alpha={args.neural_alpha}; "
+                       f"'@64': the linear policy on the top 64 principal directions of the replayed rows' "
+                       f"contexts (training bandit --context-rank 64). rows/s: per second of wall time and "
+                       f"of the process's CPU time for the whole replay (select, sample, env step, update, "
+                       f"bookkeeping) on a shared machine, one BLAS thread; "
+                       f"policy_speed.md compares CPU-time rates with the code before the fast updates."),
             "aiq": (f"Test rows {len(te)}. Policies: q_hat = clip(expected_reward(x) + lam * c_hat, 0, 1), "
                     f"c_hat from CostPredictor fitted on train; MLP: MLPPredictor fitted on train; every router "
                     f"routed greedily over default_lambda_grid (n={N_LAMBDAS}); AIQ over the single models' cost "

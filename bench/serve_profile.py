@@ -210,6 +210,15 @@ async def bench_app(model: str, provider_url: str, n: int, concurrency: int, pro
     return out
 
 
+async def _timed(app: Any, body: bytes, times: list[float]) -> None:
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    status, _ = await _request(app, body)
+    if status != 200:
+        raise RuntimeError(f"status {status}")
+    times.append(loop.time() - t0)
+
+
 async def bench_open_loop(model: str, provider_url: str, rate: float, seconds: float,
                           windows_ms: list[float]) -> dict[str, float]:
     """Requests started at a fixed rate (open loop, in process) with the cache on, all misses, for each
@@ -230,13 +239,6 @@ async def bench_open_loop(model: str, provider_url: str, rate: float, seconds: f
             loop = asyncio.get_running_loop()
             times: list[float] = []
 
-            async def one(b: bytes) -> None:
-                t0 = loop.time()
-                status, _ = await _request(app, b)
-                if status != 200:
-                    raise RuntimeError(f"status {status}")
-                times.append(loop.time() - t0)
-
             batches0 = (app.state.metrics.batch_sizes.count, app.state.metrics.batch_sizes.sum)
             start, tasks = loop.time(), []
             c0 = time.process_time()
@@ -244,7 +246,7 @@ async def bench_open_loop(model: str, provider_url: str, rate: float, seconds: f
                 delay = start + i / rate - loop.time()
                 if delay > 0:
                     await asyncio.sleep(delay)
-                tasks.append(asyncio.ensure_future(one(b)))
+                tasks.append(asyncio.ensure_future(_timed(app, b, times)))
             await asyncio.gather(*tasks)
             cpu = time.process_time() - c0
             h = app.state.metrics.batch_sizes

@@ -38,7 +38,7 @@ class ReplaySource:
         timestamps: (n,) sort key for sequential replay, or None.
         encoder: the encoder that produced ``embeddings`` (None when they were given).
         preprocessor: the prefix stripper learnt on the prompts (None when not used).
-        prompt_lengths: (n,) characters per prompt when the prompts were embedded here, else None.
+        prompt_lengths: (n,) cl100k_base tokens per prompt when the prompts were embedded here, else None.
     """
 
     embeddings: np.ndarray

@@ -18,7 +18,7 @@ Example:
     >>> from router.encoders import HashingEncoder
     >>> emb, lengths = embed_prompts(["What is 2 + 2?"], HashingEncoder(dim=8))
     >>> emb.shape, lengths.tolist(), bool(policy_context(emb * 10).max() <= 1.0)
-    ((1, 8), [14.0], True)
+    ((1, 8), [8.0], True)
 """
 
 from __future__ import annotations
@@ -72,6 +72,24 @@ def fit_preprocessor(prompts: Sequence[Prompt], strip_prefixes: bool = True) -> 
     return PrefixStripper().fit(prompt_texts(prompts))
 
 
+#: units a prompt's length can be counted in: cl100k_base tokens, or characters (older routers)
+LENGTH_UNITS = ("tokens", "chars")
+
+
+def prompt_lengths(texts: Sequence[str], unit: str = "tokens") -> np.ndarray:
+    """Lengths (n,) float64 of prompt texts: cl100k_base token counts (:func:`router.tokens.count_tokens`),
+    or characters for ``unit="chars"`` (routers saved before token counts)."""
+    if unit == "tokens":
+        from router.tokens import count_tokens
+
+        return count_tokens(list(texts)).astype(np.float64)
+    if unit == "chars":
+        return np.array([len(t) for t in texts], dtype=np.float64)
+    from router.errors import ConfigError
+
+    raise ConfigError(f"length unit must be one of {LENGTH_UNITS}, got {unit!r}.")
+
+
 def embed_prompts(
     prompts: Sequence[Prompt],
     encoder: Encoder,
@@ -79,8 +97,9 @@ def embed_prompts(
     preprocessor: PrefixStripper | None = None,
     features: PromptStats | None = None,
     encode_with: Encoder | None = None,
+    length_unit: str = "tokens",
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``(embeddings (n, d [+ k]) float32, prompt lengths in characters (n,))`` of ``prompts``.
+    """``(embeddings (n, d [+ k]) float32, prompt lengths (n,) in ``length_unit``)`` of ``prompts``.
 
     Args:
         prompts: texts or chat conversations.
@@ -88,9 +107,10 @@ def embed_prompts(
         preprocessor: a fitted prefix stripper applied before encoding (lengths are of the whole text).
         features: fitted prompt statistics appended to the embedding.
         encode_with: an encoder used instead of ``encoder`` for this call (e.g. a caching wrapper of it).
+        length_unit: ``"tokens"`` (cl100k_base) or ``"chars"``, as the router's cost model was fitted.
     """
     texts = prompt_texts(prompts)
-    lengths = np.array([len(t) for t in texts], dtype=np.float64)
+    lengths = prompt_lengths(texts, length_unit)
     if preprocessor is not None:
         texts = preprocessor.transform(texts)
     emb = np.asarray((encode_with or encoder).encode(texts), dtype=np.float32)

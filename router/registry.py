@@ -80,7 +80,7 @@ FAMILIES: dict[str, tuple[str, ...]] = {
     "predictor": ("router.predictors",),
     "cost": ("router.cost*",),
     "policy": ("router.policies",),
-    "component": ("router.encoders", "router.features", "router.costs", "router.predictors"),
+    "component": ("router.encoders", "router.features", "router.costs", "router.predictors", "router.ood"),
 }
 
 _TABLES: dict[str, dict[str, type[Any]]] = {f: {} for f in FAMILIES}

@@ -13,6 +13,12 @@ and loads back to identical decisions::
       cost.json/.npz         cost model
       latency.json/.npz      latency model (optional)
 
+Prompt lengths, which the cost model reads, are token counts from the cl100k_base tokenizer
+(:func:`prompt_lengths`; routers saved before token counts keep characters). Each model's context
+window is learnt at :meth:`Router.fit` from litellm's price map (see :mod:`router.windows`) and saved
+with the router; :meth:`Router.route` and :meth:`Router.sweep` give probability 0 to a model whose
+window the prompt does not fit and raise :class:`~router.errors.ContextWindowError` when it fits none.
+
 Example:
     >>> from router.data.synthetic import generate
     >>> from router.encoders import HashingEncoder
@@ -36,8 +42,16 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from router.base import CostModel, Encoder, Policy, QualityPredictor
-from router.context import Prompt, embed_prompts, fit_preprocessor, policy_context, prompt_texts
+from router.base import Component, CostModel, Encoder, Policy, QualityPredictor
+from router.context import (
+    LENGTH_UNITS,
+    Prompt,
+    embed_prompts,
+    fit_preprocessor,
+    policy_context,
+    prompt_lengths,
+    prompt_texts,
+)
 from router.data.schema import Outcomes
 from router.decision import DecisionRule
 from router.encoders.prefix import PrefixStripper
@@ -45,7 +59,7 @@ from router.errors import ConfigError, PersistenceError, UnknownModelError
 from router.features import PromptStats
 from router.persist import load_component, read_json, save_component, write_json
 
-__all__ = ["Decisions", "Router", "default_lambda_grid", "prompt_texts"]
+__all__ = ["Decisions", "Router", "default_lambda_grid", "prompt_lengths", "prompt_texts"]
 
 FORMAT_VERSION = 1
 
@@ -61,6 +75,8 @@ class Decisions:
         utility: (n, m) quality - lam * cost - mu * latency (``-inf`` where not allowed).
         reasons: (n,) short explanation of each choice.
         lam, mu: the trade-off used.
+        ood: (n,) True where the prompt was beyond the router's out-of-distribution threshold (its quality
+            predictions shrunk toward the priors; see :mod:`router.ood`), or None without a guard.
     """
 
     models: tuple[str, ...]
@@ -74,6 +90,7 @@ class Decisions:
     lam: float
     mu: float
     timings_ms: dict[str, float] = field(default_factory=dict)
+    ood: np.ndarray | None = None
 
     @property
     def chosen(self) -> list[str]:
@@ -149,9 +166,12 @@ class Router:
         preprocessor: PrefixStripper | None = None,
         metadata: dict[str, Any] | None = None,
         features: PromptStats | None = None,
+        ood: Component | None = None,
         *,
         policy_lam: float = 0.0,
         policy_mu: float = 0.0,
+        context_windows: dict[str, int] | None = None,
+        length_unit: str = "tokens",
     ) -> None:
         self.models = tuple(str(m) for m in models)
         if not self.models:
@@ -167,12 +187,21 @@ class Router:
         self.metadata = dict(metadata or {})
         self.features = features
         #: the trade-off a policy's reward was trained at (``quality - policy_lam * cost - policy_mu * latency``)
+        self.ood = ood
         self.policy_lam = float(policy_lam)
         self.policy_mu = float(policy_mu)
         for name, part, kind, what in (("encoder", encoder, Encoder, "an Encoder"), ("cost", cost, CostModel, "a CostModel"),
                                        ("quality", quality, (QualityPredictor, Policy), "a QualityPredictor or a Policy")):
             if not isinstance(part, kind):
                 raise ConfigError(f"the router's {name} must be {what} (router.base), got {type(part).__name__}.")
+        from router.windows import check_windows
+
+        #: {model: most input tokens it accepts}; models not listed have no known limit
+        self.context_windows = check_windows(context_windows, self.models)
+        if length_unit not in LENGTH_UNITS:
+            raise ConfigError(f"length_unit must be one of {LENGTH_UNITS}, got {length_unit!r}.")
+        #: unit of the prompt lengths the cost model reads
+        self.length_unit = length_unit
 
     # ------------------------------------------------------------------ training
     @classmethod
@@ -189,6 +218,8 @@ class Router:
         embeddings: np.ndarray | None = None,
         encode_with: Encoder | None = None,
         metadata: dict[str, Any] | None = None,
+        context_windows: dict[str, int | None] | None = None,
+        ood_quantile: float | None = None,
     ) -> Router:
         """Fit every part on full-information outcomes (use the training split only).
 
@@ -206,13 +237,17 @@ class Router:
             encode_with: encoder used for the training prompts instead of ``encoder`` -- e.g. an
                 :class:`~router.encoders.EmbeddingCache` around it, so re-training does not re-encode while
                 the saved router keeps the bare encoder.
+            context_windows: ``{model: tokens}`` overriding the windows of litellm's price map (None
+                removes a model's limit); models known to neither have no limit.
+            ood_quantile: fit an out-of-distribution guard (:class:`~router.ood.OODGuard`) at this quantile of
+                the training prompts' nearest-neighbour distances; None fits none.
         """
         from router.cost_predictor import CostPredictor
 
         texts = prompt_texts(list(outcomes.prompts))
         pre = fit_preprocessor(texts, strip_prefixes)
         texts_in = pre.transform(texts) if pre is not None else texts
-        lengths = np.array([len(t) for t in texts], dtype=np.float64)
+        lengths = prompt_lengths(texts)
         if embeddings is None:
             embeddings = (encode_with or encoder).encode(texts_in)
         feats = PromptStats(weight=prompt_stats).fit(texts_in) if prompt_stats else None
@@ -222,24 +257,49 @@ class Router:
         cost_model = cost_model or CostPredictor()
         cost_model.fit(embeddings, lengths, outcomes)
         meta = {"trained_on": outcomes.source, "n_train": outcomes.n_prompts, **(metadata or {})}
-        return cls(outcomes.models, encoder, predictor, cost_model, None, rule, pre, meta, feats)
+        from router.windows import model_windows
+
+        guard = None
+        if ood_quantile is not None:
+            from router.ood import OODGuard
+
+            guard = OODGuard(quantile=ood_quantile).fit(embeddings, outcomes.quality)
+        return cls(outcomes.models, encoder, predictor, cost_model, None, rule, pre, meta, feats, guard,
+                   context_windows=model_windows(outcomes.models, context_windows))
+
+    def fit_ood_guard(self, outcomes: Outcomes, quantile: float = 0.95, **options: Any) -> Router:
+        """Fit (or refit) the out-of-distribution guard on the router's training ``outcomes``; returns self."""
+        from router.ood import OODGuard
+
+        emb, _ = self.embed(list(outcomes.prompts))
+        quality = np.asarray(outcomes.subset(models=list(self.models)).quality)
+        self.ood = OODGuard(quantile=quantile, **options).fit(emb, quality)
+        return self
 
     # ------------------------------------------------------------------ prediction
     def embed(self, prompts: Sequence[Prompt], encode_with: Encoder | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """(features (n, d), prompt lengths in characters (n,)) of the given prompts.
+        """(features (n, d), prompt lengths (n,) in :attr:`length_unit`) of the given prompts.
 
         The features are the encoder's embedding of the preprocessed prompt, followed by the prompt
         statistics when the router has them. ``encode_with`` replaces the router's encoder for this
         call (e.g. a caching wrapper of it).
         """
         return embed_prompts(prompts, self.encoder, preprocessor=self.preprocessor, features=self.features,
-                             encode_with=encode_with)
+                             encode_with=encode_with, length_unit=self.length_unit)
 
     def predict(
         self, prompts: Sequence[Prompt] | None = None, *, embeddings: np.ndarray | None = None,
         lengths: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Predicted (quality, cost, latency), each (n, m), for prompts or precomputed embeddings."""
+        """Predicted (quality, cost, latency), each (n, m), for prompts or precomputed embeddings.
+
+        With an out-of-distribution guard, quality is shrunk toward the priors for unfamiliar prompts.
+        """
+        q, c, lat, _ = self._predict(prompts, embeddings, lengths)
+        return q, c, lat
+
+    def _predict(self, prompts: Sequence[Prompt] | None, embeddings: np.ndarray | None,
+                 lengths: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
         if embeddings is None:
             if prompts is None:
                 raise ConfigError("give prompts or embeddings.")
@@ -256,7 +316,12 @@ class Router:
             q = np.clip(reward + self.policy_lam * c + self.policy_mu * lat, 0.0, 1.0)
         else:
             q = self.quality.predict(embeddings)
-        return q, c, lat
+        ood = None
+        if self.ood is not None:
+            dist = self.ood.distance(embeddings)  # type: ignore[attr-defined]
+            q = self.ood.shrink(q, embeddings, distance=dist)  # type: ignore[attr-defined]
+            ood = dist > self.ood.threshold_  # type: ignore[attr-defined]
+        return q, c, lat, ood
 
     @staticmethod
     def _policy_context(embeddings: np.ndarray) -> np.ndarray:
@@ -307,10 +372,10 @@ class Router:
         t0 = time.perf_counter()
         emb, lengths = self.embed(prompts) if embedded is None else embedded
         t1 = time.perf_counter()
-        q, c, lat = self.predict(embeddings=emb, lengths=lengths)
+        q, c, lat, ood = self._predict(None, emb, lengths)
         t2 = time.perf_counter()
         rule = self.rule.with_(lam=lam, mu=mu, max_cost=max_cost, max_latency=max_latency)
-        mask = self.allowed_mask(allowed)
+        mask, window_notes = self._window_mask(prompts, lengths, self.allowed_mask(allowed))
         if isinstance(self.quality, Policy) and lam is None and mu is None:
             # at its own trade-off a policy decides itself (with its exploration), so the logged
             # propensities are the policy's; limits still apply through the rule's feasible set
@@ -323,9 +388,11 @@ class Router:
         chosen = out.probabilities.argmax(axis=1)
         t3 = time.perf_counter()
         reasons = self._reasons(chosen, q, c, lat, out, rule) if explain else [""] * len(chosen)
+        if explain:
+            reasons = [f"{r}; {w}" if w else r for r, w in zip(reasons, window_notes)]
         timings = {"encode": (t1 - t0) * 1e3, "predict": (t2 - t1) * 1e3, "decide": (t3 - t2) * 1e3}
         return Decisions(self.models, chosen, out.probabilities, q, c, lat, out.utility, reasons,
-                         rule.lam, rule.mu, timings)
+                         rule.lam, rule.mu, timings, ood)
 
     def sweep(
         self,
@@ -346,16 +413,41 @@ class Router:
         Returns:
             ``(lambdas (S,), choices (S, n) indices into models, probabilities (S, n, m), quality_hat (n, m))``.
         """
+        if embeddings is None and prompts is not None:
+            embeddings, lengths = self.embed(prompts)
         q, c, lat = self.predict(prompts, embeddings=embeddings, lengths=lengths)
+        window, _ = self._window_mask(prompts, lengths, None)
         cols = np.arange(len(self.models))
         if models is not None:
             self.allowed_mask(models)  # validates the names
             order = {m: i for i, m in enumerate(self.models)}
             cols = np.array([order[m] for m in models])
         q, c, lat = q[:, cols], c[:, cols], lat[:, cols]
+        if window is not None:
+            window = window[:, cols]
+            if not window.any(axis=1).all():
+                self._window_mask(prompts, lengths, np.isin(np.arange(len(self.models)), cols))  # raises
         lams = default_lambda_grid(q, c) if lambdas is None else np.asarray(lambdas, dtype=np.float64)
-        probs = np.stack([self.rule.with_(lam=float(lv)).probabilities(q, c, lat).probabilities for lv in lams])
+        probs = np.stack([self.rule.with_(lam=float(lv)).probabilities(q, c, lat, window).probabilities
+                          for lv in lams])
         return lams, probs.argmax(axis=2), probs, q
+
+    def _window_mask(self, prompts: Sequence[Prompt] | None, lengths: np.ndarray | None,
+                     allowed: np.ndarray | None) -> tuple[np.ndarray | None, list[str]]:
+        """``allowed`` narrowed to the models whose context window each prompt fits (see :mod:`router.windows`)."""
+        if not self.context_windows:
+            n = 0 if lengths is None else len(lengths)
+            return allowed, [""] * n
+        from router.windows import window_mask
+
+        if self.length_unit == "tokens" and lengths is not None:
+            tokens = np.asarray(lengths)
+        elif prompts is not None:
+            tokens = prompt_lengths(prompt_texts(prompts), "tokens")
+        else:
+            raise ConfigError("this router counts prompt length in characters; give the prompts, not only embeddings, "
+                              "so their tokens can be checked against the context windows.")
+        return window_mask(tokens, self.models, self.context_windows, allowed)
 
     def _reasons(self, chosen: np.ndarray, q: np.ndarray, c: np.ndarray, lat: np.ndarray, out: Any,
                  rule: DecisionRule) -> list[str]:
@@ -391,6 +483,8 @@ class Router:
             save_component(self.preprocessor, d, "preprocessor")
         if self.features is not None:
             save_component(self.features, d, "features")
+        if self.ood is not None:
+            save_component(self.ood, d, "ood")
         write_json(d / "router.json", {
             "format_version": FORMAT_VERSION,
             "models": list(self.models),
@@ -398,8 +492,11 @@ class Router:
             "has_latency": self.latency is not None,
             "has_preprocessor": self.preprocessor is not None,
             "has_features": self.features is not None,
+            "has_ood": self.ood is not None,
             "quality_role": "policy" if isinstance(self.quality, Policy) else "predictor",
             "policy": {"lam": self.policy_lam, "mu": self.policy_mu} if isinstance(self.quality, Policy) else None,
+            "length_unit": self.length_unit,
+            "context_windows": self.context_windows,
             "metadata": self.metadata,
         })
         return d
@@ -424,11 +521,14 @@ class Router:
         latency = _load_part(d, "latency", CostModel) if meta.get("has_latency") else None
         pre = _load_part(d, "preprocessor", PrefixStripper) if meta.get("has_preprocessor") else None
         feats = _load_part(d, "features", PromptStats) if meta.get("has_features") else None
+        ood = load_component(d, "ood") if meta.get("has_ood") else None
         metadata = dict(meta.get("metadata") or {})
         # routers saved before the policy trade-off had its own field kept it in the metadata
         policy = meta.get("policy") or {"lam": metadata.pop("policy_lam", 0.0), "mu": metadata.pop("policy_mu", 0.0)}
         return cls(meta["models"], encoder, quality, cost, latency, DecisionRule(**meta["rule"]), pre, metadata,
-                   feats, policy_lam=float(policy["lam"]), policy_mu=float(policy["mu"]))
+                   feats, ood, policy_lam=float(policy["lam"]), policy_mu=float(policy["mu"]),
+                   # routers saved before token counts and windows: characters, no limits
+                   context_windows=meta.get("context_windows"), length_unit=meta.get("length_unit", "chars"))
 
     def __repr__(self) -> str:
         return (f"Router(models={list(self.models)}, encoder={type(self.encoder).__name__}, "

@@ -182,6 +182,8 @@ class Decision:
     quality: np.ndarray
     cost: np.ndarray
     latency: np.ndarray
+    ood: bool | None = None  # beyond the router's out-of-distribution threshold (None: no guard)
+    online: Any = None  # the online policy's pick (serve.online.OnlineChoice) when it decided
 
     def predictions(self) -> dict[str, dict[str, float]]:
         """Per model: predicted quality, cost (USD) and latency (s), for logging."""
@@ -193,6 +195,7 @@ class Decision:
 class _Item:
     messages: list[Any]
     options: RouteOptions
+    tenant: str = "default"
     known: dict[str, np.ndarray] | None = None
 
 
@@ -239,6 +242,7 @@ class Decider:
                  shared_encoder: dict[str, Any] | None = None) -> None:
         self.holder = holder
         self.fallbacks = fallbacks
+        self.online: Any = None  # serve.online.OnlineLearner, set when online learning is on
         #: identity (:func:`serve.cache.thresholds.encoder_identity`) of the encoder whose vectors requests
         #: may bring along (the semantic cache's); reused only while the policy's encoder is identical
         self.shared_encoder = shared_encoder
@@ -249,13 +253,13 @@ class Decider:
             on_batch=on_batch)
 
     def decide(self, messages: list[Any], options: RouteOptions = DEFAULT_OPTIONS,
-               known: dict[str, np.ndarray] | None = None) -> asyncio.Future[Decision]:
+               tenant: str = "default", known: dict[str, np.ndarray] | None = None) -> asyncio.Future[Decision]:
         """A future of the decision for one conversation (await it).
 
         ``known``: text -> (dim,) vector from the encoder named by ``shared_encoder``, used instead of
         encoding that text again when the policy's encoder is the same one.
         """
-        return self.batcher.submit(_Item(messages, options, known))
+        return self.batcher.submit(_Item(messages, options, tenant, known))
 
     def close(self) -> None:
         self.batcher.close()
@@ -289,7 +293,8 @@ class Decider:
             sel = np.asarray(idx)
             decided: list[Decision | BaseException]
             try:
-                decided = [*self._route(policy, [prompts[i] for i in idx], opts, (emb[sel], lengths[sel]))]
+                decided = [*self._route(policy, [prompts[i] for i in idx], opts, (emb[sel], lengths[sel]),
+                                        [items[i].tenant for i in idx])]
             except Exception as exc:
                 decided = [exc for _ in idx]
             for k, i in enumerate(idx):
@@ -318,15 +323,23 @@ class Decider:
 
     def _one(self, policy: Policy, item: _Item) -> Decision | BaseException:
         try:
-            return self._route(policy, [item.messages], item.options, None)[0]
+            return self._route(policy, [item.messages], item.options, None, [item.tenant])[0]
         except Exception as exc:
             return exc
 
     def _route(self, policy: Policy, prompts: list[Any], opts: RouteOptions,
-               embedded: tuple[np.ndarray, np.ndarray] | None) -> list[Decision]:
+               embedded: tuple[np.ndarray, np.ndarray] | None, tenants: list[str] | None = None) -> list[Decision]:
         router = policy.router
+        online = self.online if (self.online is not None and opts == DEFAULT_OPTIONS
+                                 and self.online.router is router) else None
+        if online is not None and embedded is None:
+            embedded = router.embed(prompts)
         d = router.route(prompts, lam=opts.lam, mu=opts.mu, allowed=opts.allowed, max_cost=opts.max_cost,
                          max_latency=opts.max_latency, embedded=embedded)
+        picks = None
+        if online is not None and embedded is not None:
+            picks = online.choose(embedded[0], d.quality, d.cost, np.isfinite(d.utility),
+                                  tenants or ["default"] * len(d))
         models = d.models
         max_cost = opts.max_cost if opts.max_cost is not None else router.rule.max_cost
         max_latency = opts.max_latency if opts.max_latency is not None else router.rule.max_latency
@@ -334,6 +347,13 @@ class Decider:
         res = []
         for k in range(len(d)):
             ci = int(d.chosen_index[k])
+            prop, reason, version = float(d.probabilities[k, ci]), d.reasons[k], policy.version
+            if picks is not None:
+                pick = picks[k]
+                ci, prop = pick.action, pick.propensity
+                version = policy.version + "+online"
+                reason = (f"{models[ci]}: online {online.policy_name} drew it with p={prop:.3f}"  # type: ignore[union-attr]
+                          + (" (exploring)" if pick.explored else " (greedy)"))
             cost, lat, util = d.cost[k], d.latency[k], d.utility[k]
             cands = [models[ci]]
             for j in order[k]:
@@ -346,7 +366,8 @@ class Decider:
                 if max_latency is not None and lat[j] > max_latency:
                     continue
                 cands.append(models[j])
-            res.append(Decision(models[ci], tuple(cands), float(d.probabilities[k, ci]), float(cost[ci]),
-                                float(d.quality[k, ci]), float(lat[ci]), d.reasons[k], policy.version,
-                                float(d.lam), models, d.quality[k], cost, lat))
+            res.append(Decision(models[ci], tuple(cands), prop, float(cost[ci]),
+                                float(d.quality[k, ci]), float(lat[ci]), reason, version,
+                                float(d.lam), models, d.quality[k], cost, lat,
+                                None if d.ood is None else bool(d.ood[k]), None if picks is None else picks[k]))
         return res

@@ -21,11 +21,13 @@ what off-policy evaluation and online learning need later (the columns of
 ``policy_version``        e.g. ``demo-router/3``
 ``cache``                 ``hit_exact``, ``hit_semantic``, ``miss`` or ``bypass``
 ``status``                HTTP status returned; ``error`` the message when it failed
+``explored``              True when the online policy explored (chose other than its greedy pick)
+``ood``                   True when the prompt was beyond the router's out-of-distribution threshold
 ========================  ====================================================================
 
 :class:`NullLogbook` drops records (the default); :class:`JsonlLogbook` appends them to a JSON-lines
-file from a writer thread (group commit: one write per batch of records). The traffic log with
-feedback and online learning plugs in here by implementing :class:`Logbook`.
+file from a writer thread (group commit: one write per batch of records);
+:class:`serve.trafficlog.TrafficLog` is the traffic log in the training schema, with feedback.
 """
 
 from __future__ import annotations
@@ -64,6 +66,8 @@ class DecisionRecord:
     status: int = 200
     error: str | None = None
     lam: float | None = None
+    explored: bool = False
+    ood: bool | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -132,6 +136,11 @@ class JsonlLogbook:
                     return
 
 
-def make_logbook(path: str | None) -> Logbook:
-    """The logbook the settings ask for: a JSON-lines file, or none."""
-    return JsonlLogbook(path) if path else NullLogbook()
+def make_logbook(settings: Any, on_commit: Any = None) -> Logbook:
+    """The logbook :class:`serve.settings.LogbookSettings` asks for: the traffic log, a raw file, or none."""
+    if settings.dir:
+        from serve.trafficlog import TrafficLog
+
+        return TrafficLog(settings.dir, commit_ms=settings.commit_ms, rotate_mb=settings.rotate_mb,
+                          rotate_s=settings.rotate_s, on_commit=on_commit)
+    return JsonlLogbook(settings.path) if settings.path else NullLogbook()

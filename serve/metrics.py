@@ -97,6 +97,19 @@ class Metrics:
         self.policy_version = ""
         self.stream_breaks = 0
         self.inflight = 0
+        # the loop: traffic log, feedback, out-of-distribution prompts, online learning
+        self.log_commits = 0  # updated from the writer thread (an int add; read only for display)
+        self.log_lines = 0
+        self.feedback: defaultdict[int, int] = defaultdict(int)  # by HTTP status
+        self.ood_checked = 0
+        self.ood_flagged = 0
+        self.online_updates = 0
+        self.online_explored = 0
+
+    def committed(self, lines: int, seconds: float) -> None:
+        """Called by the traffic log's writer thread after each commit."""
+        self.log_commits += 1
+        self.log_lines += lines
 
     def request(self, path: str, status: int) -> None:
         self.requests[(path, status)] += 1
@@ -151,6 +164,25 @@ class Metrics:
         out.append(f"router_policy_swaps_total {self.policy_swaps}")
         head("router_policy_load_errors_total", "counter", "Failed attempts to load a new policy version.")
         out.append(f"router_policy_load_errors_total {self.policy_errors}")
+        head("router_log_commits_total", "counter", "Group commits (write + fsync) of the traffic log.")
+        out.append(f"router_log_commits_total {self.log_commits}")
+        head("router_log_lines_total", "counter", "Lines made durable in the traffic log (requests and feedback).")
+        out.append(f"router_log_lines_total {self.log_lines}")
+        head("router_feedback_total", "counter", "POST /v1/feedback by status (200 = on disk).")
+        for status, n in sorted(self.feedback.items()):
+            out.append(f'router_feedback_total{{status="{status}"}} {n}')
+        head("router_ood_prompts_total", "counter",
+             "Routed prompts beyond the router's training-distance quantile (predictions shrunk to priors).")
+        out.append(f"router_ood_prompts_total {self.ood_flagged}")
+        head("router_ood_checked_total", "counter", "Routed prompts checked by the out-of-distribution guard.")
+        out.append(f"router_ood_checked_total {self.ood_checked}")
+        head("router_ood_share", "gauge", "Share of checked prompts that were out of distribution (drift).")
+        share = self.ood_flagged / self.ood_checked if self.ood_checked else 0.0
+        out.append(f"router_ood_share {share:.6g}")
+        head("router_online_updates_total", "counter", "Feedback applied to the online policy.")
+        out.append(f"router_online_updates_total {self.online_updates}")
+        head("router_online_explored_total", "counter", "Requests where the online policy explored.")
+        out.append(f"router_online_explored_total {self.online_explored}")
         return "\n".join(out) + "\n"
 
 

@@ -39,8 +39,10 @@ from pathlib import Path
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
 from router.errors import ConfigError
+from serve.tenants.limits import Limits
 
-__all__ = ["CacheSettings", "ENV_PREFIX", "LogbookSettings", "Profile", "Settings", "SettingsError"]
+__all__ = ["AuditSettings", "AuthSettings", "CacheSettings", "ENV_PREFIX", "ExperimentSettings", "LogbookSettings",
+           "OIDCSettings", "OnlineSettings", "Profile", "Settings", "SettingsError"]
 
 ENV_PREFIX = "ROUTER_SERVE_"
 
@@ -77,9 +79,85 @@ class CacheSettings:
 
 @dataclass(frozen=True)
 class LogbookSettings:
-    """Where decision records go: nowhere (default) or a JSON-lines file."""
+    """Where decision records go.
+
+    ``dir``: the traffic log (training schema, with feedback; see :mod:`serve.trafficlog`), written
+    with group commit every ``commit_ms`` (the most a ``kill -9`` can lose) and rotated after
+    ``rotate_mb`` MiB or ``rotate_s`` seconds. ``path``: a plain JSON-lines file of the raw
+    decision records (debugging). Neither: nothing is logged and ``/v1/feedback`` is off.
+    """
 
     path: str | None = None
+    dir: str | None = None
+    commit_ms: float = 50.0
+    rotate_mb: float = 64.0
+    rotate_s: float = 3600.0
+
+
+@dataclass(frozen=True)
+class OnlineSettings:
+    """Online learning (see :mod:`serve.online`); needs ``logbook.dir`` (feedback arrives through it)."""
+
+    enabled: bool = False
+    policy: str = "egreedy"
+    lam: float | None = None
+    epsilon: float = 0.1
+    alpha: float = 0.5
+    warm_prompts: int = 100
+    warm_weight: float = 0.1
+    max_explore_share: float = 1.0
+    snapshot_dir: str | None = None
+    snapshot_s: float = 0.0
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class OIDCSettings:
+    """An OpenID Connect issuer whose JWTs are accepted as bearer tokens (``issuer`` None: off).
+
+    The tenant is the ``tenant_claim`` of the token and the role its ``role_claim`` (one of admin,
+    member, read-only; ``default_role`` when absent).
+    """
+
+    issuer: str | None = None
+    audience: str | None = None
+    jwks_url: str | None = None  # default: <issuer>/.well-known/jwks.json ... via the discovery document
+    tenant_claim: str = "tenant"
+    role_claim: str = "role"
+    default_role: str = "member"
+    leeway_s: float = 30.0
+    jwks_ttl_s: float = 600.0
+    algorithms: tuple[str, ...] = ("RS256", "ES256")
+
+
+@dataclass(frozen=True)
+class AuthSettings:
+    """Credentials: ``store`` is the SQLite tenant store (keys and limits); None and no OIDC issuer = auth off."""
+
+    store: str | None = None
+    reload_s: float = 2.0
+    oidc: OIDCSettings = field(default_factory=OIDCSettings)
+
+
+@dataclass(frozen=True)
+class AuditSettings:
+    """The tamper-evident audit log (``path`` None: off); the HMAC key signs its checkpoints."""
+
+    path: str | None = None
+    hmac_key: str | None = None
+    hmac_key_file: str | None = None
+    checkpoint_every: int = 100
+
+
+@dataclass(frozen=True)
+class ExperimentSettings:
+    """A policy experiment (see :mod:`serve.experiments`); ``name`` None: none runs."""
+
+    name: str | None = None
+    challenger: str = ""
+    mode: str = "ab"
+    split: float = 0.1
+    sticky: str = "tenant"
 
 
 @dataclass(frozen=True)
@@ -95,6 +173,13 @@ class Settings:
     profiles: dict[str, Profile] = field(default_factory=dict)
     cache: CacheSettings = field(default_factory=CacheSettings)
     logbook: LogbookSettings = field(default_factory=LogbookSettings)
+    auth: AuthSettings = field(default_factory=AuthSettings)
+    tenants: dict[str, Limits] = field(default_factory=dict)
+    audit: AuditSettings = field(default_factory=AuditSettings)
+    redis_url: str | None = None
+    decisions_kept: int = 10_000
+    experiment: ExperimentSettings = field(default_factory=ExperimentSettings)
+    online: OnlineSettings = field(default_factory=OnlineSettings)
     registry_poll_s: float = 10.0
     max_body_bytes: int = 4 * 1024 * 1024
     max_messages: int = 1000
@@ -128,9 +213,47 @@ class Settings:
         _check(self.log_level, self.log_level in ("critical", "error", "warning", "info", "debug", "trace"),
                "log_level", "one of critical, error, warning, info, debug, trace")
         _check(self.cache.ttl_s, self.cache.ttl_s > 0, "cache.ttl_s", "> 0")
+        lb = self.logbook
+        _check(lb.commit_ms, 0 < lb.commit_ms <= 1000, "logbook.commit_ms", "in (0, 1000] milliseconds")
+        _check(lb.rotate_mb, lb.rotate_mb > 0, "logbook.rotate_mb", "> 0")
+        _check(lb.rotate_s, lb.rotate_s > 0, "logbook.rotate_s", "> 0")
+        on = self.online
+        if on.enabled and not lb.dir:
+            raise SettingsError("online.enabled needs logbook.dir: the online policy learns from feedback, which is "
+                                "recorded in the traffic log; set logbook.dir too.")
+        _check(on.policy, on.policy in ("egreedy", "linucb", "thompson"), "online.policy",
+               "one of egreedy, linucb, thompson")
+        _check(on.epsilon, 0 <= on.epsilon <= 1, "online.epsilon", "in [0, 1]")
+        _check(on.max_explore_share, 0 <= on.max_explore_share <= 1, "online.max_explore_share", "in [0, 1]")
+        _check(on.warm_prompts, on.warm_prompts >= 0, "online.warm_prompts", ">= 0")
+        _check(on.warm_weight, on.warm_weight > 0, "online.warm_weight", "> 0")
+        _check(on.snapshot_s, on.snapshot_s >= 0, "online.snapshot_s", ">= 0 seconds (0: only at shutdown)")
+        if lb.path and lb.dir:
+            raise SettingsError("logbook: set either 'dir' (the traffic log) or 'path' (raw decision records), not both.")
         _check(self.cache.max_entries, self.cache.max_entries >= 1, "cache.max_entries", ">= 1")
         if self.cache.threshold is not None:
             _check(self.cache.threshold, 0 < self.cache.threshold <= 1, "cache.threshold", "in (0, 1]")
+        _check(self.decisions_kept, self.decisions_kept >= 0, "decisions_kept", ">= 0")
+        ex = self.experiment
+        if ex.name is not None:
+            _check(ex.challenger, bool(ex.challenger), "experiment.challenger",
+                   "the challenger policy: a router DIR or models:/NAME@ALIAS")
+            _check(ex.mode, ex.mode in ("ab", "shadow"), "experiment.mode", "ab or shadow")
+            _check(ex.split, 0 <= ex.split <= 1, "experiment.split", "a share in [0, 1]")
+            _check(ex.sticky, ex.sticky in ("tenant", "user"), "experiment.sticky", "tenant or user")
+        _check(self.auth.reload_s, self.auth.reload_s >= 0, "auth.reload_s", ">= 0 (0: never reload)")
+        _check(self.audit.checkpoint_every, self.audit.checkpoint_every >= 1, "audit.checkpoint_every", ">= 1")
+        if self.audit.path and not (self.audit.hmac_key or self.audit.hmac_key_file):
+            raise SettingsError("audit.path is set but no HMAC key: set audit.hmac_key (ROUTER_SERVE_AUDIT__HMAC_KEY) "
+                                "or audit.hmac_key_file, a secret only the service knows.")
+        if self.redis_url is not None:
+            _check(self.redis_url, self.redis_url.startswith(("redis://", "rediss://", "unix://")), "redis_url",
+                   "a redis://host:port/db URL")
+        if self.auth.oidc.issuer is not None:
+            _check(self.auth.oidc.audience, bool(self.auth.oidc.audience), "auth.oidc.audience",
+                   "set: the audience (client id) tokens must be issued for")
+            _check(self.auth.oidc.default_role, self.auth.oidc.default_role in ("admin", "member", "read-only"),
+                   "auth.oidc.default_role", "one of admin, member, read-only")
         for name, p in self.profiles.items():
             for key in ("lam", "mu"):
                 v = getattr(p, key)
@@ -267,6 +390,16 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if not isinstance(value, Mapping):
             raise SettingsError(f"{label} must be a mapping, got {type(value).__name__} {value!r}.")
         vt = get_args(tp)[1]
+        if vt is Limits:
+            lims = {}
+            for name, spec in value.items():
+                try:
+                    lims[str(name)] = Limits.from_dict(dict(spec or {}))
+                except SettingsError:
+                    raise
+                except (ConfigError, TypeError) as exc:
+                    raise SettingsError(f"{key}.{name}: {exc}") from None
+            return lims
         if vt is Profile:
             out = {}
             for name, spec in value.items():

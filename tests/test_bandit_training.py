@@ -56,7 +56,7 @@ def test_bad_arguments_return_error_code(tmp_path, capsys) -> None:
     with pytest.raises(SystemExit) as exc:  # a usage error: nothing is loaded or run
         main(["--policy", "nope", "--steps", "10", "--n-prompts", "50", "--out", str(tmp_path)])
     assert exc.value.code == 2
-    assert "error: --policy must be one of linucb, egreedy, thompson, neural; got 'nope'." in capsys.readouterr().err
+    assert "error: --policy must be one of egreedy, linucb, neural, thompson; got 'nope'." in capsys.readouterr().err
 
 
 @pytest.mark.slow

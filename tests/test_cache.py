@@ -23,7 +23,7 @@ class Clock:
         return self.t
 
 
-class Counting(Encoder):
+class Counting(Encoder, register=False):
     """The real static encoder, counting how many texts it encoded."""
 
     kind = "static"
@@ -439,3 +439,80 @@ def test_search_leaves_the_faiss_thread_setting_alone():
     idx.add(1, np.array([1.0, 0.0, 0.0, 0.0], dtype=np.float32))
     assert idx.search(np.array([1.0, 0.0, 0.0, 0.0], dtype=np.float32))[0] == 1
     assert faiss.omp_get_max_threads() == before
+
+
+@pytest.mark.parametrize("background", [False, True])
+def test_large_scope_moves_to_inverted_lists_and_keeps_every_entry(background):
+    cache = SemanticCache(HashingEncoder(dim=64), threshold=0.999, ivf_from=256, max_entries=5000,
+                          background_rebuild=background)
+    scope = SemanticCache.scope("acme", body("x"))
+    texts = [f"alpha{i} beta{i % 7} gamma{i % 11}" for i in range(2100)]
+    vecs = cache.embed(texts)
+    for t, v in zip(texts, vecs):
+        cache.put(scope, t, {"t": t}, embedding=v)
+    assert cache.wait_for_rebuilds(timeout=60)
+    s = cache.stats()
+    assert s["ivf_scopes"] == 1
+    assert s["rebuilds"] == 2 if not background else s["rebuilds"] >= 1  # at 256 and 8 x 256 entries
+    for t, v in zip(texts[::13], vecs[::13]):  # a vector's own cell is always probed: found exactly
+        hit = cache.get(scope, t.upper(), embedding=v)
+        assert hit is not None and not hit.exact and hit.value == {"t": t}
+    assert cache.invalidate(scope=scope) == 2100 and cache.stats()["ivf_scopes"] == 0
+
+
+def test_changes_during_a_rebuild_are_replayed():
+    from serve.cache.index import build_ivf
+
+    rng = np.random.default_rng(1)
+    vecs = rng.normal(size=(400, 8)).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    idx = ScopeIndex(8, ivf_from=300, nprobe=64)
+    for i in range(300):
+        idx.add(i, vecs[i])
+    plan = idx.plan_rebuild()
+    assert plan is not None and plan[0].shape == (300, 8) and idx.plan_rebuild() is None
+    built = build_ivf(*plan, nprobe=64)
+    idx.remove(5)
+    idx.add(300, vecs[300])
+    idx.add(301, vecs[301])
+    idx.remove(301)
+    idx.install(built)
+    assert idx.kind == "ivf" and len(idx) == 300
+    assert idx.search(vecs[300])[0] == 300
+    assert idx.search(vecs[5])[0] != 5 and idx.search(vecs[301])[0] != 301
+
+
+def test_importing_the_cache_loads_nothing_heavy():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import sys, json, serve.cache, serve.cache.calibrate\n"
+            "print(json.dumps([m for m in ('faiss', 'torch', 'model2vec', 'sentence_transformers', 'polars')"
+            " if m in sys.modules]))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=Path(__file__).resolve().parent.parent)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
+@pytest.mark.slow
+def test_minilm_with_its_shipped_threshold():
+    from router.encoders import SentenceTransformerEncoder
+
+    cache = SemanticCache(SentenceTransformerEncoder())
+    assert cache.calibration_["encoder"]["kind"] == "sentence_transformer"
+    put_q(cache, "acme", "How do I reverse a list in Python?", "reversed(xs)")
+    put_q(cache, "acme", "How many legs does a spider have?", "eight")
+    put_q(cache, "acme", "Who wrote Hamlet?", "Shakespeare")
+    assert get_q(cache, "acme", "How can I reverse a list in Python?").value == {"answer": "reversed(xs)"}
+    assert get_q(cache, "acme", "How many eyes does a spider have?") is None
+    assert get_q(cache, "acme", "Who wrote Macbeth?") is None
+    assert get_q(cache, "acme", "How do I sort a list in Python?") is None
+    assert get_q(cache, "other", "How can I reverse a list in Python?") is None
+
+
+def test_a_bad_embedding_is_refused_even_when_the_scope_is_empty():
+    cache = SemanticCache(HashingEncoder(dim=8), threshold=0.5)
+    with pytest.raises(ConfigError, match="embedding has width 3"):
+        cache.get(SCOPE, "q", embedding=np.ones(3))

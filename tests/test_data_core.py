@@ -451,7 +451,7 @@ def test_scan_log_parquet_directory(tmp_path: Path) -> None:
     [
         (lambda p: p / "absent.jsonl", SourceNotFoundError, r"absent\.jsonl: no such log file or directory"),
         (lambda p: (p / "empty.d").mkdir() or p / "empty.d", SourceNotFoundError, r"has no \.parquet parts yet"),
-        (lambda p: (p / "log.csv").write_text("a\n") and p / "log.csv", SchemaError, r"unknown log format"),
+        (lambda p: (p / "log.txt").write_text("a\n") and p / "log.txt", SchemaError, r"unknown log format"),
     ],
     ids=["missing", "empty-dir", "unknown-format"],
 )

@@ -31,7 +31,9 @@ SETTINGS: dict[str, dict] = {
     "egreedy": {"epsilon": 0.2},
     "linucb": {"alpha": 0.5},
     "linucb_softmax": {"alpha": 0.5, "softmax_temperature": 0.1},
+    "linucb_reduced": {"alpha": 0.5, "context_rank": 2},
     "thompson": {"v": 0.5, "n_samples": 32},
+    "thompson_reduced": {"v": 0.5, "n_samples": 32, "context_rank": 2},
     "neural": {"hidden": 8, "train_every": 16, "train_steps": 5, "batch_size": 8},
 }
 

@@ -236,7 +236,7 @@ def test_router_reuses_the_cache_encoders_vectors_only_when_the_encoders_are_ide
         decider = Decider(PolicyHolder(policy), shared_encoder=encoder_identity(cache.encoder_))
 
         async def main() -> list:
-            return list(await asyncio.gather(*(decider.decide(m, RouteOptions(), k) for m, k in zip(prompts, known))))
+            return list(await asyncio.gather(*(decider.decide(m, RouteOptions(), known=k) for m, k in zip(prompts, known))))
 
         return asyncio.run(main()), decider.reused
 

@@ -48,7 +48,8 @@ def test_alias_move_is_followed_under_load_without_a_failed_request(versions, tm
                        "routing": {"cache": False}}).encode()
     with running(data="demo", latency_ms=2) as provider:
         svc = Service(f"models:/{NAME}@champion", provider_url=provider, tmp=tmp_path,
-                      config={"registry_poll_s": 0.2, "cache": {"enabled": False}})
+                      config={"registry_poll_s": 0.2, "cache": {"enabled": False},
+                              "audit": {"path": str(tmp_path / "audit.jsonl"), "hmac_key": "swap-test"}})
         try:
             svc.wait_ready()
             results: list[tuple[int, str, str, float]] = []
@@ -92,6 +93,13 @@ def test_alias_move_is_followed_under_load_without_a_failed_request(versions, tm
     assert len(results) > 50
     assert "router_policy_swaps_total 1" in metrics
     assert f'router_policy_info{{version="{NAME}/{cheap}"}} 1' in metrics
+    # the swap is in the audit log, which verifies
+    from serve.audit import verify
+
+    records = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
+    swaps = [r["detail"] for r in records if r["kind"] == "model.swap"]
+    assert swaps == [{"old": f"{NAME}/{strong}", "new": f"{NAME}/{cheap}", "source": f"models:/{NAME}@champion"}]
+    assert verify(tmp_path / "audit.jsonl", b"swap-test").ok
 
 
 def test_startup_fails_fast_on_a_missing_registered_model(tmp_path):

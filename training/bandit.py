@@ -46,7 +46,7 @@ from training._cli import arg, check_args, check_input, check_out_dir
 __all__ = ["Args", "main", "run", "build_parser", "encoder_options", "make_env", "make_policy"]
 
 #: Args fields passed to the policy constructors that take an argument of the same name.
-POLICY_HYPERPARAMETERS: tuple[str, ...] = ("alpha", "epsilon", "v", "ridge", "hidden")
+POLICY_HYPERPARAMETERS: tuple[str, ...] = ("alpha", "epsilon", "v", "ridge", "hidden", "context_rank")
 
 
 
@@ -89,13 +89,19 @@ class Args:
     v: float = arg(0.3, help="posterior scale (thompson)", gt=0)
     ridge: float = arg(1.0, help="ridge penalty of the linear models", gt=0)
     hidden: int = arg(64, help="hidden width (neural)", ge=1)
+    context_rank: int | None = arg(None, help="linucb, egreedy, thompson: learn on the top principal directions "
+                                   "of the replayed contexts (e.g. 64: several times faster; "
+                                   "bench/results/policy_speed.md); none = the full context", ge=1)
     hashing_dim: int | None = arg(None, help="width of the hashing encoder (none: the encoder's own default, as in training fit)", ge=1)
     track: bool = arg(False, help="log to MLflow")
     experiment: str = arg("bandit", help="MLflow experiment name")
     warm_start: str | None = arg(None, help="a saved router (directory or models:/...) whose quality and cost "
                                  "predictions start the policy")
-    warm_weight: float = arg(0.2, help="weight of each warm-start pseudo-observation", gt=0)
+    warm_weight: float = arg(0.2, help="weight of each warm-start pseudo-observation (0: none, with --log only)",
+                             ge=0)
     register: str | None = arg(None, help="register the trained router under this name (needs --track)")
+    log: str | None = arg(None, help="learn from a traffic log (e.g. the service's logbook.dir) instead of replaying "
+                          "--dataset; needs --warm-start, the served router (see training.bandit_log)")
 
     def check(self) -> None:
         """Rules that tie several flags together; input paths exist."""
@@ -103,7 +109,21 @@ class Args:
             raise ConfigError("--encoder features is only for --dataset synthetic.")
         if self.register and not self.track:
             raise ConfigError("--register needs --track: the router is registered from its MLflow run.")
+        if self.context_rank is not None:
+            import inspect
+
+            from router import registry
+
+            if "context_rank" not in inspect.signature(registry.get("policy", self.policy).__init__).parameters:
+                raise ConfigError(f"--context-rank applies to linucb, egreedy and thompson; {self.policy} learns "
+                                  "its own representation.")
         check_input(self.warm_start, "--warm-start", "router directory")
+        check_input(self.log, "--log", "traffic log")
+        if self.log and not self.warm_start:
+            raise ConfigError("--log needs --warm-start ROUTER: the served router whose encoder and cost model the "
+                              "new policy reuses (the one that wrote the log, e.g. models:/NAME@champion).")
+        if self.warm_weight == 0 and not self.log:
+            raise ConfigError("--warm-weight 0 is for --log only; omit --warm-start to start cold.")
         check_out_dir(self.out)
 
 
@@ -208,13 +228,31 @@ def run(args: Args, tracker: Tracker | None = None) -> dict[str, Any]:
     from router.policies import save_policy
 
     check_args(args)
+    if args.log:
+        from training.bandit_log import run_from_log
+
+        return run_from_log(args)
     t0 = time.perf_counter()
     envs = make_env(args)
     outcomes = envs.data.outcomes
     m = envs.data.n_models
-    policy = make_policy(args, m, envs.data.dim)
-    if args.warm_start:
-        _warm_start(policy, args, outcomes, envs.data.features)
+    # the policies' products are small: one BLAS thread is fastest, and two spinning threads on busy
+    # cores slow the loop 10-40x (bench/results/policy_speed.md); the process's setting is restored below
+    import scipy.linalg  # noqa: F401 -- its own BLAS (the policies' updates call it) must be loaded to be limited
+    from threadpoolctl import threadpool_limits
+
+    dim = envs.data.dim
+    blas = threadpool_limits(limits=1, user_api="blas")
+    try:
+        policy = make_policy(args, m, dim)
+        if args.context_rank is not None and hasattr(policy, "fit_basis") and args.context_rank < dim:
+            policy.fit_basis(envs.data.features)  # unlabelled: the prompts to be served, no outcomes
+        if args.warm_start:
+            _warm_start(policy, args, outcomes, envs.data.features)
+    except BaseException:
+        blas.restore_original_limits()
+        raise
+    t_loop = time.perf_counter()
     pol_cum = orc_cum = 0.0
     fixed_cum = np.zeros(m)
     counts = np.zeros(m, dtype=np.int64)
@@ -231,6 +269,8 @@ def run(args: Args, tracker: Tracker | None = None) -> dict[str, Any]:
         curve["policy_reward"].append(pol_cum)
         curve["oracle_reward"].append(orc_cum)
         fixed_hist.append(fixed_cum.copy())
+    loop_s = time.perf_counter() - t_loop
+    blas.restore_original_limits()
     best = int(np.argmax(fixed_cum))
     fixed_curve = [float(f[best]) for f in fixed_hist]
     names = list(envs.data.model_names)
@@ -254,6 +294,8 @@ def run(args: Args, tracker: Tracker | None = None) -> dict[str, Any]:
         },
         "args": vars(args),
         "wall_s": time.perf_counter() - t0,
+        "train_s": loop_s,
+        "train_rows_per_s": served / loop_s if loop_s > 0 else None,
         "python": platform.python_version(),
     }
     out = Path(args.out)
@@ -310,6 +352,7 @@ def save_router(args: Args, policy: Any, data: Any, out: Path) -> bool:
     from router.cost_predictor import CostPredictor
     from router.decision import DecisionRule
     from router.router import Router
+    from router.windows import model_windows
 
     if data.encoder is None:
         return False
@@ -317,6 +360,7 @@ def save_router(args: Args, policy: Any, data: Any, out: Path) -> bool:
     cost = CostPredictor().fit(data.embeddings, data.prompt_lengths, outcomes)
     router = Router(outcomes.models, data.encoder, policy, cost, rule=DecisionRule(lam=args.lam, mu=args.mu),
                     preprocessor=data.preprocessor, policy_lam=args.lam, policy_mu=args.mu,
+                    context_windows=model_windows(outcomes.models),
                     metadata={"router_kind": f"bandit:{args.policy}", "dataset": args.dataset,
                               "trained_on": outcomes.source, "n_train": args.steps, "split_seed": args.seed})
     router.save(out)
@@ -333,6 +377,10 @@ def main(argv: list[str] | None = None) -> int:
     except RoutingError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    if args.log:
+        print(f"{args.policy}: learnt from {metrics['steps']} logged decisions of {args.log} "
+              f"(mean logged reward {metrics['mean_logged_reward']:.4f}) -> {args.out}")
+        return 0
     print(
         f"{args.policy}: steps={metrics['steps']} reward={metrics['policy_reward']:.2f} "
         f"oracle={metrics['oracle_reward']:.2f} best_fixed={metrics['best_fixed_reward']:.2f} "

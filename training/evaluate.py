@@ -34,7 +34,7 @@ from router.errors import (
     UnknownModelError,
     ValidationError,
 )
-from router.metrics.evaluate import Curve, EvaluationResult, evaluate_curves
+from router.metrics.evaluate import Curve, evaluate_curves
 from training._cli import arg, check_input, check_out_dir, note, parse
 
 if TYPE_CHECKING:
@@ -48,14 +48,16 @@ __all__ = ["Args", "budget_table", "check_inputs", "load_curve_from_model", "loa
 class Args:
     """Arguments of ``python -m training evaluate`` (``vars(args)`` is what gets logged; see :mod:`training._cli`)."""
 
-    dataset: str = arg(help="a registered source name or a path to an outcomes file (.parquet, .jsonl, .csv)")
     out: str = arg(help="output directory for the report")
+    dataset: str | None = arg(None, help="a registered source name or a path to an outcomes file (.parquet, .jsonl, "
+                              ".csv); optional with --log (then the report holds the off-policy estimates alone)")
     model: str | None = arg(None, help="a saved router directory or models:/NAME@alias (swept over its settings)")
     decisions: str | None = arg(None, help="a decisions file to score (.parquet, .jsonl or .csv with prompt_id, "
                                 "setting, chosen_model)")
     split: str = arg("test", help="the split to evaluate on ('all' for every row); for sources without their own "
                      "split, the grouped split of --split-seed (the one `training fit` uses)")
-    log: str | None = arg(None, help="a traffic log with propensities to evaluate the model's settings off-policy")
+    log: str | None = arg(None, help="a traffic log with propensities (e.g. the service's logbook.dir) to evaluate "
+                          "the model off-policy at its operating point")
     n_bootstrap: int = arg(500, help="bootstrap replicates for intervals", ge=0)
     seed: int = arg(0, help="bootstrap seed")
     n_thresholds: int = arg(10, help="RouteLLM quantile bins (two-model pools)", ge=1)
@@ -75,6 +77,11 @@ class Args:
                 raise ConfigError("--budgets needs --model: the budget knob calibrates the router's lambda.")
         if self.log and not self.model:
             raise ConfigError("--log needs --model: off-policy estimates need the router's probabilities.")
+        if self.dataset is None and not self.log:
+            raise ConfigError("give --dataset (held-out outcomes) and/or --log (a traffic log, e.g. the service's "
+                              "logbook.dir).")
+        if self.dataset is None and self.budgets is not None:
+            raise ConfigError("--budgets needs --dataset: the budget knob is calibrated on its training split.")
         check_input(self.model, "--model", "router directory")
         check_input(self.decisions, "--decisions", "decisions file")
         check_input(self.log, "--log", "traffic log")
@@ -142,7 +149,7 @@ def budget_curve(args: Args, outcomes: Outcomes) -> Curve:
 
     targets = parse_budgets(str(args.budgets))
     router = _load_router(str(args.model))
-    train, _ = load_outcomes(args.dataset, "train", args.split_seed)
+    train, _ = load_outcomes(str(args.dataset), "train", args.split_seed)
     train = train.subset(models=list(outcomes.models))
     q_tr, c_tr, _ = router.predict(list(train.prompts))
     cols = [router.models.index(m) for m in outcomes.models]
@@ -264,32 +271,14 @@ def load_decisions(path: str | Path, outcomes: Outcomes) -> Curve:
 
 def ope_from_log(log_path: str, model_spec: str, seed: int = 0,
                  n_bootstrap: int = 500) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Off-policy estimates of the model's settings on a traffic log (rows, diagnostics of the middle setting).
+    """Off-policy estimates of the model at its operating point on a traffic log (rows, overlap diagnostics).
 
-    The router's probabilities on the logged prompts are the target policy; its predicted quality
-    is the reward model for DM/DR (it was fitted on other data, so no cross-fitting is needed).
+    See :mod:`training.ope_log`: the router's probabilities on the logged prompts are the target
+    policy, its predictions the reward model for DM/DR (fitted on other data: no cross-fitting needed).
     """
-    from router.data.logs import read_log
-    from router.ope import evaluate_policy
+    from training.ope_log import ope_on_log
 
-    log = read_log(log_path)
-    log = log.filter(log["quality"].is_not_null() & log["prompt"].is_not_null())
-    if log.height == 0:
-        raise ValidationError(f"{log_path}: no rows with both a prompt and a quality signal to evaluate on.")
-    router = _load_router(model_spec)
-    models = sorted(set(log["chosen_model"].to_list()))
-    lambdas, _, probs, predicted = router.sweep(log["prompt"].to_list(), models=models)
-    a = np.array([models.index(m) for m in log["chosen_model"].to_list()])
-    rows: list[dict[str, Any]] = []
-    diag: dict[str, Any] = {}
-    picks = sorted({0, len(lambdas) // 2, len(lambdas) - 1})
-    for s in picks:
-        res = evaluate_policy(log["quality"].to_numpy(), a, log["propensity"].to_numpy(), np.asarray(probs)[s],
-                              q_hat=predicted, seed=seed, n_bootstrap=n_bootstrap)
-        rows += [{"policy": f"lambda={float(lambdas[s]):g}", **r} for r in res.rows()]
-        if s == len(lambdas) // 2:
-            diag = res.diagnostics.as_dict()
-    return rows, diag
+    return ope_on_log(log_path, _load_router(model_spec), seed=seed, n_bootstrap=n_bootstrap)
 
 
 # --------------------------------------------------------------------------- run
@@ -299,6 +288,11 @@ def check_inputs(args: Args) -> tuple[Outcomes, str | None]:
     Runs before any router loads or MLflow run starts, so bad input fails in seconds and leaves no
     failed run behind. Returns the outcomes and the split used.
     """
+    if args.dataset is None:  # a log alone: checked here, evaluated by _run_on_log
+        from training.ope_log import feedback_rows
+
+        feedback_rows(str(args.log))
+        return None, None  # type: ignore[return-value]
     outcomes, split = load_outcomes(args.dataset, args.split, args.split_seed)
     if args.decisions:
         load_decisions(args.decisions, outcomes)
@@ -313,7 +307,7 @@ def _router_name(args: Args) -> str:
     return Path(str(args.model).rstrip("/")).name or str(args.model)
 
 
-def run(args: Args, inputs: tuple[Outcomes, str | None] | None = None) -> EvaluationResult:
+def run(args: Args, inputs: tuple[Outcomes, str | None] | None = None) -> Any:
     """Evaluate and write the report; returns the :class:`EvaluationResult`.
 
     ``inputs``: what :func:`check_inputs` returned (called here when None).
@@ -322,6 +316,8 @@ def run(args: Args, inputs: tuple[Outcomes, str | None] | None = None) -> Evalua
     from training.report import log_to_mlflow, write_report
 
     check_args(args)
+    if args.dataset is None:
+        return _run_on_log(args)
     outcomes, split = inputs if inputs is not None else check_inputs(args)
     if "mlflow" in sys.modules and sys.modules["mlflow"].active_run() is not None:
         from training.tracking import log_lineage
@@ -355,6 +351,25 @@ def run(args: Args, inputs: tuple[Outcomes, str | None] | None = None) -> Evalua
     return res
 
 
+def _run_on_log(args: Args) -> dict[str, Any]:
+    """Evaluate on a traffic log alone: off-policy estimates, the usual three report files.
+
+    Returns ``{"rows", "diagnostics"}`` (not an :class:`EvaluationResult`: there are no full outcomes).
+    """
+    from training.ope_log import write_log_report
+
+    rows, diag = ope_from_log(str(args.log), str(args.model), seed=args.seed, n_bootstrap=args.n_bootstrap)
+    write_log_report(args.out, rows, diag, log=str(args.log), model=str(args.model))
+    if "mlflow" in sys.modules and sys.modules["mlflow"].active_run() is not None:
+        import mlflow
+
+        est = {f"ope/{r['metric']}/{r['estimator']}": r["value"] for r in rows
+               if r["method"] == "normal" and r["policy"].startswith("candidate")}
+        mlflow.log_metrics({k: float(v) for k, v in est.items() if np.isfinite(v)})
+        mlflow.log_artifacts(args.out)
+    return {"rows": rows, "diagnostics": diag}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m training evaluate``; returns the exit code."""
     args = parse_args(argv)
@@ -363,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.track:
             from training import tracking
 
-            name, tags = tracking.run_label("evaluate", args.dataset,
+            name, tags = tracking.run_label("evaluate", args.dataset or "log",
                                             router=_router_name(args) if args.model else Path(str(args.decisions)).stem)
             with tracking.run(args, experiment=args.experiment, run_name=name, tags=tags):
                 res = run(args, inputs)
@@ -373,6 +388,14 @@ def main(argv: list[str] | None = None) -> int:
             PersistenceError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if isinstance(res, dict):
+        diag = res["diagnostics"]
+        dr = next((r for r in res["rows"] if r["metric"] == "reward" and r["method"] == "normal"
+                   and r["estimator"] == "dr" and r["policy"].startswith("candidate")), None)
+        print(f"wrote {args.out}/report.html, metrics.json, summary.md (off-policy on {diag['n_rows']} logged "
+              f"decisions" + (f"; DR reward {dr['value']:.4f} [{dr['low']:.4f}, {dr['high']:.4f}], "
+                              f"ESS {diag.get('ess', float('nan')):.1f})" if dr else ")"))
+        return 0
     print(f"wrote {args.out}/report.html, metrics.json, summary.md ({len(res.routers)} router(s), "
           f"{res.n_prompts} prompts); args: {dataclasses.asdict(args)}")
     return 0

@@ -177,6 +177,11 @@ def compare_on_log(candidate: Any, champion: Any | None, log: Any, *, n_boot: in
     prompts = [p if p is not None else "" for p in log["prompt"].to_list()]
     models = list(candidate.models)
     pos = {m: i for i, m in enumerate(models)}
+    unknown = sorted(set(log["chosen_model"].to_list()) - set(pos))
+    if unknown:
+        from router.errors import ValidationError
+
+        raise ValidationError(f"the log chose model(s) {unknown} the candidate cannot route to (its pool is {models}).")
     actions = np.array([pos[m] for m in log["chosen_model"].to_list()])
     reward = log["quality"].to_numpy().astype(float) - candidate.rule.lam * log["cost"].to_numpy().astype(float)
     if np.isnan(reward).any():
@@ -254,9 +259,9 @@ def promote(args: Args) -> Evidence:
     dataset = args.dataset or (tag if tag and tag != "None" else None)
     log = outcomes = None
     if args.log:
-        from router.data.logs import read_log
+        from training.ope_log import feedback_rows
 
-        log = read_log(args.log)
+        log = feedback_rows(args.log)  # rated routing decisions only
     elif dataset is not None:
         outcomes = load_source(dataset)
     candidate = download_router(f"models:/{args.name}/{cand_mv.version}")

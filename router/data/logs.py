@@ -51,6 +51,10 @@ def _kind(path: Path) -> str:
 
 def _scan_raw(path: Path) -> pl.LazyFrame:
     """The log as stored, before casting to the log schema (text columns of a CSV stay text)."""
+    from router.data.servicelog import is_service_log, read_service_log
+
+    if is_service_log(path):  # the service's directory of JSON-lines parts, feedback joined
+        return read_service_log(path)[0].lazy()
     kind = _kind(path)
     if kind == "parquet":
         return pl.scan_parquet(str(path / "*.parquet") if path.is_dir() else str(path))
@@ -122,7 +126,7 @@ def scan_log(path: str | os.PathLike[str]) -> pl.LazyFrame:
     p = Path(path)
     if not p.exists():
         raise SourceNotFoundError(f"{p}: no such log file or directory.")
-    if _kind(p) == "parquet" and p.is_dir() and not any(p.glob("*.parquet")):
+    if _kind(p) == "parquet" and p.is_dir() and not any(p.glob("*.parquet")) and not any(p.glob("traffic-*.jsonl")):
         raise SourceNotFoundError(f"{p}: the log directory has no .parquet parts yet.")
     return conform_log(_scan_raw(p))
 

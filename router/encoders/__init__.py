@@ -81,7 +81,7 @@ def encoder_from_config(config: dict[str, Any]) -> Encoder:
         raise ConfigError(f"Encoder config needs a 'kind' key, one of {sorted(ENCODERS)}; got keys {sorted(config)}.")
     args = {k: v for k, v in config.items() if k != "kind"}
     kind = config["kind"]
-    if kind not in registry.names("encoder"):
+    if kind not in registry.names("encoder") and kind not in registry.kinds("encoder"):
         raise ConfigError(f"Unknown encoder kind {kind!r}; known kinds: {registry.kinds('encoder')}.")
     if registry.get("encoder", kind) is EmbeddingCache and isinstance(args.get("encoder"), dict):
         args["encoder"] = encoder_from_config(args["encoder"])

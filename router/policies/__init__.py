@@ -9,6 +9,12 @@ thompson    :class:`~router.policies.thompson.LinearThompson` Monte-Carlo estima
 neural      :class:`~router.policies.neural.NeuralLinear`     0/1 (or softmax); needs torch
 =========== ============================================ ==========================================
 
+The linear policies (egreedy, linucb, thompson) update ``A^{-1}`` by Woodbury corrections per batch
+(see :mod:`router.policies._common`), so a batch costs ``O(m D^2)`` per row; ``context_rank=R`` with
+:meth:`~router.policies._common.LinearPolicy.fit_basis` reduces ``D`` to ``R + 1`` for several times more
+rows per second (``bench/results/policy_speed.md``).
+
+
 Policies register by ``kind`` in :mod:`router.registry` (``POLICIES`` is a live view of that
 table). **Adding a policy is one file**: a module in this package with a subclass of
 :class:`router.base.Policy` (or :class:`~router.policies._common.LinearPolicy`) that sets ``kind``,

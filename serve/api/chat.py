@@ -23,8 +23,11 @@ from router.errors import RoutingError
 from serve.api.errors import APIError
 from serve.api.http import ClientGone, Receive, Scope, Send, send_bytes, sse_start
 from serve.api.parse import ChatRequest, parse_chat
-from serve.decide import Decision
+from serve.decide import Decision, RouteOptions
 from serve.logbook import DecisionRecord
+from serve.tenants import budget_refusal, downgrade
+from serve.tenants.explain import Explanation
+from serve.tenants.limits import Limits
 
 if TYPE_CHECKING:
     from serve.app import State
@@ -36,20 +39,76 @@ _DONE = b"data: [DONE]\n\n"
 
 
 def authenticate(scope: Scope) -> str:
-    """The tenant of a request. No keys yet: everyone is ``default`` (a later issue adds keys)."""
-    return "default"
+    """The tenant of a request: from the credential the app checked (``scope["principal"]``), never the body."""
+    principal = scope.get("principal")
+    return principal.tenant if principal is not None else "default"
+
+
+class Bill:
+    """What one request reserved (predicted USD) and what it spent (actual USD, tokens, the answering model)."""
+
+    __slots__ = ("predicted", "actual", "tokens", "model")
+
+    def __init__(self, predicted: float = 0.0) -> None:
+        self.predicted = predicted
+        self.actual = 0.0
+        self.tokens = 0
+        self.model: str | None = None
+
+    def done(self, model: str, cost: float | None, itok: int | None, otok: int | None) -> None:
+        self.model = model
+        self.actual = self.predicted if cost is None else float(cost)
+        self.tokens = int(itok or 0) + int(otok or 0)
 
 
 async def chat_completions(state: State, scope: Scope, receive: Receive, send: Send, rid: str,
                            t0: float) -> int:
-    """Serve one chat completion; returns the HTTP status sent."""
+    """Serve one chat completion; returns the HTTP status sent.
+
+    Before anything is read: the tenant's rate limits (429). The body is then read up to the smaller
+    of the service's and the tenant's size limit (413), and the decision is explained in
+    ``state.tenancy.decisions`` whatever the outcome.
+    """
     from serve.api.http import read_body
 
     tenant = authenticate(scope)
-    raw = await read_body(scope, receive, state.settings.max_body_bytes)
+    tenancy = state.tenancy
+    limits = tenancy.limits(tenant)
+    if not limits.unlimited:
+        await tenancy.admit(tenant, limits)
+    limit = state.settings.max_body_bytes
+    if limits.max_body_bytes is not None:
+        limit = min(limit, limits.max_body_bytes)
+    raw = await read_body(scope, receive, limit)
     policy = state.holder.current
     req = parse_chat(raw, models=state.passthrough_models(policy), profiles=state.settings.profiles,
                      max_messages=state.settings.max_messages, supported=state.supported_params)
+    exp = Explanation(rid, tenant, time.time(), req.model, req.routed, policy.version, req.options)
+    tenancy.decisions.add(exp)
+    bill = Bill()
+    experiment = tenancy.experiment
+    arm = None
+    if experiment is not None and req.routed:
+        arm = experiment.arm(tenant, req.body.get("user"))
+        exp.experiment = {"name": experiment.name, "mode": experiment.mode, "arm": arm}
+    try:
+        status = exp.status = await _chat(state, receive, send, rid, t0, tenant, req, policy, limits, exp, bill)
+    except APIError as err:
+        exp.status = err.status
+        raise
+    finally:
+        if bill.model is not None:
+            exp.answered_model = bill.model
+        if not limits.unlimited and (bill.predicted or bill.actual or bill.tokens):
+            await tenancy.settle(tenant, limits, bill.predicted, bill.actual, bill.tokens)
+        if arm is not None:
+            experiment.observe(arm, exp.decision, exp.status, bill.actual if bill.model else 0.0)
+    exp.status = status
+    return status
+
+
+async def _chat(state: State, receive: Receive, send: Send, rid: str, t0: float, tenant: str, req: ChatRequest,
+                policy: Any, limits: Limits, exp: Explanation, bill: Bill) -> int:
     metrics = state.metrics
     record = DecisionRecord(rid, time.time(), tenant, req.messages, req.model, 1.0, req.routed, policy.version,
                             "bypass", stream=req.stream) if state.logbook.enabled else None
@@ -66,6 +125,12 @@ async def chat_completions(state: State, scope: Scope, receive: Receive, send: S
             key = None  # e.g. no user turn: nothing to key on, so no caching
         if key is not None and key[1].strip():
             hit = cache.get_exact(*key)
+            shared = state.tenancy.shared_cache
+            if hit is None and shared is not None:  # the replicas' shared tier (Redis), exact match
+                value = await shared.get(key[0], key[1])
+                if value is not None:
+                    hit = SharedHit(value)
+                    exp.cache_detail = "shared tier (redis)"
             if hit is None:
                 raw, embedding = await state.cache_embedder.submit(key[1])
                 known = {key[1]: raw}
@@ -73,6 +138,9 @@ async def chat_completions(state: State, scope: Scope, receive: Receive, send: S
             if hit is not None:
                 outcome = "hit_exact" if hit.exact else "hit_semantic"
                 metrics.cache[outcome] += 1
+                exp.cache = outcome
+                exp.cache_detail = exp.cache_detail or f"similarity {hit.similarity:.3f}, age {hit.age_s:.0f} s"
+                exp.chosen_model = exp.answered_model = str(hit.value.get("model", ""))
                 return await _from_cache(state, send, req, rid, t0, hit, outcome, policy.version, record)
             metrics.cache["miss"] += 1
         else:
@@ -87,19 +155,30 @@ async def chat_completions(state: State, scope: Scope, receive: Receive, send: S
     if req.routed:
         t_dec = time.perf_counter()
         try:
-            decision = await state.decider.decide(req.messages, req.options, known)
+            ex_info = exp.experiment
+            if ex_info is not None and ex_info["arm"] == "challenger":
+                decision = await state.tenancy.experiment.decider.decide(req.messages, req.options)
+            else:
+                decision = await state.decider.decide(req.messages, req.options, tenant, known)
+                if ex_info is not None and ex_info["mode"] == "shadow":
+                    state.tenancy.experiment.shadow(req.messages, req.options, decision, exp)
         except RoutingError as exc:
             raise APIError(400, f"cannot route this request: {exc}", param="messages") from None
         metrics.decide_latency.observe(time.perf_counter() - t_dec)
         candidates = list(decision.candidates)
         chosen = decision.chosen
         metrics.decisions[(chosen, "routed")] += 1
+        if decision.ood is not None:  # drift: the share of prompts far from the router's training data
+            metrics.ood_checked += 1
+            metrics.ood_flagged += decision.ood
         headers = [
             (b"x-route-model", _ascii(chosen)),
             (b"x-route-policy-version", _ascii(decision.version)),
             (b"x-route-predicted-cost", f"{decision.predicted_cost:.6g}".encode()),
             (b"x-route-reason", _ascii(decision.reason, MAX_REASON)),
         ]
+        if exp.experiment is not None:
+            headers.append((b"x-route-experiment-arm", exp.experiment["arm"].encode()))
     else:
         chosen = req.model
         candidates = [chosen]
@@ -109,6 +188,12 @@ async def chat_completions(state: State, scope: Scope, receive: Receive, send: S
             (b"x-route-policy-version", _ascii(policy.version)),
             (b"x-route-reason", b"pass-through: the request named this model"),
         ]
+    exp.decision, exp.cache = decision, cache_outcome
+    if decision is not None:
+        state.tenancy.savings.add(decision)
+    if limits.budget_usd is not None:
+        chosen, candidates = await _budget(state, tenant, req, limits, decision, chosen, candidates, headers, exp, bill)
+    exp.chosen_model = chosen
     headers.append((b"x-cache", b"miss" if key is not None else b"bypass"))
     if record is not None:
         record.cache = cache_outcome
@@ -119,10 +204,16 @@ async def chat_completions(state: State, scope: Scope, receive: Receive, send: S
             record.predicted = decision.predictions()
             record.policy_version = decision.version
             record.lam = decision.lam
+            record.ood = decision.ood
+            record.explored = decision.online is not None and decision.online.explored
+    if decision is not None and decision.online is not None:  # the online policy decided: learn from feedback
+        state.online.remember(rid, decision.online, decision.predicted_cost, tenant)  # type: ignore[union-attr]
+        metrics.online_explored += decision.online.explored
 
     # ---- provider call
     if req.stream:
-        return await _stream(state, receive, send, req, rid, t0, candidates, chosen, headers, key, embedding, record)
+        return await _stream(state, receive, send, req, rid, t0, candidates, chosen, headers, key, embedding, record,
+                             bill)
     t_call = time.perf_counter()
     try:
         async with asyncio.timeout(state.settings.request_timeout_s):
@@ -135,25 +226,102 @@ async def chat_completions(state: State, scope: Scope, receive: Receive, send: S
     if len(done.attempts) > 1:
         _count_attempts(state, done.attempts)
     _account(state, done.model, chosen, provider_s, done.cost_usd, done.input_tokens, done.output_tokens)
+    bill.done(done.model, done.cost_usd, done.input_tokens, done.output_tokens)
+    if decision is not None and decision.online is not None and done.cost_usd is not None:
+        state.online.cost_of(rid, float(done.cost_usd))  # type: ignore[union-attr]
     message: dict[str, Any] = {"role": "assistant", "content": done.text}
     if done.tool_calls:
         message["tool_calls"] = done.tool_calls
     elif key is not None and cache is not None and done.finish_reason in ("stop", "length"):
-        cache.put(key[0], key[1], {"text": done.text, "model": done.model, "finish_reason": done.finish_reason,
-                                   "input_tokens": done.input_tokens, "output_tokens": done.output_tokens},
-                  embedding=embedding)
+        entry = {"text": done.text, "model": done.model, "finish_reason": done.finish_reason,
+                 "input_tokens": done.input_tokens, "output_tokens": done.output_tokens}
+        cache.put(key[0], key[1], entry, embedding=embedding)
+        _share(state, key, entry, embedding)
     body = orjson.dumps({
         "id": "chatcmpl-" + rid, "object": "chat.completion", "created": int(time.time()), "model": done.model,
         "choices": [{"index": 0, "message": message, "finish_reason": done.finish_reason, "logprobs": None}],
         "usage": _usage(done.input_tokens, done.output_tokens),
     })
     headers.append((b"x-request-id", rid.encode()))
-    await send_bytes(send, 200, body, headers)
-    metrics.added_latency.observe(max(time.perf_counter() - t0 - provider_s, 0.0))
-    if record is not None:
+    if record is not None:  # queued before the answer leaves, so feedback on it always finds the request
         _finish(record, done.model, done.cost_usd, provider_s, t0, done.input_tokens, done.output_tokens)
         state.logbook.on_decision(record)
+    await send_bytes(send, 200, body, headers)
+    metrics.added_latency.observe(max(time.perf_counter() - t0 - provider_s, 0.0))
     return 200
+
+
+async def _budget(state: State, tenant: str, req: ChatRequest, limits: Limits, decision: Decision | None,
+                  chosen: str, candidates: list[str], headers: list[tuple[bytes, bytes]], exp: Explanation,
+                  bill: Bill) -> tuple[str, list[str]]:
+    """Reserve the predicted cost in the tenant's budget, downgrade to a cheaper model, or refuse (402).
+
+    Runs before any provider call; returns the (possibly downgraded) model and candidate list.
+    """
+    tenancy = state.tenancy
+    if decision is not None:
+        predicted = decision.predicted_cost
+    else:
+        predicted = await _passthrough_cost(state, req)
+    ok, left = await tenancy.reserve(tenant, limits, predicted)
+    if ok:
+        bill.predicted = predicted
+        exp.budget_rule = (f"within budget: {left:.6g} USD left of {limits.budget_usd:g} ({limits.budget_period}), "
+                           f"{predicted:.6g} USD reserved")
+        return chosen, candidates
+    if limits.on_budget == "downgrade" and decision is not None:
+        cheaper = downgrade(decision, left, req.options.allowed, state.settings.fallbacks)
+        if cheaper:
+            cost = float(decision.cost[decision.models.index(cheaper[0])])
+            ok, _ = await tenancy.reserve(tenant, limits, cost)
+            if ok:
+                bill.predicted = cost
+                exp.budget_rule = (f"downgraded from {chosen} (predicted {predicted:.6g} USD) to {cheaper[0]} "
+                                   f"(predicted {cost:.6g} USD): {left:.6g} USD left of {limits.budget_usd:g}")
+                headers[0] = (b"x-route-model", _ascii(cheaper[0]))
+                if len(headers) > 2 and headers[2][0] == b"x-route-predicted-cost":
+                    headers[2] = (b"x-route-predicted-cost", f"{cost:.6g}".encode())
+                headers.append((b"x-route-budget", b"downgraded"))
+                state.metrics.decisions[(cheaper[0], "downgraded")] += 1
+                return cheaper[0], cheaper
+    exp.budget_rule = (f"refused ({limits.on_budget}): predicted {predicted:.6g} USD, {left:.6g} USD left of "
+                       f"{limits.budget_usd:g} ({limits.budget_period})")
+    raise budget_refusal(tenant, limits, predicted, left)
+
+
+class SharedHit:
+    """A hit from the replicas' shared cache tier, shaped like the local cache's hits."""
+
+    __slots__ = ("value",)
+    exact = True
+    similarity = 1.0
+    age_s = 0.0
+
+    def __init__(self, value: dict[str, Any]) -> None:
+        self.value = value
+
+
+_pending: set[asyncio.Task[None]] = set()
+
+
+def _share(state: State, key: tuple[str, str], entry: dict[str, Any], embedding: Any) -> None:
+    """Write an answer to the shared cache tier in the background (never delays the response)."""
+    shared = state.tenancy.shared_cache
+    if shared is not None:
+        task = asyncio.get_running_loop().create_task(shared.put(key[0], key[1], entry, embedding))
+        _pending.add(task)
+        task.add_done_callback(_pending.discard)
+
+
+async def _passthrough_cost(state: State, req: ChatRequest) -> float:
+    """A pass-through request's predicted cost: the policy's cost model for that model, when it knows it."""
+    if req.model not in state.holder.current.models:
+        return 0.0
+    try:
+        d = await state.decider.decide(req.messages, RouteOptions(allowed=(req.model,)))
+    except RoutingError:
+        return 0.0
+    return d.predicted_cost
 
 
 async def _from_cache(state: State, send: Send, req: ChatRequest, rid: str, t0: float, hit: Any, outcome: str,
@@ -172,6 +340,11 @@ async def _from_cache(state: State, send: Send, req: ChatRequest, rid: str, t0: 
     text = str(value.get("text", ""))
     finish = value.get("finish_reason") or "stop"
     itok, otok = int(value.get("input_tokens") or 0), int(value.get("output_tokens") or 0)
+    if record is not None:  # queued before the answer leaves, so feedback on it always finds the request
+        record.cache = outcome
+        record.chosen_model = model
+        _finish(record, model, 0.0, 0.0, t0, itok, otok)
+        state.logbook.on_decision(record)
     if req.stream:
         await sse_start(send, headers)
         cid = "chatcmpl-" + rid
@@ -191,17 +364,12 @@ async def _from_cache(state: State, send: Send, req: ChatRequest, rid: str, t0: 
         })
         await send_bytes(send, 200, body, headers)
     state.metrics.added_latency.observe(time.perf_counter() - t0)
-    if record is not None:
-        record.cache = outcome
-        record.chosen_model = model
-        _finish(record, model, 0.0, 0.0, t0, itok, otok)
-        state.logbook.on_decision(record)
     return 200
 
 
 async def _stream(state: State, receive: Receive, send: Send, req: ChatRequest, rid: str, t0: float,
                   candidates: list[str], chosen: str, headers: list[tuple[bytes, bytes]], key: tuple[str, str] | None,
-                  embedding: Any, record: DecisionRecord | None) -> int:
+                  embedding: Any, record: DecisionRecord | None, bill: Bill | None = None) -> int:
     metrics = state.metrics
     deadline = asyncio.get_running_loop().time() + state.settings.request_timeout_s
     t_call = time.perf_counter()
@@ -277,12 +445,19 @@ async def _stream(state: State, receive: Receive, send: Send, req: ChatRequest, 
         if req.include_usage:
             tail.append(_usage_chunk(cid, created, model, itok or 0, otok or 0))
         tail.append(_DONE)
+        if record is not None:  # queued before [DONE] leaves, so feedback on it always finds the request
+            _finish(record, model, cost, time.perf_counter() - t_call, t0, itok, otok)
+            state.logbook.on_decision(record)
+            record = None
         await send({"type": "http.response.body", "body": b"".join(tail)})
         text = "".join(parts)
         if key is not None and state.cache is not None and finish in ("stop", "length"):
-            state.cache.put(key[0], key[1], {"text": text, "model": model, "finish_reason": finish,
-                                             "input_tokens": itok, "output_tokens": otok}, embedding=embedding)
+            entry = {"text": text, "model": model, "finish_reason": finish, "input_tokens": itok, "output_tokens": otok}
+            state.cache.put(key[0], key[1], entry, embedding=embedding)
+            _share(state, key, entry, embedding)
     _account(state, model, chosen, provider_s, cost, itok, otok)
+    if bill is not None:
+        bill.done(model, cost, itok, otok)
     if record is not None:
         _finish(record, model, cost, provider_s, t0, itok, otok)
         record.status, record.error = status, error

@@ -21,7 +21,7 @@ import numpy as np
 from router.base import Encoder
 from router.encoders._common import check_texts, l2_normalize
 from router.errors import ConfigError
-from serve.cache.index import ScopeIndex
+from serve.cache.index import ScopeIndex, build_ivf
 from serve.cache.keys import normalise, parse_scope, request_scope, request_text
 from serve.cache.store import CacheStore, Entry, MemoryStore
 from serve.cache.thresholds import encoder_identity, load_threshold_file, shipped_threshold
@@ -32,8 +32,11 @@ __all__ = ["CacheHit", "SemanticCache", "default_encoder"]
 def default_encoder() -> Encoder:
     """The cache's default encoder: the static model2vec encoder distilled from MiniLM.
 
-    Chosen on the calibration data (``bench/results/cache.md``): at a 1% false-hit rate it keeps
-    most of MiniLM's hit rate at ~50x less CPU per lookup.
+    Chosen on the calibration data (``bench/results/cache.md``): at a 1% false-hit rate on Quora
+    question pairs MiniLM answers 2.4x as many duplicate questions (12.6% vs 5.2%), but costs ~20 ms
+    of CPU per question here against ~0.2 ms, which alone is over the service's 1 ms CPU budget per
+    request. Pass ``SentenceTransformerEncoder()`` (its threshold ships too) when the service
+    computes MiniLM embeddings anyway.
     """
     from router.encoders import StaticEncoder
 
@@ -77,6 +80,11 @@ class SemanticCache:
         max_entries: entries kept; the least recently used are evicted beyond it.
         clock: monotonic time in seconds (inject one in tests).
         store: where entries live (default :class:`MemoryStore`).
+        ivf_from: entries at which a scope's index moves from exact search to FAISS inverted lists
+            (see :mod:`serve.cache.index`).
+        nprobe: inverted lists read per lookup in such a scope.
+        background_rebuild: train a large scope's inverted lists in a background thread (True), or in
+            the ``put`` that triggers it (False: deterministic, for tests and benchmarks).
 
     Example:
         >>> from router.encoders import HashingEncoder
@@ -101,6 +109,9 @@ class SemanticCache:
         max_entries: int = 100_000,
         clock: Callable[[], float] = time.monotonic,
         store: CacheStore | None = None,
+        ivf_from: int = 8192,
+        nprobe: int = 8,
+        background_rebuild: bool = True,
     ) -> None:
         self.encoder = encoder
         self.threshold = threshold
@@ -109,6 +120,9 @@ class SemanticCache:
         self.max_entries = max_entries
         self.clock = clock
         self.store = store
+        self.ivf_from = ivf_from
+        self.nprobe = nprobe
+        self.background_rebuild = background_rebuild
         if encoder is not None and not isinstance(encoder, Encoder):
             raise ConfigError(f"encoder must be a router Encoder (see router.encoders), got {type(encoder).__name__}.")
         if isinstance(ttl_s, bool) or not isinstance(ttl_s, int | float) or math.isnan(ttl_s) or ttl_s <= 0:
@@ -117,6 +131,9 @@ class SemanticCache:
             raise ConfigError(f"max_entries must be an int >= 1, got {max_entries!r}.")
         if not callable(clock):
             raise ConfigError(f"clock must be a callable returning seconds, got {clock!r}.")
+        for name, v in (("ivf_from", ivf_from), ("nprobe", nprobe)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ConfigError(f"{name} must be an int >= 1, got {v!r}.")
         if store is not None and not isinstance(store, CacheStore):
             raise ConfigError(f"store must be a serve.cache.CacheStore, got {type(store).__name__}.")
         self.encoder_: Encoder = encoder if encoder is not None else default_encoder()
@@ -141,8 +158,10 @@ class SemanticCache:
         self._labels: dict[str, int] = {}  # entry id -> FAISS label
         self._ids: dict[int, str] = {}  # FAISS label -> entry id
         self._next_label = 0
+        self._threads: set[threading.Thread] = set()
         self._counts = dict.fromkeys(
-            ("hits_exact", "hits_semantic", "misses", "exact_lookups", "evictions", "expirations", "invalidations"), 0
+            ("hits_exact", "hits_semantic", "misses", "exact_lookups", "evictions", "expirations", "invalidations",
+             "rebuilds"), 0
         )
 
     # ------------------------------------------------------------------ keys
@@ -208,7 +227,8 @@ class SemanticCache:
         with self._lock:
             self._counts["exact_lookups"] += 1
             self._expire_locked()
-            return self._exact_locked(scope, key)
+            entry = self._exact_locked(scope, key)
+        return None if entry is None else self._hit(entry, 1.0, exact=True)
 
     def get(self, scope: str, text: str, embedding: np.ndarray | None = None) -> CacheHit | None:
         """Exact key first, then the nearest text in ``scope`` with similarity >= the threshold.
@@ -217,16 +237,18 @@ class SemanticCache:
         only when the scope holds entries to compare with).
         """
         key = self._check(scope, text)
+        vec = self._vector(text, embedding) if embedding is not None else None  # validated either way
         with self._lock:
             self._expire_locked()
-            hit = self._exact_locked(scope, key)
-            if hit is not None:
-                return hit
+            entry = self._exact_locked(scope, key)
             index = self._indexes.get(scope)
-            if not key or index is None or len(index) == 0:
+            if entry is None and (not key or index is None or len(index) == 0):
                 self._counts["misses"] += 1
                 return None
-        vec = self._vector(text, embedding)  # outside the lock: encoding is the slow part
+        if entry is not None:
+            return self._hit(entry, 1.0, exact=True)
+        if vec is None and embedding is None:
+            vec = self._vector(text, None)  # outside the lock: encoding is the slow part
         with self._lock:
             self._expire_locked()
             index = self._indexes.get(scope)
@@ -236,19 +258,20 @@ class SemanticCache:
                 assert entry is not None
                 self.store_.touch(entry.entry_id)
                 self._counts["hits_semantic"] += 1
-                return self._hit(entry, min(found[1], 1.0), exact=False)
-            self._counts["misses"] += 1
-            return None
+            else:
+                self._counts["misses"] += 1
+                return None
+        return self._hit(entry, min(found[1], 1.0), exact=False)
 
-    def _exact_locked(self, scope: str, key: str) -> CacheHit | None:
+    def _exact_locked(self, scope: str, key: str) -> Entry | None:
         entry = self.store_.find_exact(scope, key)
-        if entry is None:
-            return None
-        self.store_.touch(entry.entry_id)
-        self._counts["hits_exact"] += 1
-        return self._hit(entry, 1.0, exact=True)
+        if entry is not None:
+            self.store_.touch(entry.entry_id)
+            self._counts["hits_exact"] += 1
+        return entry
 
     def _hit(self, entry: Entry, similarity: float, *, exact: bool) -> CacheHit:
+        """The hit for ``entry``, its value decoded outside the lock (entries are immutable)."""
         return CacheHit(entry.entry_id, json.loads(entry.value_json), similarity, exact,
                         max(0.0, self.clock() - entry.created))
 
@@ -284,14 +307,54 @@ class SemanticCache:
                 self._ids[label] = entry.entry_id
                 index = self._indexes.get(scope)
                 if index is None:
-                    index = self._indexes[scope] = ScopeIndex(vec.shape[0])
+                    index = self._indexes[scope] = ScopeIndex(vec.shape[0], ivf_from=self.ivf_from, nprobe=self.nprobe)
                 index.add(label, vec)
             excess = len(self.store_) - self.max_entries
             if excess > 0:
                 for victim in self.store_.least_recent(excess):
                     self._remove_locked(victim)
                     self._counts["evictions"] += 1
-            return entry.entry_id
+            index = self._indexes.get(scope)
+            plan = index.plan_rebuild() if index is not None else None
+        if plan is not None:  # a large scope due (re)training: k-means without the lock, off the caller
+            if self.background_rebuild:
+                thread = threading.Thread(target=self._rebuild, args=(scope, index, plan), daemon=True,
+                                          name="serve.cache-rebuild")
+                with self._lock:
+                    self._threads.add(thread)
+                thread.start()
+            else:
+                self._rebuild(scope, index, plan)  # type: ignore[arg-type]
+        return entry.entry_id
+
+    def wait_for_rebuilds(self, timeout: float | None = None) -> bool:
+        """Block until background index rebuilds finish; False if ``timeout`` passed first."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            with self._lock:
+                threads = list(self._threads)
+            if not threads:
+                return True
+            for thread in threads:
+                thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+                if thread.is_alive():
+                    return False
+
+    def _rebuild(self, scope: str, index: ScopeIndex, plan: tuple[np.ndarray, np.ndarray]) -> None:
+        try:
+            built = build_ivf(*plan, nprobe=self.nprobe)
+        except BaseException:
+            with self._lock:
+                index.abandon_rebuild()
+                self._threads.discard(threading.current_thread())
+            raise
+        with self._lock:
+            if self._indexes.get(scope) is index:
+                index.install(built)
+                self._counts["rebuilds"] += 1
+            else:  # the scope was emptied meanwhile
+                index.abandon_rebuild()
+            self._threads.discard(threading.current_thread())
 
     def _remove_locked(self, entry_id: str) -> bool:
         entry = self.store_.remove(entry_id)
@@ -371,6 +434,7 @@ class SemanticCache:
             return {
                 "entries": len(self.store_),
                 "scopes": len(self._scope_ids),
+                "ivf_scopes": sum(index.kind == "ivf" for index in self._indexes.values()),
                 **self._counts,
                 "threshold": self.threshold_,
                 "encoder": encoder_identity(self.encoder_),
