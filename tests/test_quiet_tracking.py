@@ -90,7 +90,7 @@ def test_fit_run_is_named_and_register_and_promote_print_no_download_bars(store:
     assert run.info.run_name == "fit-small-set-logistic-hashing"
     assert {k: run.data.tags[k] for k in ("command", "predictor", "encoder")} == {
         "command": "fit", "predictor": "logistic", "encoder": "hashing"}
-    assert run.data.params["router"] == "logistic" and run.data.params["seed"] == "0"  # vars(args) is logged
+    assert run.data.params["predictor"] == "logistic" and run.data.params["seed"] == "0"  # vars(args) is logged
 
 
 def test_harmless_load_reports_are_dropped_and_real_ones_go_to_stderr_as_plain_text(
