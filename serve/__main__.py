@@ -20,6 +20,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+# A request's math is a few small matrix products: one thread is fastest. Extra BLAS / OpenMP threads
+# only spin-wait between requests, burning the core the service is given and delaying the event loop.
+# Set before numpy, torch or faiss load (a value the operator exported is kept).
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
 __all__ = ["main"]
 
 
