@@ -6,9 +6,12 @@ Usage::
     python -m training evaluate --dataset data.parquet --decisions other_router.parquet --out reports/x
 
 Routers come from ``--model`` (a saved :class:`router.router.Router` directory or an MLflow
-``models:/NAME@alias`` URI; swept over its settings) and/or ``--decisions`` (any router's output:
-Parquet or JSON lines with one row per prompt per setting: ``prompt_id``, ``setting``,
-``chosen_model``). The same code scores both, on the same prompts. With ``--log`` (a traffic log
+``models:/NAME@alias`` URI) and/or ``--decisions`` (any router's output: Parquet, CSV or JSON lines
+with one row per prompt per setting: ``prompt_id``, ``setting`` (or ``lam``, as ``python -m router
+route`` writes it), ``chosen_model``). The same code scores both, on the same prompts. A model is
+scored at its saved operating point -- its default decisions, marked in the report and in
+``metrics.json`` under ``routers.<name>.operating_point`` -- and along a lambda sweep that traces
+its cost-quality curve (AIQ and savings are properties of that curve). With ``--log`` (a traffic log
 with propensities) the model's settings are also evaluated off-policy.
 
 Outputs in ``--out``: ``report.html`` (self-contained), ``metrics.json`` (schema in
@@ -51,7 +54,7 @@ class Args:
         dataset: a registered source name or a path (see ``router.data.registry.load_source``).
         out: output directory for the report.
         model: a saved router directory or ``models:/NAME@alias``; optional when ``decisions`` is given.
-        decisions: a Parquet/JSONL decisions file to score (prompt_id, setting, chosen_model).
+        decisions: a Parquet/CSV/JSONL decisions file to score (prompt_id, setting or lam, chosen_model).
         split: the split to evaluate on ("" or "all" for every row); for sources without their own split,
             the grouped split of ``split_seed`` (the one ``training fit`` uses).
         log: a traffic log (with propensities) to evaluate the model's settings off-policy.
@@ -91,7 +94,8 @@ def parse_args(argv: list[str] | None = None) -> Args:
     p.add_argument("--dataset", required=True, help="source name or path")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--model", default=None, help="router directory or models:/NAME@alias")
-    p.add_argument("--decisions", default=None, help="decisions file (Parquet or JSONL) to score")
+    p.add_argument("--decisions", default=None,
+                   help="decisions file (Parquet, CSV or JSONL; e.g. what `python -m router route` wrote) to score")
     p.add_argument("--split", default="test", help="split to evaluate ('all' for every row)")
     p.add_argument("--log", default=None, help="traffic log with propensities for off-policy estimates")
     p.add_argument("--n-bootstrap", type=int, default=500)
@@ -145,7 +149,6 @@ def _load_router(spec: str) -> Any:
 def budget_curve(args: Args, outcomes: Outcomes) -> Curve:
     """Calibrate lambda on the training split for each spend target; route the evaluated prompts with it."""
     from router.calibration import SpendTarget, calibrate
-    from router.decision import DecisionRule
 
     try:
         targets = [float(x) for x in str(args.budgets).split(",") if x.strip()]
@@ -159,32 +162,56 @@ def budget_curve(args: Args, outcomes: Outcomes) -> Curve:
     q_tr, c_tr, _ = router.predict(list(train.prompts))
     cols = [router.models.index(m) for m in outcomes.models]
     q_tr, c_tr = q_tr[:, cols], c_tr[:, cols]
-    lams = [calibrate(SpendTarget(t), q_tr, c_tr, true_quality=train.quality, true_cost=train.cost).lam
-            for t in targets]
+    results = [calibrate(SpendTarget(t), q_tr, c_tr, true_quality=train.quality, true_cost=train.cost)
+               for t in targets]
     q, c, _ = router.predict(list(outcomes.prompts))
     q, c = q[:, cols], c[:, cols]
-    choices = np.stack([DecisionRule(lam=lv).probabilities(q, c).probabilities.argmax(axis=1) for lv in lams])
-    return Curve(settings=np.asarray(lams), choices=choices, targets=np.asarray(targets))
+    probs = np.stack([r.rule().probabilities(q, c).probabilities for r in results])
+    choices = np.stack([r.rule().sample(p, list(outcomes.prompt_ids)) for r, p in zip(results, probs, strict=True)])
+    return Curve(settings=np.asarray([r.lam for r in results]), choices=choices, probs=probs,
+                 targets=np.asarray(targets))
+
+
+def router_curve(router: Any, prompts: list[Any], models: list[str]) -> Curve:
+    """A router's decisions on ``prompts`` along its lambda sweep plus its operating point (marked).
+
+    The operating point's row is the router's default decision (:meth:`Router.route` without overrides,
+    its mixing and exploration drawn as in serving); the other rows are deterministic at each lambda of
+    :func:`router.router.default_lambda_grid`. ``models`` restricts the pool (and orders the columns).
+    """
+    from router.router import default_lambda_grid
+
+    emb, lengths = router.embed(prompts)
+    router.allowed_mask(models)  # unknown names: a clear error
+    cols = [router.models.index(m) for m in models]
+    q, c, _ = router.predict(embeddings=emb, lengths=lengths)
+    op = router.operating_point
+    grid = np.unique(np.append(default_lambda_grid(q[:, cols], c[:, cols]), op.lam))
+    lambdas, choices, probs, predicted = router.sweep(embeddings=emb, lengths=lengths, lambdas=grid, models=models)
+    k = int(np.searchsorted(lambdas, op.lam))
+    d = router.route(prompts, embedded=(emb, lengths), allowed=models, explain=False)
+    probs = np.array(probs, copy=True)
+    choices = np.array(choices, copy=True)
+    probs[k] = d.probabilities[:, cols]
+    choices[k] = [models.index(router.models[j]) for j in d.chosen_index]
+    return Curve(settings=lambdas, choices=choices, probs=probs, predicted_quality=predicted,
+                 operating_index=k, operating_info=op.to_dict())
 
 
 def load_curve_from_model(spec: str, outcomes: Outcomes) -> Curve:
-    """Load a router (directory or ``models:/NAME@alias``) and sweep it over its settings on ``outcomes``.
-
-    Relies on ``Router.load(dir)`` and ``Router.sweep(prompts, models=...) -> (lambdas (S,),
-    choices (S, n), probs (S, n, m), predicted_quality (n, m))``.
-    """
+    """Load a router (directory or ``models:/NAME@alias``) and score it on ``outcomes``: its sweep and its
+    operating point (see :func:`router_curve`)."""
     router = _load_router(spec)
-    lambdas, choices, probs, predicted = router.sweep(list(outcomes.prompts), models=list(outcomes.models))
-    return Curve(settings=np.asarray(lambdas), choices=np.asarray(choices),
-                 probs=None if probs is None else np.asarray(probs),
-                 predicted_quality=None if predicted is None else np.asarray(predicted))
+    return router_curve(router, list(outcomes.prompts), list(outcomes.models))
 
 
 def load_decisions(path: str | Path, outcomes: Outcomes) -> Curve:
-    """Read a decisions file (Parquet or JSONL: ``prompt_id``, ``setting``, ``chosen_model``) as a :class:`Curve`.
+    """Read a decisions file as a :class:`Curve`.
 
-    Every (prompt, setting) pair of the evaluated prompts must be present exactly once; extra prompt
-    ids (e.g. other splits) are ignored only when none of the evaluated prompts is missing.
+    The file (Parquet, CSV or JSONL) has ``prompt_id``, ``chosen_model`` and a numeric setting: a
+    ``setting`` column, else ``lam`` (what ``python -m router route`` writes). Other columns are
+    ignored. Every (prompt, setting) pair of the evaluated prompts must be present exactly once; extra
+    prompt ids (e.g. other splits) are ignored only when none of the evaluated prompts is missing.
 
     Example:
         >>> import polars as pl, tempfile
@@ -204,15 +231,24 @@ def load_decisions(path: str | Path, outcomes: Outcomes) -> Curve:
         raise SourceNotFoundError(f"{p}: no such decisions file.")
     if p.suffix in (".jsonl", ".ndjson", ".json"):
         df = pl.read_ndjson(p)
+    elif p.suffix == ".csv":
+        df = pl.read_csv(p, infer_schema_length=None)
     elif p.suffix == ".parquet" or p.is_dir():
         df = pl.read_parquet(p / "*.parquet" if p.is_dir() else p)
     else:
-        raise SchemaError(f"{p}: decisions must be a .parquet or .jsonl file.")
-    missing = {"prompt_id", "setting", "chosen_model"} - set(df.columns)
+        raise SchemaError(f"{p}: decisions must be a .parquet, .csv or .jsonl file.")
+    setting = "setting" if "setting" in df.columns else "lam"
+    missing = sorted({"prompt_id", setting, "chosen_model"} - set(df.columns))
     if missing:
-        raise SchemaError(f"{p}: decisions file lacks column(s) {sorted(missing)}; "
-                          "expected prompt_id, setting, chosen_model.")
-    df = df.select(pl.col("prompt_id").cast(pl.String), pl.col("setting").cast(pl.Float64),
+        raise SchemaError(f"{p}: decisions file lacks column(s) {missing}; "
+                          "expected prompt_id, setting (or lam), chosen_model.")
+    values = df[setting].cast(pl.Float64, strict=False)
+    invalid = (values.is_null() | values.is_nan()).to_numpy()
+    if invalid.any():
+        i = int(np.flatnonzero(invalid)[0])
+        raise SchemaError(f"{p}: row {i + 1}: {setting!r} must be a number (the lambda of the decision), "
+                          f"got {df[setting][i]!r}; write the setting as a number, e.g. 0.5, not 'lam=0.5'.")
+    df = df.select(pl.col("prompt_id").cast(pl.String), values.alias("setting"),
                    pl.col("chosen_model").cast(pl.String))
     known_models = set(outcomes.models)
     bad_models = sorted(set(df["chosen_model"].unique().to_list()) - known_models)

@@ -76,6 +76,9 @@ def plot_cost_quality(res: EvaluationResult) -> str:
         hx = np.append(r.hull.cost, max(res.cost_span[1], r.hull.cost[-1]))
         hy = np.append(r.hull.quality, r.hull.quality[-1])
         ax.plot(hx, hy, "-", color=col, lw=2, label=f"{r.name} (AIQ {r.aiq:.3f})")
+        if r.operating_point is not None:
+            ax.scatter([r.operating_point["cost"]], [r.operating_point["quality"]], marker="D", s=90, color=col,
+                       edgecolor="black", linewidth=1.2, zorder=7, label=f"{r.name}: operating point")
     ax.axvspan(res.cost_span[0], res.cost_span[1], color="grey", alpha=0.06)
     ax.set_xlabel("mean cost per call (USD)")
     ax.set_ylabel("mean quality")
@@ -251,6 +254,25 @@ def _summary_table(res: EvaluationResult) -> tuple[list[str], list[list[str]]]:
     return head, body
 
 
+def _operating_table(res: EvaluationResult) -> tuple[list[str], list[list[str]]]:
+    """One row per router with an operating point: its lambda, cost, quality and the target behind it."""
+    head = ["router", "lambda", "mixing", "cost per 1k (USD)", "quality", "source", "target", "calibrated",
+            "held-out (fit)", "met"]
+    body = []
+    for r in res.routers.values():
+        op = r.operating_point
+        if op is None:
+            continue
+        mix = f"{op['mix']:.3f} at {op['mix_lam']:.4g}" if op.get("mix") else ""
+        tgt = op.get("target") or {}
+        goal = next((v for k, v in tgt.items() if k not in ("kind", "model")), None)
+        body.append([r.name, f"{op['setting']:.4g}", mix, f"{1000 * op['cost']:.4f}", f"{op['quality']:.3f}",
+                     str(op.get("source", "")), f"{tgt.get('kind', '')} {goal:g}" if goal is not None else "",
+                     _fmt(op.get("calibrated")), _fmt(op.get("heldout")),
+                     "" if op.get("met") is None else ("yes" if op["met"] else "NO")])
+    return head, body
+
+
 def summary_markdown(res: EvaluationResult, dataset: str, split: str | None = None,
                      ope_rows: Sequence[dict[str, Any]] | None = None) -> str:
     """A short Markdown summary: data, single models, oracle, and the router table."""
@@ -264,6 +286,11 @@ def summary_markdown(res: EvaluationResult, dataset: str, split: str | None = No
     head, body = _summary_table(res)
     lines += ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(row) + " |" for row in body]
+    ohead, obody = _operating_table(res)
+    if obody:
+        lines += ["", "## Operating points (each router's default decisions)", "",
+                  "| " + " | ".join(ohead) + " |", "|" + "---|" * len(ohead)]
+        lines += ["| " + " | ".join(row) + " |" for row in obody]
     if ope_rows:
         lines += ["", "## Off-policy estimates", "", "| policy | estimator | method | value | interval |",
                   "|---|---|---|---|---|"]
@@ -308,6 +335,12 @@ def render_html(res: EvaluationResult, dataset: str, split: str | None = None,
              for j, m in enumerate(res.models)]
     mbody.append(["oracle", f"{1000 * res.oracle[0]:.4f}", f"{res.oracle[1]:.3f}"])
     parts.append(_table_html(mhead, mbody))
+    ohead, obody = _operating_table(res)
+    if obody:
+        parts.append("<h2>Operating points</h2><p class='meta'>Where each router decides by default (diamonds in "
+                     "the cost-quality plot): its saved lambda, measured here; the target it was calibrated for "
+                     "and the value `training fit` measured on its held-out split.</p>")
+        parts.append(_table_html(ohead, obody))
 
     def img(title: str, b64: str | None, note: str = "") -> None:
         if b64 is None:
