@@ -356,3 +356,15 @@ def test_impossible_targets_on_real_data(real):
     for target, reason in IMPOSSIBLE[name]:
         res, held = _knob(real, target)
         assert not res.met and not held["met"] and held["reason"].startswith(reason), (name, target, held)
+
+
+def test_off_policy_estimates_include_the_operating_point(small, tmp_path):
+    from training.evaluate import ope_from_log
+
+    router, _, _ = small
+    router.operating_point = OperatingPoint(lam=30.0, source="given")
+    rows, diag = ope_from_log(str(ROOT / "datasets" / "demo" / "traffic"), str(router.save(tmp_path / "r")),
+                              n_bootstrap=20)
+    policies = list(dict.fromkeys(r["policy"] for r in rows))
+    assert policies[0] == "lambda=30 (operating point)" and len(policies) == 4
+    assert diag["n"] > 1000 and 0 < diag["ess_ratio"] <= 1

@@ -285,10 +285,11 @@ def load_decisions(path: str | Path, outcomes: Outcomes) -> Curve:
 
 def ope_from_log(log_path: str, model_spec: str, seed: int = 0,
                  n_bootstrap: int = 500) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Off-policy estimates of the model's settings on a traffic log (rows, diagnostics of the middle setting).
+    """Off-policy estimates of the model on a traffic log (rows, diagnostics of its operating point).
 
-    The router's probabilities on the logged prompts are the target policy; its predicted quality
-    is the reward model for DM/DR (it was fitted on other data, so no cross-fitting is needed).
+    The target policies are the router at its saved operating point (its default decisions, with their
+    probabilities) and at the cheapest, middle and dearest lambdas of its sweep. The router's predicted
+    quality is the reward model for DM/DR (it was fitted on other data, so no cross-fitting is needed).
     """
     from router.data.logs import read_log
     from router.ope import evaluate_policy
@@ -299,16 +300,19 @@ def ope_from_log(log_path: str, model_spec: str, seed: int = 0,
         raise ValidationError(f"{log_path}: no rows with both a prompt and a quality signal to evaluate on.")
     router = _load_router(model_spec)
     models = sorted(set(log["chosen_model"].to_list()))
-    lambdas, _, probs, predicted = router.sweep(log["prompt"].to_list(), models=models)
+    curve = router_curve(router, log["prompt"].to_list(), models)
+    lambdas, probs, predicted = curve.settings, curve.probs, curve.predicted_quality
     a = np.array([models.index(m) for m in log["chosen_model"].to_list()])
     rows: list[dict[str, Any]] = []
     diag: dict[str, Any] = {}
-    picks = sorted({0, len(lambdas) // 2, len(lambdas) - 1})
+    op = int(curve.operating_index)
+    picks = [op] + [s for s in sorted({0, len(lambdas) // 2, len(lambdas) - 1}) if s != op]
     for s in picks:
         res = evaluate_policy(log["quality"].to_numpy(), a, log["propensity"].to_numpy(), np.asarray(probs)[s],
                               q_hat=predicted, seed=seed, n_bootstrap=n_bootstrap)
-        rows += [{"policy": f"lambda={float(lambdas[s]):g}", **r} for r in res.rows()]
-        if s == len(lambdas) // 2:
+        name = f"lambda={float(lambdas[s]):g}" + (" (operating point)" if s == op else "")
+        rows += [{"policy": name, **r} for r in res.rows()]
+        if s == op:
             diag = res.diagnostics.as_dict()
     return rows, diag
 
