@@ -222,6 +222,8 @@ class CalibrationResult:
         reason: why the target is (not) met.
         strong_model: the model whose share a :class:`StrongShareTarget` limits.
         n_lambdas: number of distinct operating points searched.
+        extra: details of a quality target: ``confidence``, ``lower_bound`` (of the quality fraction at the
+            point) and ``via_spend_per_1000`` (the spend level carried to the deployed predictions).
     """
 
     lam: float
@@ -243,7 +245,7 @@ class CalibrationResult:
     def to_dict(self) -> dict[str, Any]:
         return {"lam": self.lam, "mix_lam": self.mix_lam, "mix": self.mix, "target": _target_dict(self.target),
                 "value": self.value, "met": self.met, "binding": self.binding, "reason": self.reason,
-                "strong_model": self.strong_model, "n_lambdas": self.n_lambdas}
+                "strong_model": self.strong_model, "n_lambdas": self.n_lambdas, **self.extra}
 
 
 # --------------------------------------------------------------------------- the lambda path

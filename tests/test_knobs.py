@@ -368,3 +368,17 @@ def test_off_policy_estimates_include_the_operating_point(small, tmp_path):
     policies = list(dict.fromkeys(r["policy"] for r in rows))
     assert policies[0] == "lambda=30 (operating point)" and len(policies) == 4
     assert diag["n"] > 1000 and 0 < diag["ess_ratio"] <= 1
+
+
+@pytest.mark.parametrize(
+    ("argv", "match"),
+    [
+        (["--keep-quality", "0.9", "--strong-share", "0.2"], r"give at most one of .*\['--keep-quality', '--strong-share'\]"),
+        (["--lam", "5", "--spend-per-1000", "0.5"], "give --lam or --spend-per-1000, not both"),
+        (["--keep-quality", "0.9", "--quality-confidence", "0.2"], r"confidence must be in \[0.5, 1\)"),
+    ],
+)
+def test_fit_rejects_bad_knobs_before_any_work(argv, match, tmp_path):
+    r = _run("-m", "training", "fit", "--dataset", "no-such-data", "--out", str(tmp_path / "x"), *argv)
+    assert r.returncode == 2 and re.search(match, r.stderr), r.stderr
+    assert not (tmp_path / "x").exists()

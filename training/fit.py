@@ -52,6 +52,8 @@ class Args:
             Spend and share are calibrated on the trained router's own predictions for the training prompts
             (what matters is where it sends prompts), quality on cross-fitted ones (in-sample predictions are
             optimistic about what a cheap model keeps).
+        quality_confidence: one-sided confidence with which the calibrated point keeps ``keep_quality`` on
+            the training split (0.5: on the estimate alone).
         register: register the trained router under this MLflow model name.
         track: log the run to MLflow.
         experiment: MLflow experiment name.
@@ -68,6 +70,7 @@ class Args:
     spend_per_1000: float | None = None
     strong_share: float | None = None
     keep_quality: float | None = None
+    quality_confidence: float = 0.9
     register: str | None = None
     track: bool = True
     experiment: str = "routing-fit"
@@ -170,7 +173,7 @@ def knob_target(args: Args) -> Any:
     if args.strong_share is not None:
         return StrongShareTarget(args.strong_share)
     if args.keep_quality is not None:
-        return QualityTarget(args.keep_quality)
+        return QualityTarget(args.keep_quality, confidence=args.quality_confidence)
     return None
 
 
@@ -183,7 +186,7 @@ def _calibrate(router: Any, train_o: Any, test_o: Any, q_te: np.ndarray, c_te: n
     res = calibrate(target, **calibration_predictions(router, train_o, args, target), true_quality=train_o.quality,
                     true_cost=train_o.cost, models=models, rule=router.rule)
     held = realised(res, q_te, c_te, test_o.quality, test_o.cost, models=models, rule=router.rule)
-    held.update(n_lambdas=res.n_lambdas, binding=res.binding, strong_model=res.strong_model)
+    held.update(n_lambdas=res.n_lambdas, binding=res.binding, strong_model=res.strong_model, **res.extra)
     op = OperatingPoint(lam=res.lam, mu=router.rule.mu, mix_lam=res.mix_lam, mix=res.mix, source="calibrated",
                         target=target, calibrated=res.value, heldout=held["realised"], met=held["met"],
                         reason=held["reason"])
@@ -258,6 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     from router.errors import RoutingError
 
     try:
+        knob_target(args)  # a bad knob combination fails here, before any data loads or run starts
         if args.track:
             from training import tracking
 
