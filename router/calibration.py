@@ -14,8 +14,15 @@ cheapest point that keeps it -- the largest lambda whose quality is at least the
 target falls between two adjacent lambdas (a block of prompts changes model at once), the rule mixes
 the two deterministic policies with the probability that lands on the target exactly
 (:class:`router.decision.DecisionRule` ``mix_lam`` / ``mix``), so any share between the extremes is
-reachable. Values are measured on the calibration prompts with their true outcomes when given
-(out-of-fold predictions make this an honest estimate for new prompts), else with the predictions.
+reachable. Values are measured on the calibration prompts with their true outcomes when given, else
+with the predictions.
+
+Which predictions (what ``training fit`` passes): a budget depends only on where the router sends
+prompts, so it is calibrated on the deployed router's own predictions for the training prompts (lambda
+is tied to the scale of the predictions, and that scale differs between the deployed model and models
+fitted on part of the data). A quality target also depends on how good the choices are, which in-sample
+predictions overstate; it is found on cross-fitted predictions, at a one-sided ``confidence`` lower
+bound (default 90%), as a spend level that is then set on the deployed predictions (``deployed=``).
 
 :func:`realised` measures the chosen operating point on held-out prompts, as expectations under the
 rule's probabilities, and says whether the target was met within the stated tolerances:
@@ -261,8 +268,8 @@ class LambdaPath:
         lambdas: (K,) increasing critical lambdas, the first 0.
         representative: (K,) a lambda inside each interval.
         start: (n,) choice at lambda 0.
-        events: (E,) arrays ``lam, row, from_, to`` of choice changes, sorted by lambda.
-        ends: (K,) index one past the last event of each policy (policy k = start + events[:ends[k]]).
+        ev_row, ev_from, ev_to: (E,) the prompt, old and new model of every choice change, in lambda order.
+        ends: (K,) index one past the last change of each policy (policy k = start + changes[:ends[k]]).
     """
 
     lambdas: np.ndarray
