@@ -12,7 +12,7 @@ export LITELLM_LOCAL_MODEL_COST_MAP := True
 export TOKENIZERS_PARALLELISM := false
 export MPLBACKEND := Agg
 
-.PHONY: install system-deps lint typecheck test test-fast demo bench clean
+.PHONY: install system-deps lint typecheck test test-fast demo bench notebooks clean
 
 install: $(VENV)/.installed
 
@@ -26,6 +26,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 # Services and programs the tests use (headless Chromium for the report screenshot test).
 system-deps:
 	bash scripts/ensure_chromium.sh
+	bash scripts/ensure_redis.sh
 
 lint: install
 	$(VENV)/bin/ruff check router envs training serve tests bench
@@ -39,6 +40,13 @@ test-fast: install
 
 demo: install
 	$(PY) -m training demo
+
+# Execute every tutorial and render it to HTML in out/notebooks/ (the notebooks in git stay output-free).
+notebooks: install
+	mkdir -p out/notebooks
+	PYTHONPATH=$(CURDIR) MPLBACKEND=module://matplotlib_inline.backend_inline $(VENV)/bin/jupyter nbconvert \
+		--to html --execute --ExecutePreprocessor.timeout=600 --ExecutePreprocessor.kernel_name=python3 \
+		--output-dir out/notebooks notebooks/*.ipynb
 
 bench: install
 	$(PY) bench/run_all.py

@@ -12,9 +12,10 @@ Data: ``load_source("routerbench")`` (3,150 prompts x 11 models, ``split`` colum
   "in order" means the order the loader gives; there is no real drift to meet. Full-information
   mode: the reward of the chosen model is exact, ``quality - lam * cost`` (lam in quality points
   per USD), and the env reports every model's reward so regret is exact. Each policy (``linucb``,
-  ``thompson``, ``egreedy``, ``neural``) runs cold and warm-started (``warm_start``) from the offline
-  MLP's predictions. The warm start uses *cross-fitted* (``--folds``-fold, out-of-fold) MLP quality
-  and cost predictions on the train rows, so no row's own label enters its pseudo-observation; the
+  ``thompson``, ``egreedy``, ``neural``; ``linucb@64`` and ``thompson@64`` learn on the replayed
+  contexts' top 64 principal directions, as ``training bandit --context-rank 64`` does) runs cold and
+  warm-started (``warm_start``) from the offline MLP's predictions. The warm start uses
+  *cross-fitted* (``--folds``-fold, out-of-fold) MLP quality and cost predictions on the train rows, so no row's own label enters its pseudo-observation; the
   other folds' labels do (the MLP is fitted offline on logs gathered before the replay starts --
   this is lookahead the cold policies do not get, so compare warm runs with the MLP row, not with
   the cold runs alone). Recorded: cumulative reward, regret against the per-row oracle and
@@ -58,21 +59,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 CACHE_DIR = Path(os.environ.get("ROUTER_BENCH_CACHE", Path.home() / ".cache" / "llm-routing" / "bench"))
 RESULTS = Path(__file__).resolve().parent / "results"
-POLICY_KINDS = ("linucb", "thompson", "egreedy", "neural")
+POLICY_KINDS = ("linucb", "linucb@64", "thompson", "thompson@64", "egreedy", "neural")
 N_LAMBDAS = 81
 
 
 # --------------------------------------------------------------------------- embeddings
 def _encoder(kind: str) -> Any:
-    from router.encoders import HashingEncoder, SentenceTransformerEncoder, StaticEncoder
+    """The encoder registered as ``kind`` (``minilm``, ``static``, ``hashing``), with its defaults."""
+    from router.encoders import build_encoder
 
-    if kind == "minilm":
-        return SentenceTransformerEncoder()
-    if kind == "static":
-        return StaticEncoder()
-    if kind == "hashing":
-        return HashingEncoder(dim=256)
-    raise SystemExit(f"--encoder must be minilm, static or hashing, got {kind!r}")
+    return build_encoder(kind)
 
 
 def _precomputed_encoder(inner: Any, table: dict[str, np.ndarray]) -> Any:
@@ -80,7 +76,7 @@ def _precomputed_encoder(inner: Any, table: dict[str, np.ndarray]) -> Any:
     in a precomputed table; raises KeyError on a text it does not hold."""
     from router.base import Encoder
 
-    class Precomputed(Encoder):
+    class Precomputed(Encoder, register=False):  # borrows inner's kind: not a component of its own
         kind = inner.kind
 
         def get_config(self) -> dict[str, Any]:
@@ -134,23 +130,26 @@ def embed(outcomes: Any, train_rows: np.ndarray, kind: str, precomputed: str | N
 
 
 # --------------------------------------------------------------------------- policies
-def make_policy(kind: str, m: int, d: int, hp: argparse.Namespace, seed: int) -> Any:
-    from router.policies import EpsilonGreedy, LinearThompson, LinUCB, NeuralLinear
+def make_policy(kind: str, m: int, d: int, hp: argparse.Namespace, seed: int, contexts: np.ndarray | None = None) -> Any:
+    """The registered policy ``kind`` with the benchmark's hyperparameters its constructor takes; ``name@R`` is a
+    linear policy on the top R principal directions of ``contexts`` (``training bandit --context-rank R``)."""
+    import inspect
 
-    if kind == "linucb":
-        return LinUCB(m, d, alpha=hp.alpha, ridge=hp.ridge, seed=seed)
-    if kind == "thompson":
-        return LinearThompson(m, d, v=hp.v, ridge=hp.ridge, seed=seed)
-    if kind == "egreedy":
-        return EpsilonGreedy(m, d, epsilon=hp.epsilon, ridge=hp.ridge, seed=seed)
-    if kind == "neural":
-        return NeuralLinear(m, d, hidden=hp.hidden, alpha=hp.neural_alpha, ridge=hp.ridge, seed=seed)
-    raise SystemExit(f"unknown policy {kind!r}")
+    from router import registry
+    from router.policies import build_policy
+
+    name, _, rank = kind.partition("@")
+    params = inspect.signature(registry.get("policy", name).__init__).parameters
+    values = {"alpha": hp.neural_alpha if name == "neural" else hp.alpha, "v": hp.v, "epsilon": hp.epsilon,
+              "ridge": hp.ridge, "hidden": hp.hidden, "context_rank": int(rank) if rank else None}
+    pol = build_policy(name, m, d, seed=seed, **{k: v for k, v in values.items() if k in params})
+    return pol.fit_basis(contexts) if rank else pol
 
 
 def replay(policy: Any, emb: np.ndarray, outcomes: Any, lam: float, *, rows: int, epochs: int,
            batch: int, seed: int, n_checkpoints: int = 10) -> dict[str, Any]:
     """Run ``policy`` over the first ``rows`` rows, in order, ``epochs`` times; cumulative curves."""
+    from envs.loop import run_policy
     from envs.vector import make_vector
 
     envs = make_vector(emb[:rows], outcomes.subset(np.arange(rows)), num_envs=batch, lam=lam, order="sequential")
@@ -162,22 +161,13 @@ def replay(policy: Any, emb: np.ndarray, outcomes: Any, lam: float, *, rows: int
     counts = np.zeros(m, dtype=np.int64)
     served = 0
     cps: list[dict[str, float]] = []
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for ep in range(epochs):
-        obs, _ = envs.reset(seed=seed + ep)  # cursor back to row 0
-        done = 0
-        while done < rows:
-            take = min(batch, rows - done)
-            probs = policy.select(obs["features"], obs["action_mask"].astype(bool))
-            actions = np.asarray(policy.sample(probs), dtype=np.int64)
-            prop = probs[np.arange(batch), actions]
-            ctx = obs["features"]
-            obs, reward, _, _, info = envs.step(actions)
-            s = slice(0, take)
-            policy.update(ctx[s], actions[s], reward[s], prop[s])
+        # the one policy-run loop; each epoch resets the cursor back to row 0
+        for b in run_policy(policy, envs, rows, seed=seed + ep):
             # checkpoints may fall inside a batch: walk its rows
-            r, o, a, allr = reward[s], info["oracle_reward"][s], actions[s], info["all_rewards"][s]
-            for i in range(take):
+            r, o, a, allr = b.reward, b.info["oracle_reward"], b.action, b.info["all_rewards"]
+            for i in range(a.shape[0]):
                 pol += float(r[i])
                 orc += float(o[i])
                 fixed += allr[i]
@@ -187,13 +177,13 @@ def replay(policy: Any, emb: np.ndarray, outcomes: Any, lam: float, *, rows: int
                     marks.pop(0)
                     cps.append({"step": served, "policy_reward": pol, "oracle_reward": orc,
                                 "regret": orc - pol, "regret_vs_best_fixed": float(fixed.max()) - pol})
-            done += take
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     best = int(np.argmax(fixed))
     names = list(envs.data.model_names)
     return {"rows": served, "policy_reward": pol, "oracle_reward": orc, "best_fixed_reward": float(fixed[best]),
             "best_fixed_model": names[best], "regret": orc - pol, "regret_vs_best_fixed": float(fixed[best]) - pol,
             "mean_reward": pol / served, "wall_s": round(wall, 3), "rows_per_s": served / wall,
+            "cpu_s": round(cpu, 3), "rows_per_cpu_s": served / cpu,
             "action_shares": {names[j]: round(float(counts[j] / served), 4) for j in range(m) if counts[j]},
             "checkpoints": cps}
 
@@ -283,7 +273,7 @@ def machine() -> dict[str, Any]:
 
     return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
             "cpu_count": os.cpu_count(), "python": platform.python_version(), "numpy": np.__version__,
-            "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__, "torch_threads": torch.get_num_threads(), "blas_threads": 1,
             "note": "CPU only; cores shared with other jobs, so speeds are indicative"}
 
 
@@ -307,13 +297,14 @@ def write_markdown(doc: dict[str, Any], path: Path) -> None:
         doc["protocol"]["replay"],
         "",
         "| lam (/USD) | policy | warm start | rows | mean reward | regret vs oracle | regret vs best fixed "
-        "| best fixed model | rows/s |",
-        "|---:|---|---|---:|---:|---:|---:|---|---:|",
+        "| best fixed model | rows/s (wall) | rows/s (CPU) |",
+        "|---:|---|---|---:|---:|---:|---:|---|---:|---:|",
     ]
     for r in doc["replay"]:
         lines.append(
             f"| {r['lam']:g} | {r['policy']} | {r['warm']} | {r['rows']} | {r['mean_reward']:.4f} | {r['regret']:.1f} "
-            f"| {r['regret_vs_best_fixed']:.1f} | {r['best_fixed_model']} | {_f(r.get('rows_per_s'), 0)} |")
+            f"| {r['regret_vs_best_fixed']:.1f} | {r['best_fixed_model']} | {_f(r.get('rows_per_s'), 0)} "
+            f"| {_f(r.get('rows_per_cpu_s'), 0)} |")
     lines += ["", "Oracle mean reward per lam: " + ", ".join(
         f"lam={k}: {v['oracle_mean_reward']:.4f} (best fixed {v['best_fixed_model']} {v['best_fixed_mean_reward']:.4f})"
         for k, v in doc["replay_reference"].items()), ""]
@@ -391,14 +382,18 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     import torch
+    from threadpoolctl import threadpool_limits
 
+    from router.context import policy_context, prompt_lengths, prompt_texts
     from router.cost_predictor import CostPredictor
     from router.data.registry import load_source
     from router.metrics import evaluate_curves
-    from router.router import prompt_texts
 
     args = parse(argv)
     torch.set_num_threads(min(2, os.cpu_count() or 1))
+    import scipy.linalg  # noqa: F401 -- scipy bundles a second BLAS; load it so the limit covers it too
+
+    threadpool_limits(1, user_api="blas")  # cores are shared: two spinning BLAS threads slow the policies down
     t_start = time.perf_counter()
     o = load_source("routerbench")
     split = np.asarray(o.split).astype(str)
@@ -406,7 +401,7 @@ def main(argv: list[str] | None = None) -> int:
     otr, ote = o.subset(tr), o.subset(te)
     emb, emb_info = embed(o, tr, args.encoder, args.precomputed)
     print(f"embeddings {emb.shape} ({emb_info['source']}, {emb_info['seconds']} s)", flush=True)
-    lengths = np.array([len(t) for t in prompt_texts(list(o.prompts))], dtype=np.float64)
+    lengths = prompt_lengths(prompt_texts(list(o.prompts)))  # as Router.predict gets them
     x_tr, x_te, l_tr, l_te = emb[tr], emb[te], lengths[tr], lengths[te]
     rows = min(args.rows or len(tr), len(tr))
     m = len(o.models)
@@ -425,7 +420,7 @@ def main(argv: list[str] | None = None) -> int:
     reference: dict[str, Any] = {}
     curves: dict[str, tuple[np.ndarray, np.ndarray]] = {"mlp (offline classifier)": sweep(q_te_mlp, c_te)}
     meta: dict[str, dict[str, Any]] = {"mlp (offline classifier)": {"lam": None, "warm": "–"}}
-    clip_te = np.clip(x_te.astype(np.float64), -1.0, 1.0)  # the env's observation features
+    ctx_te = policy_context(x_te)  # what the policy reads (the env's observation features)
     for lam in args.lams:
         mlp_choice = np.argmax(q_oof - lam * c_oof, axis=1)
         ref = fixed_choice_replay(mlp_choice, x_tr, otr, lam, rows, args.epochs)
@@ -435,17 +430,17 @@ def main(argv: list[str] | None = None) -> int:
         replay_rows.append({"lam": lam, "policy": "mlp (offline, cross-fitted, greedy)", "warm": "–", **ref})
         for kind in policies:
             for warm in ([False] if args.no_warm else [False, True]):
-                pol = make_policy(kind, m, d, args, args.seed)
+                pol = make_policy(kind, m, d, args, args.seed, contexts=np.clip(x_tr[:rows], -1.0, 1.0))
                 tw = time.perf_counter()
                 if warm:
-                    pol.warm_start(np.clip(x_tr[:rows], -1, 1), q_oof[:rows], lam=lam, cost=c_oof[:rows],
+                    pol.warm_start(policy_context(x_tr[:rows]), q_oof[:rows], lam=lam, cost=c_oof[:rows],
                                    weight=args.warm_weight)
                 warm_s = time.perf_counter() - tw
                 res = replay(pol, x_tr, otr, lam, rows=rows, epochs=args.epochs, batch=args.batch, seed=args.seed)
                 tag = "mlp" if warm else "no"
                 res.update(lam=lam, policy=kind, warm=tag, warm_start_s=round(warm_s, 2))
                 replay_rows.append(res)
-                reward_te = np.asarray(pol.expected_reward(clip_te))
+                reward_te = np.asarray(pol.expected_reward(ctx_te))
                 q_hat = np.clip(reward_te + lam * c_te, 0.0, 1.0)
                 name = f"{kind} lam={lam:g}" + (" +warm" if warm else "")
                 curves[name] = sweep(q_hat, c_te)
@@ -488,7 +483,12 @@ def main(argv: list[str] | None = None) -> int:
                        f"pseudo-observation weight {args.warm_weight} (uses other rows' labels before they are "
                        f"served: lookahead). 'mlp' rows: greedy on the same out-of-fold predictions. "
                        f"Hyperparameters: LinUCB alpha={args.alpha}, Thompson v={args.v}, epsilon={args.epsilon}, "
-                       f"ridge={args.ridge}, NeuralLinear hidden={args.hidden} alpha={args.neural_alpha}."),
+                       f"ridge={args.ridge}, NeuralLinear hidden={args.hidden} alpha={args.neural_alpha}; "
+                       f"'@64': the linear policy on the top 64 principal directions of the replayed rows' "
+                       f"contexts (training bandit --context-rank 64). rows/s: per second of wall time and "
+                       f"of the process's CPU time for the whole replay (select, sample, env step, update, "
+                       f"bookkeeping) on a shared machine, one BLAS thread; "
+                       f"policy_speed.md compares CPU-time rates with the code before the fast updates."),
             "aiq": (f"Test rows {len(te)}. Policies: q_hat = clip(expected_reward(x) + lam * c_hat, 0, 1), "
                     f"c_hat from CostPredictor fitted on train; MLP: MLPPredictor fitted on train; every router "
                     f"routed greedily over default_lambda_grid (n={N_LAMBDAS}); AIQ over the single models' cost "

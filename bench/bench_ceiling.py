@@ -59,7 +59,7 @@ def main() -> None:
     from router.data.splits import kfold_groups, normalise_prompt
     from router.metrics import curves as C
     from router.predictors import MLPPredictor
-    from router.router import prompt_texts
+    from router.router import prompt_lengths, prompt_texts
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     t0 = time.perf_counter()
@@ -69,7 +69,7 @@ def main() -> None:
     texts, _ = source_texts(o, tr)
     emb = minilm_cached().encode([texts[i] for i in tr])
     raw = prompt_texts(list(otr.prompts))
-    lengths = np.array([len(t) for t in raw], dtype=np.float64)
+    lengths = prompt_lengths(raw)
     tasks = np.asarray(otr.tasks)
     q_true = otr.quality
     folds = kfold_groups([normalise_prompt(t) for t in raw], n_folds=5, seed=0)

@@ -130,9 +130,9 @@ def bench_routerbench(args, enc) -> tuple[dict, object]:
     t = time.perf_counter()
     emb = enc.encode(texts)
     embed_s = time.perf_counter() - t
-    from router.router import prompt_texts
+    from router.router import prompt_lengths, prompt_texts
 
-    lengths = np.array([len(p) for p in prompt_texts(list(o.prompts))], dtype=np.float64)
+    lengths = prompt_lengths(prompt_texts(list(o.prompts)))  # the unit Router.fit gives its cost model
     curves, fit_s, best_router = {}, {}, None
     for name, (pred, stats) in predictors("routerbench").items():
         t = time.perf_counter()
@@ -177,7 +177,7 @@ def bench_routellm(name: str, args, enc) -> dict:
     from router.data.splits import kfold_groups, normalise_prompt
     from router.features import PromptStats
     from router.metrics import Curve, evaluate_curves
-    from router.router import prompt_texts
+    from router.router import prompt_lengths, prompt_texts
 
     o = load_source(name)
     if args.quick and o.n_prompts > 3000:
@@ -185,7 +185,7 @@ def bench_routellm(name: str, args, enc) -> dict:
     texts, _ = source_texts(o)  # unsupervised: the stripper sees prompts only, no outcomes
     emb = enc.encode(texts)
     raw = prompt_texts(list(o.prompts))
-    lengths = np.array([len(t) for t in raw], dtype=np.float64)
+    lengths = prompt_lengths(raw)
     folds = kfold_groups([normalise_prompt(t) for t in raw], n_folds=5, seed=0)
     strong = int(np.argmax(o.quality.mean(0)))
     curves, fit_s = {}, {}

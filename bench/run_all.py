@@ -11,7 +11,9 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHES = ["bench_encoders.py", "bench_envs.py", "bench_routers.py", "bench_ceiling.py"]
+BENCHES = ["bench_encoders.py", "bench_envs.py", "bench_routers.py", "bench_ceiling.py", "bench_cache.py",
+           "bench_serve.py"]
+QUICK = {"bench_routers.py", "bench_serve.py"}  # the benchmarks that have a --quick mode
 
 
 def main() -> int:
@@ -19,7 +21,7 @@ def main() -> int:
     failed = []
     for name in BENCHES:
         cmd = [sys.executable, str(HERE / name)]
-        if quick and name == "bench_routers.py":
+        if quick and name in QUICK:
             cmd.append("--quick")
         print(f"== {name}", flush=True)
         if subprocess.run(cmd, cwd=HERE.parent, check=False).returncode != 0:

@@ -7,6 +7,11 @@ Importing :mod:`envs` registers (cheaply, nothing is built):
   ``gymnasium.make_vec("routing/Replay-v0", num_envs=B, ...)`` serves B requests per step;
 * ``routing/ReplayVector-v0`` -- the same vector env for ``gymnasium.make_vec``.
 
+Both are made by name with a data set: ``gymnasium.make("routing/Replay-v0", dataset="synthetic")``
+(or ``outcomes=...``, ``log=PATH``), the encoder and reward settings as keyword arguments -- see
+:class:`envs.replay.ReplayEnv`. :func:`envs.loop.run_policy` is the one loop that runs a policy in
+the vector environment.
+
 Example:
     >>> import gymnasium as gym, numpy as np
     >>> from router.data.schema import Outcomes

@@ -4,6 +4,26 @@ Each episode serves one logged request: the observation is its context (prompt e
 request features) and the mask of models allowed for it; the action is the model to call; the
 reward is ``quality - lam * cost - mu * latency`` (USD and seconds), and the episode ends.
 
+The data is given by name, as an object, or as arrays:
+
+* ``dataset=NAME`` -- a registered source (``"synthetic"``, ``"demo"``, ``"routerbench"``, ...) or a path
+  to outcomes in our format, loaded with :func:`router.data.registry.load_source` (``dataset_options``
+  go to its loader, e.g. ``{"n_prompts": 500, "seed": 1}`` for ``"synthetic"``);
+* ``outcomes=Outcomes`` -- full-information outcomes in memory;
+* ``log=PATH`` -- a traffic log in :data:`~router.data.schema.TRAFFIC_LOG_SCHEMA` (JSON lines, Parquet,
+  or a polars DataFrame) with the logging policy's propensities; ``model_names`` orders the actions
+  (default: the logged models, sorted);
+* ``embeddings`` plus ``outcomes`` or ``logged`` -- precomputed embeddings (the env encodes nothing).
+
+Without ``embeddings`` the prompts are embedded as a :class:`~router.router.Router` embeds them: long
+shared few-shot prefixes stripped (``strip_prefixes``), then the encoder named in the encoder registry
+(``encoder="hashing"``, ``"static"``, ``"minilm"``, ... built with ``encoder_options``). The encoder and
+stripper stay on ``env.unwrapped.data`` (``encoder``, ``preprocessor``, ``embeddings``, ``outcomes``),
+so a policy trained here can be saved inside a router that sees new prompts the same way::
+
+    env = gymnasium.make("routing/Replay-v0", dataset="synthetic", lam=20.0)
+    envs = gymnasium.make_vec("routing/Replay-v0", num_envs=32, dataset="demo", encoder="static", mu=0.1)
+
 Two kinds of data can be replayed:
 
 * **full information** (:class:`~router.data.schema.Outcomes`): every model's outcome is known, so
@@ -18,8 +38,9 @@ Two kinds of data can be replayed:
   replay   ``r_i`` when ``a == a_i`` (``info["accepted"] = True``), else 0 and not accepted
            (rejection sampling, Li et al. 2011: average only the accepted steps)
   ips      ``r_i * 1[a == a_i] / p_i``
-  dm       ``r_hat[i, a]`` from a reward model: ``q_hat`` if given, else a ridge per action,
-           cross-fitted over ``dm_folds`` folds so a row never scores itself
+  dm       ``r_hat[i, a]`` from a reward model: ``q_hat`` if given, else
+           :class:`~router.ope.CrossFitRewardModel` (per action, cross-fitted over ``dm_folds``
+           folds so a row never scores itself; also for cost and latency)
   dr       ``r_hat[i, a] + (r_i - r_hat[i, a_i]) * 1[a == a_i] / p_i``
   ======== ================================================================================
 
@@ -30,8 +51,9 @@ Two kinds of data can be replayed:
 ``order="random"`` draws a row with the env's seeded ``np_random``. ``reset(options={"row": i})``
 serves a given row.
 
-Observation ``{"features": (d + k,) float32 in [-1, 1], "action_mask": (m,) int8}``: the embedding
-clipped to [-1, 1], then ``log1p(prompt length) / log1p(max length)`` when lengths are given, then
+Observation ``{"features": (d + k,) float32 in [-1, 1], "action_mask": (m,) int8}``: the features are
+:func:`router.context.policy_context` of the embedding -- the embedding clipped to [-1, 1] (what a
+router's policy reads), then ``log1p(prompt length) / log1p(max length)`` when lengths are given, then
 one-hot task and tenant ids when given. Observations are fresh copies.
 
 ``info`` holds the reward parts (``quality``, ``cost``, ``latency``; in ``replay``/``ips`` the logged
@@ -57,6 +79,7 @@ Example:
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -65,6 +88,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from router.context import policy_context
 from router.data.schema import Outcomes
 from router.errors import ConfigError
 
@@ -137,57 +161,25 @@ class LoggedFeedback:
         return int(self.action.shape[0])
 
 
-def _codes(values: Any, name: str, n: int) -> tuple[np.ndarray, int]:
-    """Integer codes (n,) for ids given as ints or strings, and how many distinct codes."""
-    arr = np.asarray(values)
-    if arr.shape != (n,):
-        raise ConfigError(f"{name} must have shape ({n},) like embeddings, got {arr.shape}.")
-    if np.issubdtype(arr.dtype, np.integer):
-        if arr.size and arr.min() < 0:
-            raise ConfigError(f"{name} must hold non-negative integer ids.")
-        return arr.astype(np.int64), int(arr.max()) + 1 if arr.size else 0
-    _, inv = np.unique(arr.astype(str), return_inverse=True)
-    return inv.astype(np.int64), int(inv.max()) + 1 if inv.size else 0
-
-
-def _ridge_per_action(
-    x: np.ndarray, action: np.ndarray, y: np.ndarray, m: int, ridge: float, folds: int, seed: int
-) -> np.ndarray:
-    """Cross-fitted ridge (with intercept) of ``y`` on ``x`` per action -> predictions (n, m)."""
-    n = x.shape[0]
-    xb = np.hstack([x.astype(np.float64), np.ones((n, 1))])
-    d = xb.shape[1]
-    fold = np.random.default_rng(seed).permutation(n) % max(folds, 1)
-    out = np.empty((n, m))
-    for k in range(max(folds, 1)):
-        test = fold == k
-        train = ~test if folds > 1 else np.ones(n, dtype=bool)
-        fallback = float(y[train].mean()) if train.any() else 0.0
-        for a in range(m):
-            rows = train & (action == a)
-            if not rows.any():
-                out[test, a] = fallback
-                continue
-            xa = xb[rows]
-            reg = ridge * np.eye(d)
-            reg[-1, -1] = 1e-8  # do not shrink the intercept
-            w = np.linalg.solve(xa.T @ xa + reg, xa.T @ y[rows])
-            out[test, a] = xb[test] @ w
-    return out
-
-
 class ReplayData:
     """The arrays both replay environments read; rewards of (row, action) pairs, vectorised.
 
     Built once from the constructor arguments of :class:`ReplayEnv` (see there); holds the
-    observation features (n, d + k) float32, the masks (n, m) bool and the reward tables.
+    observation features (n, d + k) float32, the masks (n, m) bool and the reward tables, and -- when
+    it embedded the prompts itself -- the ``encoder``, ``preprocessor`` and raw ``embeddings``.
     """
 
     def __init__(
         self,
-        embeddings: Any,
+        embeddings: Any = None,
         outcomes: Outcomes | None = None,
         *,
+        dataset: str | os.PathLike[str] | None = None,
+        dataset_options: Mapping[str, Any] | None = None,
+        log: Any = None,
+        encoder: Any = "hashing",
+        encoder_options: Mapping[str, Any] | None = None,
+        strip_prefixes: bool = True,
         logged: LoggedFeedback | Mapping[str, Any] | None = None,
         model_names: Sequence[str] | None = None,
         prompt_length: Any = None,
@@ -203,20 +195,33 @@ class ReplayData:
         dm_folds: int = 2,
         dm_ridge: float = 1.0,
         invalid_action_penalty: float | None = None,
+        seed: int = 0,
     ) -> None:
-        emb = np.asarray(embeddings, dtype=np.float32)
+        from envs.sources import resolve_source
+
+        if order not in ORDERS:  # settings first: nothing is loaded or encoded for a bad one
+            raise ConfigError(f"order must be one of {ORDERS}, got {order!r}.")
+        for name, value in (("lam", lam), ("mu", mu)):
+            if not np.isfinite(value) or value < 0:
+                raise ConfigError(f"{name} must be a finite number >= 0, got {value!r}.")
+        src = resolve_source(embeddings, outcomes, dataset=dataset, dataset_options=dataset_options, log=log,
+                             logged=logged, model_names=model_names, timestamps=timestamps, encoder=encoder,
+                             encoder_options=encoder_options, strip_prefixes=strip_prefixes)
+        outcomes, logged, timestamps = src.outcomes, src.logged, src.timestamps
+        if src.model_names is not None:
+            model_names = src.model_names
+        emb = np.asarray(src.embeddings, dtype=np.float32)
         if emb.ndim != 2 or emb.shape[0] == 0:
             raise ConfigError(f"embeddings must be a non-empty 2-D array (n, d), got shape {emb.shape}.")
         if not np.isfinite(emb).all():
             raise ConfigError("embeddings contain NaN or infinite values; clean them before building the env.")
         n = emb.shape[0]
-        if (outcomes is None) == (logged is None):
-            raise ConfigError("Give exactly one of `outcomes` (full information) or `logged` (bandit feedback).")
-        if order not in ORDERS:
-            raise ConfigError(f"order must be one of {ORDERS}, got {order!r}.")
-        for name, value in (("lam", lam), ("mu", mu)):
-            if not np.isfinite(value) or value < 0:
-                raise ConfigError(f"{name} must be a finite number >= 0, got {value!r}.")
+        #: what the environment was built from (the encoder and stripper when it embedded the prompts)
+        self.outcomes = outcomes
+        self.embeddings = emb
+        self.encoder = src.encoder
+        self.preprocessor = src.preprocessor
+        self.prompt_lengths = src.prompt_lengths
         self.lam = float(lam)
         self.mu = float(mu)
         self.order = order
@@ -264,19 +269,8 @@ class ReplayData:
             r = int(np.flatnonzero(~mask.any(axis=1))[0])
             raise ConfigError(f"allowed has no allowed model on row {r}; every request needs at least one.")
 
-        # request features, all scaled into [-1, 1]
-        parts = [np.clip(emb, -1.0, 1.0)]
-        if prompt_length is not None:
-            length = np.asarray(prompt_length, dtype=np.float64)
-            if length.shape != (n,) or not np.isfinite(length).all() or (length < 0).any():
-                raise ConfigError(f"prompt_length must be (n,) = ({n},) finite and >= 0.")
-            scale = np.log1p(length.max()) or 1.0
-            parts.append((np.log1p(length) / scale)[:, None].astype(np.float32))
-        for name, ids in (("task_ids", task_ids), ("tenant_ids", tenant_ids)):
-            if ids is not None:
-                codes, k = _codes(ids, name, n)
-                parts.append(np.eye(k, dtype=np.float32)[codes])
-        features = np.ascontiguousarray(np.hstack(parts), dtype=np.float32)
+        # request features, all scaled into [-1, 1]: the context a router's policy reads
+        features = policy_context(emb, prompt_length=prompt_length, task_ids=task_ids, tenant_ids=tenant_ids)
 
         keep = np.ones(n, dtype=bool)
         self.logged_action = np.full(n, -1, dtype=np.int64)
@@ -301,19 +295,21 @@ class ReplayData:
             reward_all = np.full((n, m), np.nan)
             self.quality_t = self.cost_t = self.latency_t = reward_all
             if mode in ("dm", "dr"):
-                seed = 0
+                from router.ope import CrossFitRewardModel
+
+                rm = CrossFitRewardModel(n_folds=dm_folds, kind="ridge", alpha=dm_ridge, seed=seed)
+                xk, ak = features[keep], fb.action[keep]
                 if q_hat is not None:
                     qh = np.asarray(q_hat, dtype=np.float64)
                     if qh.shape != (n, m) or not np.isfinite(qh).all():
                         raise ConfigError(f"q_hat must be a finite (n, m) = ({n}, {m}) array, got {qh.shape}.")
                 else:
-                    qh = _ridge_per_action(features[keep], fb.action[keep], q_log[keep], m, dm_ridge, dm_folds, seed)
-                    full = np.empty((n, m))
-                    full[keep] = qh
-                    full[~keep] = qh.mean(axis=0) if keep.any() else 0.0
-                    qh = full
-                ch = _ridge_per_action(features[keep], fb.action[keep], fb.cost[keep], m, dm_ridge, 1, seed)
-                lh = _ridge_per_action(features[keep], fb.action[keep], lat[keep], m, dm_ridge, 1, seed)
+                    qk = rm.fit_predict(xk, ak, q_log[keep], n_actions=m)
+                    qh = np.empty((n, m))
+                    qh[keep] = qk
+                    qh[~keep] = qk.mean(axis=0)
+                ch = rm.fit_predict(xk, ak, fb.cost[keep], n_actions=m)
+                lh = rm.fit_predict(xk, ak, lat[keep], n_actions=m)
                 c_full = np.zeros((n, m))
                 l_full = np.zeros((n, m))
                 c_full[keep], l_full[keep] = ch, lh
@@ -409,11 +405,22 @@ class ReplayData:
 class ReplayEnv(gym.Env[dict[str, np.ndarray], np.int64]):
     """Replay one logged request per episode; see the module docstring for modes and spaces.
 
+    Give the data one way: ``dataset``, ``outcomes`` (with or without ``embeddings``), ``log``, or
+    ``embeddings`` with ``logged``.
+
     Args:
-        embeddings: (n, d) float32 prompt embeddings (precomputed; the env encodes nothing).
-        outcomes: full-information :class:`Outcomes` with n rows, or None when ``logged`` is given.
-        logged: :class:`LoggedFeedback` (or a mapping of its fields) with n rows.
-        model_names: (m,) names of the action indices; required with ``logged``.
+        embeddings: (n, d) float32 prompt embeddings, when precomputed (the env then encodes nothing).
+        outcomes: full-information :class:`Outcomes` with n rows.
+        dataset: a registered source name (``"synthetic"``, ``"demo"``, ``"routerbench"``, ...) or a path
+            to outcomes in our format.
+        dataset_options: keyword arguments of the source's loader (e.g. ``{"n_prompts": 500}``).
+        log: a traffic log (path or polars DataFrame) in ``TRAFFIC_LOG_SCHEMA``, replayed as bandit feedback.
+        encoder: registered encoder name (or an :class:`~router.base.Encoder`) that embeds the prompts
+            when no ``embeddings`` are given; default ``"hashing"``.
+        encoder_options: constructor arguments of the named encoder (e.g. ``{"dim": 128}``).
+        strip_prefixes: strip long few-shot prefixes shared by many prompts before encoding.
+        logged: :class:`LoggedFeedback` (or a mapping of its fields) with n rows, with ``embeddings``.
+        model_names: (m,) names of the action indices; required with ``logged``, optional with ``log``.
         prompt_length: (n,) prompt lengths (tokens or characters), optional feature.
         task_ids: (n,) task ids (ints or strings), one-hot features; optional.
         tenant_ids: (n,) tenant ids (ints or strings), one-hot features; optional.
@@ -428,13 +435,22 @@ class ReplayEnv(gym.Env[dict[str, np.ndarray], np.int64]):
         dm_folds: folds of the cross-fitted reward model.
         dm_ridge: ridge penalty of the reward model.
         invalid_action_penalty: reward for a masked-out action; None (default) raises ConfigError.
+        seed: seed of the reward model's folds (episodes are seeded through ``reset(seed=...)``).
         render_mode: unused (no rendering); accepted for the Gymnasium API.
+
+    Example:
+        >>> import gymnasium, envs
+        >>> env = gymnasium.make("routing/Replay-v0", dataset="synthetic", dataset_options={"n_prompts": 50},
+        ...                      encoder_options={"dim": 16}, lam=10.0)
+        >>> obs, info = env.reset(seed=0)
+        >>> obs["features"].shape, env.unwrapped.metadata["model_names"][0]
+        ((16,), 'small-8b')
     """
 
     metadata: dict[str, Any] = {"render_modes": [], "model_names": ()}
 
-    def __init__(self, embeddings: Any, outcomes: Outcomes | None = None, *, render_mode: str | None = None,
-                 **kwargs: Any) -> None:
+    def __init__(self, embeddings: Any = None, outcomes: Outcomes | None = None, *,
+                 render_mode: str | None = None, **kwargs: Any) -> None:
         self.data = ReplayData(embeddings, outcomes, **kwargs)
         self.metadata = {"render_modes": [], "model_names": self.data.model_names}
         self.render_mode = render_mode

@@ -4,7 +4,8 @@ Every request is a one-step episode, so there is nothing to autoreset: each ``st
 scores the current batch and returns the *next* batch's observations (``terminated`` is all True;
 the terminal observation of a one-step episode carries no information, so no ``final_obs`` is
 kept). ``metadata["autoreset_mode"]`` is ``SAME_STEP`` to say so. All reward modes and data of
-:class:`envs.replay.ReplayEnv` are supported; ``infos`` hold (num_envs,) arrays of the same keys.
+:class:`envs.replay.ReplayEnv` are supported -- by name too, ``gymnasium.make_vec("routing/Replay-v0",
+num_envs=32, dataset="synthetic", lam=20.0)`` -- and ``infos`` hold (num_envs,) arrays of the same keys.
 
 Example:
     >>> import numpy as np
@@ -44,7 +45,7 @@ class ReplayVectorEnv(VectorEnv):
     actions: (num_envs,) ints; rewards (num_envs,) float64.
     """
 
-    def __init__(self, embeddings: Any, outcomes: Outcomes | None = None, *, num_envs: int = 32,
+    def __init__(self, embeddings: Any = None, outcomes: Outcomes | None = None, *, num_envs: int = 32,
                  render_mode: str | None = None, **kwargs: Any) -> None:
         if int(num_envs) < 1:
             raise ConfigError(f"num_envs must be >= 1, got {num_envs!r}.")
@@ -109,7 +110,7 @@ class ReplayVectorEnv(VectorEnv):
         return self._obs(), reward, terminated, truncated, info
 
 
-def make_vector(embeddings: Any, outcomes: Outcomes | None = None, *, num_envs: int = 32,
+def make_vector(embeddings: Any = None, outcomes: Outcomes | None = None, *, num_envs: int = 32,
                 **kwargs: Any) -> ReplayVectorEnv:
     """Build a :class:`ReplayVectorEnv` (same arguments as :class:`envs.replay.ReplayEnv`)."""
     return ReplayVectorEnv(embeddings, outcomes, num_envs=num_envs, **kwargs)

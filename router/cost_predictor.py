@@ -5,19 +5,24 @@ what the training data holds:
 
 * **tokens** (input and output token counts known): per-model prices are recovered from the logged
   cost by non-negative least squares on ``cost = in_tokens * p_in + out_tokens * p_out`` (or taken
-  from ``prices``), input tokens are ``chars * ratio`` with the ratio learned per model, and output
-  tokens come from :class:`~router.costs.TokenCostModel` (ridge on the embedding and prompt length).
+  from ``prices``), input tokens are the prompt length divided by ``length_per_token_``, learned per
+  model as the median ratio of prompt length to logged input tokens, and output tokens come from
+  :class:`~router.costs.TokenCostModel` (ridge on the embedding and prompt length). The
+  :class:`~router.router.Router` gives prompt lengths as cl100k_base token counts
+  (:func:`router.router.prompt_lengths`), so the ratio is a tokenizer-to-tokenizer one (about 1 for
+  OpenAI's models, and it absorbs how much more finely another model's tokenizer splits text).
   Predicted USD = input tokens x input price + predicted output tokens x output price. Latency, when
   logged, is ``ttft + output tokens / throughput`` (:class:`~router.costs.LatencyModel`).
 * **cost** (only USD per call known, as in RouterBench): a ridge regression of ``log(cost)`` per model
-  on ``[embedding, log(prompt chars)]``; costs are multiplicative in prompt length and price, so the
+  on ``[embedding, log(prompt length)]``; costs are multiplicative in prompt length and price, so the
   log scale fits them with one linear model.
 
 Example:
     >>> from router.data.synthetic import generate
     >>> o = generate(300, seed=0).outcomes
     >>> x = np.random.default_rng(0).normal(size=(300, 8)).astype(np.float32)
-    >>> lengths = np.array([len(p) for p in o.prompts], dtype=float)
+    >>> from router.router import prompt_lengths
+    >>> lengths = prompt_lengths(list(o.prompts))
     >>> cp = CostPredictor().fit(x, lengths, o)
     >>> cp.mode_, cp.predict(x[:2], lengths[:2]).shape
     ('tokens', (2, 5))
@@ -29,7 +34,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from router.base import Component, check_embeddings
+from router.base import CostModel, check_embeddings
 from router.errors import ConfigError
 
 __all__ = ["CostPredictor"]
@@ -57,7 +62,7 @@ def _nnls2(a: np.ndarray, b: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     return best
 
 
-class CostPredictor(Component):
+class CostPredictor(CostModel):
     """Predicted USD (n, m) and seconds (n, m) per candidate; see the module docs.
 
     Args:
@@ -74,7 +79,7 @@ class CostPredictor(Component):
         self.coef_: np.ndarray | None = None  # cost mode: (d + 2, m) on log cost
         self.price_in_: np.ndarray | None = None
         self.price_out_: np.ndarray | None = None
-        self.chars_per_token_: np.ndarray | None = None
+        self.length_per_token_: np.ndarray | None = None
         self.log_range_: np.ndarray | None = None
         self._tokens: Any = None
         self._latency: Any = None
@@ -83,14 +88,17 @@ class CostPredictor(Component):
     def _features(x: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         return np.hstack([x.astype(np.float64), np.log1p(lengths)[:, None], np.ones((len(x), 1))])
 
-    def fit(self, embeddings: np.ndarray, prompt_chars: np.ndarray, outcomes: Any) -> CostPredictor:
-        """Fit on embeddings (n, d), prompt lengths in characters (n,) and the outcomes of those prompts."""
+    def fit(self, embeddings: np.ndarray, prompt_lengths: np.ndarray, outcomes: Any) -> CostPredictor:
+        """Fit on embeddings (n, d), prompt lengths (n,) and the outcomes of those prompts.
+
+        The lengths may be in any unit (the Router gives cl100k_base tokens); predict with the same unit.
+        """
         from router.costs import LatencyModel, TokenCostModel
 
         x = check_embeddings(embeddings)
-        chars = np.asarray(prompt_chars, dtype=np.float64)
-        if chars.shape != (x.shape[0],):
-            raise ConfigError(f"prompt_chars must be ({x.shape[0]},), got {chars.shape}.")
+        lengths = np.asarray(prompt_lengths, dtype=np.float64)
+        if lengths.shape != (x.shape[0],):
+            raise ConfigError(f"prompt_lengths must be ({x.shape[0]},), got {lengths.shape}.")
         cost = np.asarray(outcomes.cost, dtype=np.float64)
         m = cost.shape[1]
         if outcomes.output_tokens is not None and outcomes.input_tokens is not None:
@@ -100,15 +108,15 @@ class CostPredictor(Component):
             prices = [_nnls2(tin[:, j], tout[:, j], cost[:, j]) for j in range(m)]
             self.price_in_ = np.array([p[0] for p in prices])
             self.price_out_ = np.array([p[1] for p in prices])
-            self.chars_per_token_ = np.array(
-                [float(np.median(chars / np.maximum(tin[:, j], 1.0))) for j in range(m)]
+            self.length_per_token_ = np.array(
+                [float(np.median(lengths / np.maximum(tin[:, j], 1.0))) for j in range(m)]
             )
-            self._tokens = TokenCostModel(alpha=self.alpha).fit(x, chars, output_tokens=tout)
+            self._tokens = TokenCostModel(alpha=self.alpha).fit(x, lengths, output_tokens=tout)
             if outcomes.latency is not None:
                 self._latency = LatencyModel().fit(latency=outcomes.latency, output_tokens=tout)
         else:
             self.mode_ = "cost"
-            f = self._features(x, chars)
+            f = self._features(x, lengths)
             y = np.log(np.maximum(cost, 1e-12))
             pen = self.alpha * np.eye(f.shape[1])
             pen[-1, -1] = 0.0
@@ -119,40 +127,40 @@ class CostPredictor(Component):
             self.price_in_ = np.exp(0.5 * resid.var(axis=0))
         return self
 
-    def predict_output_tokens(self, embeddings: np.ndarray, prompt_chars: np.ndarray) -> np.ndarray | None:
+    def predict_output_tokens(self, embeddings: np.ndarray, prompt_lengths: np.ndarray) -> np.ndarray | None:
         """(n, m) predicted answer tokens, or None in cost mode."""
         if self.mode_ != "tokens":
             return None
-        return np.asarray(self._tokens.predict_target(embeddings, prompt_chars))
+        return np.asarray(self._tokens.predict_target(embeddings, prompt_lengths))
 
-    def predict(self, embeddings: np.ndarray, prompt_chars: np.ndarray) -> np.ndarray:
-        """(n, m) predicted USD per call."""
+    def predict(self, embeddings: np.ndarray, prompt_lengths: np.ndarray) -> np.ndarray:
+        """(n, m) predicted USD per call, for prompt lengths (n,) in the unit ``fit`` saw."""
         self._check_fitted("mode_")
-        chars = np.asarray(prompt_chars, dtype=np.float64)
+        lengths = np.asarray(prompt_lengths, dtype=np.float64)
         if self.mode_ == "cost":
             assert self.coef_ is not None and self.price_in_ is not None
             x = check_embeddings(embeddings, dim=self.coef_.shape[0] - 2)
-            log_cost = self._features(x, chars) @ self.coef_
+            log_cost = self._features(x, lengths) @ self.coef_
             if self.log_range_ is not None:
                 log_cost = np.clip(log_cost, self.log_range_[0], self.log_range_[1])
             return np.asarray(np.exp(log_cost) * self.price_in_)
-        assert self.price_in_ is not None and self.price_out_ is not None and self.chars_per_token_ is not None
-        out = self.predict_output_tokens(embeddings, chars)
+        assert self.price_in_ is not None and self.price_out_ is not None and self.length_per_token_ is not None
+        out = self.predict_output_tokens(embeddings, lengths)
         assert out is not None
-        tin = chars[:, None] / self.chars_per_token_[None, :]
+        tin = lengths[:, None] / self.length_per_token_[None, :]
         return np.asarray(tin * self.price_in_ + out * self.price_out_)
 
-    def predict_latency(self, embeddings: np.ndarray, prompt_chars: np.ndarray) -> np.ndarray | None:
+    def predict_latency(self, embeddings: np.ndarray, prompt_lengths: np.ndarray) -> np.ndarray | None:
         """(n, m) predicted seconds, or None when no latency was logged."""
         if self._latency is None:
             return None
-        out = self.predict_output_tokens(embeddings, prompt_chars)
+        out = self.predict_output_tokens(embeddings, prompt_lengths)
         return None if out is None else np.asarray(self._latency.predict(out))
 
     def get_state(self) -> dict[str, np.ndarray]:
         self._check_fitted("mode_")
         state: dict[str, np.ndarray] = {"mode_": np.asarray(self.mode_)}
-        for name in ("coef_", "price_in_", "price_out_", "chars_per_token_", "log_range_"):
+        for name in ("coef_", "price_in_", "price_out_", "length_per_token_", "log_range_"):
             v = getattr(self, name)
             if v is not None:
                 state[name] = np.asarray(v)
@@ -166,7 +174,9 @@ class CostPredictor(Component):
         from router.costs import LatencyModel, TokenCostModel
 
         self.mode_ = str(state["mode_"])
-        for name in ("coef_", "price_in_", "price_out_", "chars_per_token_", "log_range_"):
+        if "chars_per_token_" in state and "length_per_token_" not in state:  # saved before token counts
+            state = {**state, "length_per_token_": state["chars_per_token_"]}
+        for name in ("coef_", "price_in_", "price_out_", "length_per_token_", "log_range_"):
             if name in state:
                 setattr(self, name, np.asarray(state[name], dtype=np.float64))
         tok = {k.split(".", 1)[1]: v for k, v in state.items() if k.startswith("tokens.")}

@@ -9,7 +9,8 @@ catch one class. Messages say what is wrong *and* what to do about it.
     ├── DataError                    bad or unreadable input data
     │   ├── SchemaError              missing column, wrong type (names file, row, column)
     │   ├── ValidationError          values out of range, duplicates, unknown models
-    │   └── SourceNotFoundError      a data source name or path that does not resolve
+    │   ├── SourceNotFoundError      a data source name or path that does not resolve
+    │   └── ContextWindowError       a prompt longer than every allowed model's context window
     ├── ConfigError                  invalid constructor arguments or settings
     ├── NotFittedError               a predictor / policy / router used before ``fit``
     ├── UnknownModelError            a model name outside the router's pool
@@ -37,6 +38,10 @@ class ValidationError(DataError):
 
 class SourceNotFoundError(DataError):
     """A data source name or path does not resolve to readable data."""
+
+
+class ContextWindowError(DataError, ValueError):
+    """A prompt has more tokens than the context window of every model it may be routed to."""
 
 
 class ConfigError(RoutingError, ValueError):

@@ -1,12 +1,13 @@
 """Saving components without pickles: ``<name>.json`` (kind + config) and ``<name>.npz`` (arrays).
 
-Loading resolves ``kind`` through :func:`component_class`, which looks only in this package's own
-modules, so a saved router can never name arbitrary code to run.
+This is the one on-disk format of every component (encoders, predictors, cost models, policies,
+preprocessors). Loading resolves ``kind`` through :mod:`router.registry`, which knows only classes
+already defined (this package's modules, found by discovery, and any a program imported itself), so a
+saved router can never name a module to import.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 from pathlib import Path
 from typing import Any
@@ -18,38 +19,13 @@ from router.errors import PersistenceError
 
 __all__ = ["component_class", "load_component", "read_json", "save_component", "write_json"]
 
-#: Modules whose Component subclasses may be loaded by kind.
-COMPONENT_MODULES: tuple[str, ...] = (
-    "router.encoders",
-    "router.predictors",
-    "router.policies",
-    "router.costs",
-    "router.cost_predictor",
-    "router.features",
-)
-
-
-def _all_subclasses(cls: type) -> list[type]:
-    out: list[type] = []
-    children: list[type] = cls.__subclasses__()
-    for child in children:
-        out.append(child)
-        out.extend(_all_subclasses(child))
-    return out
-
 
 def component_class(kind: str) -> type[Component]:
-    """The :class:`Component` subclass registered under ``kind``."""
-    for mod in COMPONENT_MODULES:
-        try:
-            importlib.import_module(mod)
-        except ImportError:
-            continue
-    for sub in _all_subclasses(Component):
-        if getattr(sub, "kind", "") == kind:
-            return sub
-    known = sorted({getattr(s, "kind", "") for s in _all_subclasses(Component)} - {""})
-    raise PersistenceError(f"unknown component kind {kind!r}; known kinds: {known}.")
+    """The :class:`Component` subclass registered under ``kind`` (see :mod:`router.registry`)."""
+    from router import registry
+
+    cls: type[Component] = registry.find(kind)
+    return cls
 
 
 def _jsonable(value: Any) -> Any:

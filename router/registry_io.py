@@ -7,7 +7,8 @@ imported only for registry URIs, so the library stays free of it otherwise; serv
 function too.
 
 The registry is ``MLFLOW_TRACKING_URI`` when set, else the project's default SQLite store
-(``<project>/mlruns/mlflow.db``).
+(``<project>/mlruns/mlflow.db``): :func:`tracking_uri` is the one place that decides, for the
+library, the training commands (:mod:`training.tracking`) and serving alike.
 """
 
 from __future__ import annotations
@@ -19,17 +20,33 @@ from typing import Any
 
 from router.errors import PersistenceError
 
-__all__ = ["load_router", "registry_uri"]
+__all__ = ["load_router", "quiet_local_store", "registry_uri", "tracking_uri"]
 
 
-def registry_uri() -> str:
-    """``MLFLOW_TRACKING_URI`` or the project's default SQLite store."""
+def tracking_uri() -> str:
+    """The MLflow tracking and registry store: ``MLFLOW_TRACKING_URI`` when set, else SQLite at
+    ``<project>/mlruns/mlflow.db`` (the folder is created on first use)."""
     uri = os.environ.get("MLFLOW_TRACKING_URI")
     if uri:
         return uri
     from router.data.paths import project_root
 
-    return f"sqlite:///{(project_root() / 'mlruns' / 'mlflow.db').resolve()}"
+    store = project_root() / "mlruns"
+    store.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{(store / 'mlflow.db').resolve()}"
+
+
+#: The registry is the tracking store (kept under this name for existing callers).
+registry_uri = tracking_uri
+
+
+def quiet_local_store(uri: str) -> None:
+    """Turn off mlflow's artifact progress bars for a local store (SQLite or files), where copies are instant.
+
+    A value of ``MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR`` set by the user is kept.
+    """
+    if uri.startswith(("sqlite:", "file:")) or "://" not in uri:
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 def load_router(spec: str | os.PathLike[str], *, dst: str | os.PathLike[str] | None = None) -> Any:
@@ -41,7 +58,8 @@ def load_router(spec: str | os.PathLike[str], *, dst: str | os.PathLike[str] | N
         return Router.load(text)
     import mlflow
 
-    uri = registry_uri()
+    uri = tracking_uri()
+    quiet_local_store(uri)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     target = Path(dst) if dst is not None else Path(tempfile.mkdtemp(prefix="router-"))

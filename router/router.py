@@ -13,6 +13,12 @@ and loads back to identical decisions::
       cost.json/.npz         cost model
       latency.json/.npz      latency model (optional)
 
+Prompt lengths, which the cost model reads, are token counts from the cl100k_base tokenizer
+(:func:`prompt_lengths`; routers saved before token counts keep characters). Each model's context
+window is learnt at :meth:`Router.fit` from litellm's price map (see :mod:`router.windows`) and saved
+with the router; :meth:`Router.route` and :meth:`Router.sweep` give probability 0 to a model whose
+window the prompt does not fit and raise :class:`~router.errors.ContextWindowError` when it fits none.
+
 Example:
     >>> from router.data.synthetic import generate
     >>> from router.encoders import HashingEncoder
@@ -36,42 +42,27 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from router.base import Component, Encoder, Policy, QualityPredictor
+from router.base import Component, CostModel, Encoder, Policy, QualityPredictor
 from router.calibration import OperatingPoint
+from router.context import (
+    LENGTH_UNITS,
+    Prompt,
+    embed_prompts,
+    fit_preprocessor,
+    policy_context,
+    prompt_lengths,
+    prompt_texts,
+)
 from router.data.schema import Outcomes
 from router.decision import DecisionRule
+from router.encoders.prefix import PrefixStripper
 from router.errors import ConfigError, PersistenceError, UnknownModelError
+from router.features import PromptStats
 from router.persist import load_component, read_json, save_component, write_json
 
-__all__ = ["Decisions", "Router", "default_lambda_grid", "prompt_texts"]
+__all__ = ["Decisions", "Router", "default_lambda_grid", "prompt_lengths", "prompt_texts"]
 
 FORMAT_VERSION = 1
-
-Prompt = str | Sequence[dict[str, Any]]
-
-
-def prompt_texts(prompts: Sequence[Prompt]) -> list[str]:
-    """Text to encode for each prompt; chat conversations are rendered whole.
-
-    See :func:`router.encoders.render_conversation` for how turns are ordered.
-    """
-    from router.encoders import render_conversation
-
-    if isinstance(prompts, str):
-        raise ConfigError("prompts must be a list of prompts, not a single string; wrap it in a list.")
-    out: list[str] = []
-    for i, p in enumerate(prompts):
-        if isinstance(p, str):
-            text = p
-        elif isinstance(p, Sequence):
-            text = render_conversation(list(p))  # type: ignore[arg-type]
-        else:
-            raise ConfigError(f"prompt {i} has type {type(p).__name__}; give text or a list of chat messages.")
-        if not text.strip():
-            raise ConfigError(f"prompt {i} is empty; every request needs text to route on.")
-        out.append(text)
-    return out
-
 
 @dataclass(frozen=True, eq=False)
 class Decisions:
@@ -85,6 +76,8 @@ class Decisions:
         utility: (n, m) quality - lam * cost - mu * latency (``-inf`` where not allowed).
         reasons: (n,) short explanation of each choice.
         lam, mu: the trade-off used (a mixed rule's first lambda; see :class:`~router.decision.DecisionRule`).
+        ood: (n,) True where the prompt was beyond the router's out-of-distribution threshold (its quality
+            predictions shrunk toward the priors; see :mod:`router.ood`), or None without a guard.
     """
 
     models: tuple[str, ...]
@@ -98,6 +91,7 @@ class Decisions:
     lam: float
     mu: float
     timings_ms: dict[str, float] = field(default_factory=dict)
+    ood: np.ndarray | None = None
 
     @property
     def chosen(self) -> list[str]:
@@ -165,6 +159,10 @@ class Router:
     Build one with :meth:`fit` (or from parts), route with :meth:`route`, trace the cost-quality curve
     with :meth:`sweep`, persist with :meth:`save` / :meth:`load`. :attr:`operating_point` says where it
     decides by default (its rule's trade-off and, when calibrated, the target behind it).
+
+    With a bandit policy as ``quality``, ``policy_lam`` / ``policy_mu`` are the trade-off its reward
+    was trained at; the router adds the predicted cost and latency back to the policy's reward
+    estimate to get quality estimates for any other trade-off.
     """
 
     def __init__(
@@ -172,12 +170,18 @@ class Router:
         models: Sequence[str],
         encoder: Encoder,
         quality: QualityPredictor | Policy,
-        cost: Component,
-        latency: Component | None = None,
+        cost: CostModel,
+        latency: CostModel | None = None,
         rule: DecisionRule | None = None,
-        preprocessor: Component | None = None,
+        preprocessor: PrefixStripper | None = None,
         metadata: dict[str, Any] | None = None,
-        features: Component | None = None,
+        features: PromptStats | None = None,
+        ood: Component | None = None,
+        *,
+        policy_lam: float = 0.0,
+        policy_mu: float = 0.0,
+        context_windows: dict[str, int] | None = None,
+        length_unit: str = "tokens",
         operating_point: OperatingPoint | None = None,
     ) -> None:
         self.models = tuple(str(m) for m in models)
@@ -193,6 +197,22 @@ class Router:
         self.preprocessor = preprocessor
         self.metadata = dict(metadata or {})
         self.features = features
+        #: the trade-off a policy's reward was trained at (``quality - policy_lam * cost - policy_mu * latency``)
+        self.ood = ood
+        self.policy_lam = float(policy_lam)
+        self.policy_mu = float(policy_mu)
+        for name, part, kind, what in (("encoder", encoder, Encoder, "an Encoder"), ("cost", cost, CostModel, "a CostModel"),
+                                       ("quality", quality, (QualityPredictor, Policy), "a QualityPredictor or a Policy")):
+            if not isinstance(part, kind):
+                raise ConfigError(f"the router's {name} must be {what} (router.base), got {type(part).__name__}.")
+        from router.windows import check_windows
+
+        #: {model: most input tokens it accepts}; models not listed have no known limit
+        self.context_windows = check_windows(context_windows, self.models)
+        if length_unit not in LENGTH_UNITS:
+            raise ConfigError(f"length_unit must be one of {LENGTH_UNITS}, got {length_unit!r}.")
+        #: unit of the prompt lengths the cost model reads
+        self.length_unit = length_unit
         self._operating_point: OperatingPoint | None = None
         if operating_point is not None:
             self.operating_point = operating_point
@@ -222,13 +242,15 @@ class Router:
         *,
         encoder: Encoder,
         predictor: QualityPredictor,
-        cost_model: Component | None = None,
+        cost_model: CostModel | None = None,
         rule: DecisionRule | None = None,
         strip_prefixes: bool = True,
         prompt_stats: float | None = None,
         embeddings: np.ndarray | None = None,
         encode_with: Encoder | None = None,
         metadata: dict[str, Any] | None = None,
+        context_windows: dict[str, int | None] | None = None,
+        ood_quantile: float | None = None,
     ) -> Router:
         """Fit every part on full-information outcomes (use the training split only).
 
@@ -246,74 +268,97 @@ class Router:
             encode_with: encoder used for the training prompts instead of ``encoder`` -- e.g. an
                 :class:`~router.encoders.EmbeddingCache` around it, so re-training does not re-encode while
                 the saved router keeps the bare encoder.
+            context_windows: ``{model: tokens}`` overriding the windows of litellm's price map (None
+                removes a model's limit); models known to neither have no limit.
+            ood_quantile: fit an out-of-distribution guard (:class:`~router.ood.OODGuard`) at this quantile of
+                the training prompts' nearest-neighbour distances; None fits none.
         """
         from router.cost_predictor import CostPredictor
-        from router.encoders import PrefixStripper
 
         texts = prompt_texts(list(outcomes.prompts))
-        pre = PrefixStripper().fit(texts) if strip_prefixes else None
-        from router.features import PromptStats
-
+        pre = fit_preprocessor(texts, strip_prefixes)
         texts_in = pre.transform(texts) if pre is not None else texts
+        lengths = prompt_lengths(texts)
         if embeddings is None:
             embeddings = (encode_with or encoder).encode(texts_in)
         feats = PromptStats(weight=prompt_stats).fit(texts_in) if prompt_stats else None
         if feats is not None:
             embeddings = np.hstack([np.asarray(embeddings, dtype=np.float32), feats.transform(texts_in)])
-        lengths = np.array([len(t) for t in texts], dtype=np.float64)
         predictor.fit(embeddings, outcomes.quality)
         cost_model = cost_model or CostPredictor()
-        cost_model.fit(embeddings, lengths, outcomes)  # type: ignore[attr-defined]
+        cost_model.fit(embeddings, lengths, outcomes)
         meta = {"trained_on": outcomes.source, "n_train": outcomes.n_prompts, **(metadata or {})}
-        return cls(outcomes.models, encoder, predictor, cost_model, None, rule, pre, meta, feats)
+        from router.windows import model_windows
+
+        guard = None
+        if ood_quantile is not None:
+            from router.ood import OODGuard
+
+            guard = OODGuard(quantile=ood_quantile).fit(embeddings, outcomes.quality)
+        return cls(outcomes.models, encoder, predictor, cost_model, None, rule, pre, meta, feats, guard,
+                   context_windows=model_windows(outcomes.models, context_windows))
+
+    def fit_ood_guard(self, outcomes: Outcomes, quantile: float = 0.95, **options: Any) -> Router:
+        """Fit (or refit) the out-of-distribution guard on the router's training ``outcomes``; returns self."""
+        from router.ood import OODGuard
+
+        emb, _ = self.embed(list(outcomes.prompts))
+        quality = np.asarray(outcomes.subset(models=list(self.models)).quality)
+        self.ood = OODGuard(quantile=quantile, **options).fit(emb, quality)
+        return self
 
     # ------------------------------------------------------------------ prediction
     def embed(self, prompts: Sequence[Prompt], encode_with: Encoder | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """(features (n, d), prompt lengths in characters (n,)) of the given prompts.
+        """(features (n, d), prompt lengths (n,) in :attr:`length_unit`) of the given prompts.
 
         The features are the encoder's embedding of the preprocessed prompt, followed by the prompt
         statistics when the router has them. ``encode_with`` replaces the router's encoder for this
         call (e.g. a caching wrapper of it).
         """
-        texts = prompt_texts(prompts)
-        lengths = np.array([len(t) for t in texts], dtype=np.float64)
-        if self.preprocessor is not None:
-            texts = self.preprocessor.transform(texts)  # type: ignore[attr-defined]
-        emb = (encode_with or self.encoder).encode(texts)
-        if self.features is not None:
-            emb = np.hstack([emb, self.features.transform(texts)])  # type: ignore[attr-defined]
-        return emb, lengths
+        return embed_prompts(prompts, self.encoder, preprocessor=self.preprocessor, features=self.features,
+                             encode_with=encode_with, length_unit=self.length_unit)
 
     def predict(
         self, prompts: Sequence[Prompt] | None = None, *, embeddings: np.ndarray | None = None,
         lengths: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Predicted (quality, cost, latency), each (n, m), for prompts or precomputed embeddings."""
+        """Predicted (quality, cost, latency), each (n, m), for prompts or precomputed embeddings.
+
+        With an out-of-distribution guard, quality is shrunk toward the priors for unfamiliar prompts.
+        """
+        q, c, lat, _ = self._predict(prompts, embeddings, lengths)
+        return q, c, lat
+
+    def _predict(self, prompts: Sequence[Prompt] | None, embeddings: np.ndarray | None,
+                 lengths: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
         if embeddings is None:
             if prompts is None:
                 raise ConfigError("give prompts or embeddings.")
             embeddings, lengths = self.embed(prompts)
         if lengths is None:
             raise ConfigError("give prompt lengths with precomputed embeddings.")
-        c = np.asarray(self.cost.predict(embeddings, lengths))  # type: ignore[attr-defined]
-        lat_fn = getattr(self.latency or self.cost, "predict_latency", None)
-        lat_pred = lat_fn(embeddings, lengths) if lat_fn is not None else None
+        c = np.asarray(self.cost.predict(embeddings, lengths))
+        lat_pred = (self.latency or self.cost).predict_latency(embeddings, lengths)
         lat = np.zeros_like(c) if lat_pred is None else np.asarray(lat_pred)
         if isinstance(self.quality, Policy):
             # a policy learns reward = quality - lam0 * cost - mu0 * latency at its training trade-off;
             # adding the predicted cost and latency back gives its quality estimate for any other trade-off
-            reward = np.asarray(self.quality.expected_reward(self._policy_context(embeddings)))  # type: ignore[attr-defined]
-            lam0 = float(self.metadata.get("policy_lam", 0.0))
-            mu0 = float(self.metadata.get("policy_mu", 0.0))
-            q = np.clip(reward + lam0 * c + mu0 * lat, 0.0, 1.0)
+            reward = np.asarray(self.quality.expected_reward(self._policy_context(embeddings)))
+            q = np.clip(reward + self.policy_lam * c + self.policy_mu * lat, 0.0, 1.0)
         else:
             q = self.quality.predict(embeddings)
-        return q, c, lat
+        ood = None
+        if self.ood is not None:
+            dist = self.ood.distance(embeddings)  # type: ignore[attr-defined]
+            q = self.ood.shrink(q, embeddings, distance=dist)  # type: ignore[attr-defined]
+            ood = dist > self.ood.threshold_  # type: ignore[attr-defined]
+        return q, c, lat, ood
 
     @staticmethod
     def _policy_context(embeddings: np.ndarray) -> np.ndarray:
-        """The replay environment's observation features: embeddings clipped to [-1, 1]."""
-        return np.clip(np.asarray(embeddings, dtype=np.float64), -1.0, 1.0)
+        """What the policy reads: :func:`router.context.policy_context` of the embeddings (the replay
+        environment's observation features)."""
+        return policy_context(embeddings)
 
     def allowed_mask(self, models: Sequence[str] | None) -> np.ndarray | None:
         """(m,) bool mask of the named models; None means all."""
@@ -361,10 +406,10 @@ class Router:
         t0 = time.perf_counter()
         emb, lengths = self.embed(prompts) if embedded is None else embedded
         t1 = time.perf_counter()
-        q, c, lat = self.predict(embeddings=emb, lengths=lengths)
+        q, c, lat, ood = self._predict(None, emb, lengths)
         t2 = time.perf_counter()
         rule = self.rule.with_(lam=lam, mu=mu, max_cost=max_cost, max_latency=max_latency)
-        mask = self.allowed_mask(allowed)
+        mask, window_notes = self._window_mask(prompts, lengths, self.allowed_mask(allowed))
         if isinstance(self.quality, Policy) and lam is None and mu is None:
             # at its own trade-off a policy decides itself (with its exploration), so the logged
             # propensities are the policy's; limits still apply through the rule's feasible set
@@ -380,9 +425,11 @@ class Router:
         chosen = rule.sample(out.probabilities, sample_keys)
         t3 = time.perf_counter()
         reasons = self._reasons(chosen, q, c, lat, out, rule) if explain else [""] * len(chosen)
+        if explain:
+            reasons = [f"{r}; {w}" if w else r for r, w in zip(reasons, window_notes)]
         timings = {"encode": (t1 - t0) * 1e3, "predict": (t2 - t1) * 1e3, "decide": (t3 - t2) * 1e3}
         return Decisions(self.models, chosen, out.probabilities, q, c, lat, out.utility, reasons,
-                         rule.lam, rule.mu, timings)
+                         rule.lam, rule.mu, timings, ood)
 
     def sweep(
         self,
@@ -403,16 +450,41 @@ class Router:
         Returns:
             ``(lambdas (S,), choices (S, n) indices into models, probabilities (S, n, m), quality_hat (n, m))``.
         """
+        if embeddings is None and prompts is not None:
+            embeddings, lengths = self.embed(prompts)
         q, c, lat = self.predict(prompts, embeddings=embeddings, lengths=lengths)
+        window, _ = self._window_mask(prompts, lengths, None)
         cols = np.arange(len(self.models))
         if models is not None:
             self.allowed_mask(models)  # validates the names
             order = {m: i for i, m in enumerate(self.models)}
             cols = np.array([order[m] for m in models])
         q, c, lat = q[:, cols], c[:, cols], lat[:, cols]
+        if window is not None:
+            window = window[:, cols]
+            if not window.any(axis=1).all():
+                self._window_mask(prompts, lengths, np.isin(np.arange(len(self.models)), cols))  # raises
         lams = default_lambda_grid(q, c) if lambdas is None else np.asarray(lambdas, dtype=np.float64)
-        probs = np.stack([self.rule.with_(lam=float(lv)).probabilities(q, c, lat).probabilities for lv in lams])
+        probs = np.stack([self.rule.with_(lam=float(lv)).probabilities(q, c, lat, window).probabilities
+                          for lv in lams])
         return lams, probs.argmax(axis=2), probs, q
+
+    def _window_mask(self, prompts: Sequence[Prompt] | None, lengths: np.ndarray | None,
+                     allowed: np.ndarray | None) -> tuple[np.ndarray | None, list[str]]:
+        """``allowed`` narrowed to the models whose context window each prompt fits (see :mod:`router.windows`)."""
+        if not self.context_windows:
+            n = 0 if lengths is None else len(lengths)
+            return allowed, [""] * n
+        from router.windows import window_mask
+
+        if self.length_unit == "tokens" and lengths is not None:
+            tokens = np.asarray(lengths)
+        elif prompts is not None:
+            tokens = prompt_lengths(prompt_texts(prompts), "tokens")
+        else:
+            raise ConfigError("this router counts prompt length in characters; give the prompts, not only embeddings, "
+                              "so their tokens can be checked against the context windows.")
+        return window_mask(tokens, self.models, self.context_windows, allowed)
 
     def _reasons(self, chosen: np.ndarray, q: np.ndarray, c: np.ndarray, lat: np.ndarray, out: Any,
                  rule: DecisionRule) -> list[str]:
@@ -448,6 +520,8 @@ class Router:
             save_component(self.preprocessor, d, "preprocessor")
         if self.features is not None:
             save_component(self.features, d, "features")
+        if self.ood is not None:
+            save_component(self.ood, d, "ood")
         write_json(d / "router.json", {
             "format_version": FORMAT_VERSION,
             "models": list(self.models),
@@ -456,7 +530,11 @@ class Router:
             "has_latency": self.latency is not None,
             "has_preprocessor": self.preprocessor is not None,
             "has_features": self.features is not None,
+            "has_ood": self.ood is not None,
             "quality_role": "policy" if isinstance(self.quality, Policy) else "predictor",
+            "policy": {"lam": self.policy_lam, "mu": self.policy_mu} if isinstance(self.quality, Policy) else None,
+            "length_unit": self.length_unit,
+            "context_windows": self.context_windows,
             "metadata": self.metadata,
         })
         return d
@@ -475,16 +553,22 @@ class Router:
                 f"{d}: router format version {meta.get('format_version')} is not supported "
                 f"(this toolkit reads version {FORMAT_VERSION}); retrain or upgrade."
             )
-        encoder = load_component(d, "encoder")
-        quality = load_component(d, "quality")
-        cost = load_component(d, "cost")
-        latency = load_component(d, "latency") if meta.get("has_latency") else None
-        pre = load_component(d, "preprocessor") if meta.get("has_preprocessor") else None
-        feats = load_component(d, "features") if meta.get("has_features") else None
+        encoder = _load_part(d, "encoder", Encoder)
+        quality = _load_part(d, "quality", (QualityPredictor, Policy))
+        cost = _load_part(d, "cost", CostModel)
+        latency = _load_part(d, "latency", CostModel) if meta.get("has_latency") else None
+        pre = _load_part(d, "preprocessor", PrefixStripper) if meta.get("has_preprocessor") else None
+        feats = _load_part(d, "features", PromptStats) if meta.get("has_features") else None
+        ood = load_component(d, "ood") if meta.get("has_ood") else None
+        metadata = dict(meta.get("metadata") or {})
+        # routers saved before the policy trade-off had its own field kept it in the metadata
+        policy = meta.get("policy") or {"lam": metadata.pop("policy_lam", 0.0), "mu": metadata.pop("policy_mu", 0.0)}
         op = meta.get("operating_point")  # absent in routers saved before operating points existed
-        return cls(meta["models"], encoder, quality, cost, latency,  # type: ignore[arg-type]
-                   DecisionRule(**meta["rule"]), pre, meta.get("metadata"), feats,
-                   None if op is None else OperatingPoint.from_dict(op))
+        return cls(meta["models"], encoder, quality, cost, latency, DecisionRule(**meta["rule"]), pre, metadata,
+                   feats, ood, policy_lam=float(policy["lam"]), policy_mu=float(policy["mu"]),
+                   # routers saved before token counts and windows: characters, no limits
+                   context_windows=meta.get("context_windows"), length_unit=meta.get("length_unit", "chars"),
+                   operating_point=None if op is None else OperatingPoint.from_dict(op))
 
     def __repr__(self) -> str:
         return (f"Router(models={list(self.models)}, encoder={type(self.encoder).__name__}, "
@@ -493,3 +577,12 @@ class Router:
     def describe(self) -> str:
         return json.dumps({"models": list(self.models), "rule": self.rule.to_dict(),
                            "operating_point": self.operating_point.to_dict(), **self.metadata}, indent=2)
+
+
+def _load_part(directory: Path, name: str, kind: Any) -> Any:
+    """Load component ``name`` and check it is of the expected type (a file edited by hand may not be)."""
+    part = load_component(directory, name)
+    if not isinstance(part, kind):
+        raise PersistenceError(f"{directory}/{name}.json holds a {type(part).__name__}, which cannot be the "
+                               f"router's {name}; was the directory written by Router.save?")
+    return part

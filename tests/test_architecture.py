@@ -44,6 +44,8 @@ def test_importing_the_library_loads_nothing_heavy():
         "import sys, json\n"
         "import router, router.router, router.data, router.data.registry, router.encoders, router.predictors,"
         " router.policies, router.metrics, router.ope, router.decision, router.calibration, router.registry_io, envs\n"
+        "from router import registry\n"
+        "_ = [registry.kinds(f) for f in registry.FAMILIES]  # discovery imports every component module\n"
         "heavy = ['torch', 'sentence_transformers', 'litellm', 'mlflow', 'faiss', 'model2vec', 'optuna']\n"
         "print(json.dumps([m for m in heavy if m in sys.modules]))\n"
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from envs.loop import run_policy
 from envs.vector import make_vector
 from router.data.reduce import to_traffic_log
 from router.data.splits import split_outcomes
@@ -20,13 +21,8 @@ def _train_linucb(data, train_rows, seed):
     o = data.outcomes.subset(train_rows)
     env = make_vector(x, o, num_envs=32, lam=LAM)
     policy = LinUCB(o.n_models, x.shape[1], alpha=0.5, seed=seed)
-    obs, _ = env.reset(seed=seed)
-    for _ in range(60):
-        probs = policy.select(obs["features"], obs["action_mask"].astype(bool))
-        actions = np.asarray(policy.sample(probs), dtype=np.int64)
-        ctx = obs["features"]
-        obs, reward, _, _, _ = env.step(actions)
-        policy.update(ctx, actions, reward, probs[np.arange(len(actions)), actions])
+    for _ in run_policy(policy, env, 60 * 32, seed=seed):
+        pass
     return policy
 
 

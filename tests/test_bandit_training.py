@@ -35,8 +35,8 @@ def test_cli_writes_metrics_and_policy(policy: str, tmp_path) -> None:
     assert len(metrics["curves"]["regret"]) == 12
     assert metrics["args"]["policy"] == policy
     pol = load_policy(out / "policy")
-    cfg = json.loads((out / "policy" / "config.json").read_text())
-    assert cfg["model_names"] == metrics["model_names"]
+    cfg = json.loads((out / "policy" / "policy.json").read_text())  # the one component format
+    assert cfg["kind"] == policy and pol.n_actions == len(metrics["model_names"])
     p = pol.select(np.ones(pol.dim, dtype=np.float32) * 0.1)
     assert p.sum() == pytest.approx(1.0)
 
@@ -53,8 +53,10 @@ def test_tracker_hook_gets_params_and_batched_metrics(tmp_path) -> None:
 
 
 def test_bad_arguments_return_error_code(tmp_path, capsys) -> None:
-    assert main(["--policy", "nope", "--steps", "10", "--n-prompts", "50", "--out", str(tmp_path)]) == 2
-    assert "unknown --policy" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:  # a usage error: nothing is loaded or run
+        main(["--policy", "nope", "--steps", "10", "--n-prompts", "50", "--out", str(tmp_path)])
+    assert exc.value.code == 2
+    assert "error: --policy must be one of egreedy, linucb, neural, thompson; got 'nope'." in capsys.readouterr().err
 
 
 @pytest.mark.slow
@@ -87,7 +89,7 @@ def test_warm_start_from_offline_router_lowers_regret(tmp_path) -> None:
     from training.fit import Args as FitArgs
     from training.fit import train
 
-    train(FitArgs(dataset="synthetic", router="logistic", encoder="hashing", out=str(tmp_path / "off"),
+    train(FitArgs(dataset="synthetic", predictor="logistic", encoder="hashing", out=str(tmp_path / "off"),
                   track=False))
     base = ["--dataset", "synthetic", "--policy", "linucb", "--steps", "1500", "--lam", "20"]
     assert main([*base, "--out", str(tmp_path / "cold")]) == 0

@@ -68,7 +68,7 @@ BAD_OUTCOMES = [
                  r"tiny: quality must be \[0, 1\]; row 0 \(prompt_id 'a'\), column 'small' has .*-0\.01",
                  id="quality-negative"),
     pytest.param({"quality": _with_cell("quality", 1, 1, math.nan)}, ValidationError,
-                 r"tiny: quality is missing or not finite at row 1 \(prompt_id 'b'\), column 'big': 1 cell\(s\)",
+                 r"tiny: quality is missing or not finite at row 1 \(prompt_id 'b'\), column 'big'; drop or fill these rows",
                  id="quality-nan"),
     pytest.param({"cost": _with_cell("cost", 1, 0, -0.5)}, ValidationError,
                  r"tiny: cost must be >= 0; row 1 \(prompt_id 'b'\), column 'small' has .*-0\.5", id="negative-cost"),
@@ -451,7 +451,7 @@ def test_scan_log_parquet_directory(tmp_path: Path) -> None:
     [
         (lambda p: p / "absent.jsonl", SourceNotFoundError, r"absent\.jsonl: no such log file or directory"),
         (lambda p: (p / "empty.d").mkdir() or p / "empty.d", SourceNotFoundError, r"has no \.parquet parts yet"),
-        (lambda p: (p / "log.csv").write_text("a\n") and p / "log.csv", SchemaError, r"unknown log format"),
+        (lambda p: (p / "log.txt").write_text("a\n") and p / "log.txt", SchemaError, r"unknown log format"),
     ],
     ids=["missing", "empty-dir", "unknown-format"],
 )

@@ -163,3 +163,35 @@ def test_static_encoder_distils_once_and_loads_from_directory(tmp_path):
     assert v.shape == (3, 32) and enc.dim == 32
     assert v[0] @ v[1] > v[0] @ v[2]
     assert encoder_from_config(encoder_config(enc)).encode(["x"]).shape == (1, 32)
+
+
+def _tiny_static_model(path, *, normalize: bool, max_length: int | None):
+    """A word-level model2vec model saved to ``path`` (seeded table, an [UNK] token): no distilling needed."""
+    from model2vec import StaticModel
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    words = ["[UNK]", "sort", "a", "list", "in", "python", "pasta", "recipe", "with", "tomatoes", "how", "do", "i"]
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    table = np.random.default_rng(3).normal(size=(len(words), 8)).astype(np.float32)
+    StaticModel(table, tok, normalize=normalize, max_length=max_length).save_pretrained(str(path))
+    return path
+
+
+@pytest.mark.parametrize("normalize,max_length", [(False, 512), (True, 4), (False, None)])
+def test_static_encoder_fast_path_matches_model2vec_bit_for_bit(tmp_path, normalize, max_length):
+    from model2vec import StaticModel
+
+    path = _tiny_static_model(tmp_path / "m", normalize=normalize, max_length=max_length)
+    texts = ["how do i sort a list in python", "pasta recipe with tomatoes", "", "unknown words only",
+             "sort sort sort a a list", "python " * 50, "a list", "tomatoes"]
+    enc = StaticEncoder(model=str(path))
+    reference = StaticModel.from_pretrained(str(path)).encode(texts, show_progress_bar=False, use_multiprocessing=False)
+    ref = np.asarray(reference, dtype=np.float32)
+    norms = np.linalg.norm(ref, axis=1, keepdims=True)
+    expected = (ref / np.where(norms > 0, norms, 1.0)).astype(np.float32)
+    got = enc.encode(texts)
+    assert np.array_equal(got, expected)
+    assert not got[3].any()  # only unknown tokens: a zero row, as model2vec gives
+    for i, t in enumerate(texts):  # alone or in a batch: the same row
+        assert np.array_equal(enc.encode([t])[0], got[i])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gymnasium as gym
 import numpy as np
+import polars as pl
 import pytest
 from gymnasium.utils.env_checker import check_env
 
@@ -11,7 +12,7 @@ import envs  # noqa: F401  (registers the ids)
 from envs.replay import LoggedFeedback, ReplayEnv
 from envs.vector import ReplayVectorEnv, make_vector
 from router.data.schema import Outcomes
-from router.errors import ConfigError
+from router.errors import ConfigError, SourceNotFoundError
 
 
 def _outcomes(n: int = 40, m: int = 3, seed: int = 0, latency: bool = True) -> Outcomes:
@@ -250,3 +251,153 @@ def test_vector_env_logged_ips() -> None:
     _, r, _, _, info = venv.step(np.array([0, 0]))
     np.testing.assert_allclose(r, [(1.0 - 0.1 - 0.1) / 0.5, 0.0])
     np.testing.assert_array_equal(info["accepted"], [True, True])
+
+
+# --------------------------------------------------------------------------- made by name
+def check_vector_env(venv, seed: int = 7) -> None:
+    """Gymnasium 1.4 has no checker for vector environments; these are :func:`check_env`'s checks
+    applied to a batch: spaces batched from the single ones, reset/step types and bounds, seeded
+    determinism, fresh arrays on every call."""
+    from gymnasium.vector.utils import batch_space
+
+    n = venv.num_envs
+    assert venv.observation_space == batch_space(venv.single_observation_space, n)
+    assert venv.action_space == batch_space(venv.single_action_space, n)
+    obs, info = venv.reset(seed=seed)
+    assert venv.observation_space.contains(obs) and isinstance(info, dict)
+    venv.action_space.seed(seed)
+    actions = venv.action_space.sample()
+    obs2, reward, terminated, truncated, info = venv.step(actions)
+    assert venv.observation_space.contains(obs2)
+    assert reward.shape == (n,) and np.issubdtype(reward.dtype, np.floating) and np.isfinite(reward).all()
+    assert terminated.dtype == np.bool_ and truncated.dtype == np.bool_ and terminated.shape == (n,)
+    # same seed -> same observations and rewards; the returned arrays are not reused
+    again, _ = venv.reset(seed=seed)
+    for key in obs:
+        np.testing.assert_array_equal(again[key], obs[key])
+    again["features"][:] = 5.0
+    obs3, reward3, *_ = venv.step(actions)
+    np.testing.assert_array_equal(obs3["features"], obs2["features"])
+    np.testing.assert_array_equal(reward3, reward)
+
+
+def test_make_by_name_passes_check_env() -> None:
+    env = gym.make("routing/Replay-v0", dataset="synthetic", lam=20.0, mu=0.1)
+    check_env(env.unwrapped, skip_render_check=True)
+    data = env.unwrapped.data
+    assert data.outcomes.source == "synthetic" and data.n_rows == 2000
+    assert data.encoder.kind == "hashing" and data.preprocessor is not None
+    obs, _ = env.reset(seed=0, options={"row": 4})
+    o = data.outcomes
+    _, r, *_ = env.step(2)
+    assert r == pytest.approx(o.quality[4, 2] - 20.0 * o.cost[4, 2] - 0.1 * o.latency[4, 2])
+
+
+def test_make_vec_by_name_native_and_sync() -> None:
+    kw = {"dataset": "synthetic", "dataset_options": {"n_prompts": 300, "seed": 2},
+          "encoder_options": {"dim": 32}, "lam": 10.0}
+    venv = gym.make_vec("routing/Replay-v0", num_envs=6, **kw)
+    assert isinstance(venv, ReplayVectorEnv) and venv.data.dim == 32
+    check_vector_env(venv)
+    sync = gym.make_vec("routing/Replay-v0", num_envs=2, vectorization_mode="sync", **kw)
+    for sub in sync.envs:
+        check_env(sub.unwrapped, skip_render_check=True)
+    # the native and the per-request env score a row alike
+    _, info = venv.reset(seed=1)
+    _, r, _, _, info = venv.step(np.arange(6) % 5)
+    single = sync.envs[0].unwrapped
+    for k in range(6):
+        single.reset(options={"row": int(info["row"][k])})
+        assert single.step(k % 5)[1] == pytest.approx(r[k])
+
+
+@pytest.mark.parametrize("vector", [False, True])
+def test_by_name_same_seed_same_trajectory(vector: bool) -> None:
+    def roll(seed: int) -> list:
+        kw = {"dataset": "synthetic", "dataset_options": {"n_prompts": 200}, "encoder_options": {"dim": 16}}
+        env = gym.make_vec("routing/Replay-v0", num_envs=4, **kw) if vector else gym.make("routing/Replay-v0", **kw)
+        env.action_space.seed(seed)
+        out = []
+        for i in range(10):
+            obs, info = env.reset(seed=seed if i == 0 else None)
+            _, r, *_ = env.step(env.action_space.sample())
+            out.append((np.asarray(info["row"]).tolist(), np.asarray(r).tolist(), obs["features"].tobytes()))
+        return out
+
+    assert roll(3) == roll(3)
+    assert roll(3) != roll(4)
+
+
+def test_env_contexts_are_what_a_router_gives_its_policy() -> None:
+    """One context function: the env's observation of a prompt equals the context a router built from the
+    env's encoder and prefix stripper hands its policy -- here with a long few-shot prefix stripped."""
+    from router.context import embed_prompts, policy_context
+    from router.cost_predictor import CostPredictor
+    from router.policies import LinUCB
+    from router.router import Router
+
+    shots = "Answer like these examples. " + " ".join(f"Q{i}: what is {i} plus {i}? A: {2 * i}." for i in range(30))
+    n = 60
+    rng = np.random.default_rng(0)
+    prompts = [f"{shots}\nQ: {w} {i}" for i, w in zip(range(n), rng.choice(["tell", "explain", "compute"], n))]
+    o = Outcomes(prompt_ids=[str(i) for i in range(n)], prompts=prompts, models=["a", "b"],
+                 quality=rng.random((n, 2)), cost=rng.random((n, 2)) * 1e-3)
+    env = ReplayEnv(outcomes=o, encoder="hashing", encoder_options={"dim": 64})
+    assert env.data.preprocessor.prefixes_  # the shared block was learnt and stripped
+    router = Router(o.models, env.data.encoder, LinUCB(2, 64), CostPredictor().fit(
+        env.data.embeddings, env.data.prompt_lengths, o), preprocessor=env.data.preprocessor)
+    emb, _ = router.embed(prompts[:5])
+    np.testing.assert_array_equal(router._policy_context(emb), env.data.features[:5])
+    np.testing.assert_array_equal(policy_context(embed_prompts(prompts[:5], env.data.encoder,
+                                                               preprocessor=env.data.preprocessor)[0]),
+                                  env.data.features[:5])
+    unstripped = policy_context(env.data.encoder.encode(prompts[:5]))
+    assert not np.allclose(unstripped, env.data.features[:5])
+
+
+def test_env_from_traffic_log(tmp_path) -> None:
+    from router.data.logs import append_log
+    from router.data.reduce import to_traffic_log
+    from router.data.synthetic import generate
+
+    o = generate(120, seed=1).outcomes
+    log, probs = to_traffic_log(o, policy="epsilon-greedy", scores=o.quality, epsilon=0.5, seed=0)
+    log = log.with_columns(quality=pl.when(pl.int_range(pl.len()) % 10 == 3).then(None).otherwise(pl.col("quality")))
+    path = tmp_path / "log.jsonl"
+    append_log(log, path)
+    env = gym.make("routing/Replay-v0", log=str(path), reward_mode="ips", lam=20.0, encoder_options={"dim": 32})
+    check_env(env.unwrapped, skip_render_check=True)
+    data = env.unwrapped.data
+    assert data.model_names == tuple(sorted(o.models)) and data.n_skipped == 12
+    row = 5
+    logged = data.model_names.index(log["chosen_model"][row])
+    env.reset(seed=0, options={"row": row})
+    _, r, _, _, info = env.step(logged)
+    expect = (log["quality"][row] - 20.0 * log["cost"][row] - 0.0 * log["latency_s"][row]) / log["propensity"][row]
+    assert r == pytest.approx(expect) and info["matched"] is True
+    # the pool order can be given; the vector env takes a log too (a DataFrame here), in time order
+    venv = gym.make_vec("routing/Replay-v0", num_envs=4, log=log, model_names=o.models, order="sequential",
+                        encoder_options={"dim": 32})
+    assert venv.metadata["model_names"] == tuple(o.models)
+    _, info = venv.reset(seed=0)
+    assert info["row"].tolist() == [0, 1, 2, 4]  # row 3 has no feedback yet
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"dataset": "synthetic", "embeddings": np.zeros((3, 2))}, ConfigError, "do not also give `embeddings`"),
+        ({"dataset": "synthetic", "log": "x.jsonl"}, ConfigError, "exactly one of `dataset`"),
+        ({}, ConfigError, "got none"),
+        ({"dataset": "no-such-source"}, SourceNotFoundError, "Registered names"),
+        ({"dataset": "synthetic", "encoder": "word2vec"}, ConfigError, r"unknown encoder 'word2vec'; choose one of"),
+        ({"dataset": "synthetic", "encoder_options": {"width": 3}}, ConfigError, "Bad arguments for encoder 'hashing'"),
+        ({"embeddings": np.zeros((40, 5)), "outcomes": _outcomes(), "encoder_options": {"dim": 3}}, ConfigError,
+         "encoder_options apply only"),
+        ({"dataset_options": {"n_prompts": 5}, "outcomes": _outcomes()}, ConfigError, "dataset_options apply only"),
+        ({"logged": _logged()["logged"], "model_names": ["a", "b"]}, ConfigError, "needs its `embeddings`"),
+    ],
+)
+def test_by_name_errors(kwargs: dict, error: type, match: str) -> None:
+    with pytest.raises(error, match=match):
+        gym.make("routing/Replay-v0", **kwargs)

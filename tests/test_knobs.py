@@ -256,7 +256,7 @@ def test_route_then_evaluate_that_file(tmp_path):
     very file: one row per prompt at the operating point, scored exactly as the model's operating point."""
     data = generate(900, seed=11).outcomes
     src = save_outcomes(data, tmp_path / "o.parquet")
-    r = _run("-m", "training", "fit", "--dataset", str(src), "--router", "logistic", "--encoder", "hashing",
+    r = _run("-m", "training", "fit", "--dataset", str(src), "--predictor", "logistic", "--encoder", "hashing",
              "--strong-share", "0.3", "--seed", "2", "--no-track", "--out", str(tmp_path / "model"))
     assert r.returncode == 0, r.stderr
     shown = json.loads(r.stdout)
@@ -301,7 +301,7 @@ def real(request):
         outcomes = load_source(request.param)
     except RoutingError as exc:
         pytest.skip(f"public routing data not available: {exc}")
-    args = Args(dataset=request.param, router="logistic", encoder="hashing", track=False)
+    args = Args(dataset=request.param, predictor="logistic", encoder="hashing", track=False)
     train, test = split_outcomes(outcomes, seed=0)
     router = Router.fit(train, encoder=HashingEncoder(dim=512), predictor=LogisticPredictor(), prompt_stats=0.2)
     q_te, c_te, _ = router.predict(list(test.prompts))
@@ -366,16 +366,17 @@ def test_off_policy_estimates_include_the_operating_point(small, tmp_path):
     rows, diag = ope_from_log(str(ROOT / "datasets" / "demo" / "traffic"), str(router.save(tmp_path / "r")),
                               n_bootstrap=20)
     policies = list(dict.fromkeys(r["policy"] for r in rows))
-    assert policies[0] == "lambda=30 (operating point)" and len(policies) == 4
-    assert diag["n"] > 1000 and 0 < diag["ess_ratio"] <= 1
+    assert policies == ["candidate at its operating point (lambda=30)", "logging policy (realised)"]
+    assert diag["lam"] == 30.0 and diag["n"] > 1000 and 0 < diag["ess_ratio"] <= 1
 
 
 @pytest.mark.parametrize(
     ("argv", "match"),
     [
-        (["--keep-quality", "0.9", "--strong-share", "0.2"], r"give at most one of .*\['--keep-quality', '--strong-share'\]"),
-        (["--lam", "5", "--spend-per-1000", "0.5"], "give --lam or --spend-per-1000, not both"),
-        (["--keep-quality", "0.9", "--quality-confidence", "0.2"], r"confidence must be in \[0.5, 1\)"),
+        (["--keep-quality", "0.9", "--strong-share", "0.2"], "give at most one of --spend-per-1000, --strong-share and "
+         "--keep-quality"),
+        (["--lam", "5", "--spend-per-1000", "0.5"], "--lam and --spend-per-1000 both set lambda"),
+        (["--keep-quality", "0.9", "--quality-confidence", "0.2"], r"--quality-confidence must be a number >= 0.5 and < 1"),
     ],
 )
 def test_fit_rejects_bad_knobs_before_any_work(argv, match, tmp_path):

@@ -179,6 +179,9 @@ def _write(tmp_path: Path, rows: list[dict[str, object]], fmt: str) -> Path:
     if fmt == "jsonl":
         path = tmp_path / "outcomes.jsonl"
         path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    elif fmt == "csv":
+        path = tmp_path / "outcomes.csv"
+        pl.DataFrame(rows, strict=False).write_csv(path)
     else:
         path = tmp_path / "outcomes.parquet"
         pl.DataFrame(rows, strict=False).write_parquet(path)
@@ -246,6 +249,68 @@ BAD_LOGS = [
     pytest.param(_log_row(quality=2.0), {}, ValidationError, r"row 0, column 'quality' = 2\.0: must be in \[0, 1\]",
                  id="log-quality-above-one"),
 ]
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "jsonl", "csv"])
+def test_every_bad_row_and_column_of_a_file_in_one_error(tmp_path: Path, fmt: str) -> None:
+    rows = _long_rows()
+    rows[1] = {**rows[1], "quality": 1.5}
+    rows[2] = {**rows[2], "cost": -0.5}
+    rows[4] = {**rows[4], "quality": None}
+    rows.append({**rows[0], "prompt": "text p1"})  # (p1, small) twice
+    path = _write(tmp_path, rows, fmt)
+    with pytest.raises(ValidationError) as info:
+        load_source(str(path))
+    assert str(info.value) == (
+        f"{path}: 4 problems:\n"
+        "  duplicate (prompt_id, model) = ('p1', 'small') at rows [0, 6]; each model's outcome on a prompt must "
+        "appear once. Drop or merge the duplicates.\n"
+        "  row 1, column 'quality' = 1.5: must be in [0, 1].\n"
+        "  row 2, column 'cost' = -0.5: must be >= 0 (USD).\n"
+        "  row 4, column 'quality' is empty or NaN.")
+
+
+def test_the_problem_list_is_capped_and_counted_per_column(tmp_path: Path) -> None:
+    rows = [{"prompt_id": f"p{i}", "prompt": f"t{i}", "task": "qa", "model": "m", "quality": 2.0, "cost": -1.0}
+            for i in range(30)]
+    with pytest.raises(ValidationError) as info:
+        load_source(str(_write(tmp_path, rows, "csv")))
+    lines = str(info.value).splitlines()
+    assert lines[0].endswith("outcomes.csv: 60 problems:") and len(lines) == 1 + 20 + 1
+    assert lines[1:3] == ["  row 0, column 'quality' = 2.0: must be in [0, 1].",
+                          "  row 0, column 'cost' = -1.0: must be >= 0 (USD)."]
+    assert lines[-1] == "  ... 40 more not shown; problems per column: 'quality': 30, 'cost': 30."
+
+
+def test_every_bad_row_of_a_traffic_log_in_one_error(tmp_path: Path) -> None:
+    rows = [_log_row(request_id=f"r{i}") for i in range(4)]
+    rows[1]["propensity"] = 0.0
+    rows[3]["cost"] = -1.0
+    rows[3]["chosen_model"] = "gpt-9"
+    path = tmp_path / "log.csv"
+    pl.DataFrame(rows).write_csv(path)
+    with pytest.raises(ValidationError) as info:
+        read_log(path, known_models=["small", "big"])
+    assert str(info.value) == (
+        f"{path}: 3 problems:\n"
+        "  row 1, column 'propensity' = 0.0: must be in (0, 1]: it is the probability the logging policy gave the "
+        "chosen model.\n"
+        "  row 3, column 'cost' = -1.0: must be present and >= 0 (USD), and finite.\n"
+        "  row 3, column 'chosen_model' = 'gpt-9': unknown model; known models are ['big', 'small']. Add it to the "
+        "pool or filter these rows out.")
+
+
+def test_csv_traffic_log_reads_like_jsonl(tmp_path: Path) -> None:
+    rows = [_log_row(request_id=f"r{i}", prompt=f"00{i}") for i in range(3)]
+    pl.DataFrame(rows).write_csv(tmp_path / "log.csv")
+    append_log(rows, tmp_path / "log.jsonl")
+    a, b = read_log(tmp_path / "log.csv"), read_log(tmp_path / "log.jsonl")
+    assert a.select(b.columns).equals(b)
+    assert a["prompt"].to_list() == ["000", "001", "002"]  # text stays text
+    from router.errors import SchemaError as Schema
+
+    with pytest.raises(Schema, match=r"CSV logs are read, not appended to; append to a \.jsonl file"):
+        append_log(rows, tmp_path / "new.csv")
 
 
 @pytest.mark.parametrize(("row", "kw", "error", "message"), BAD_LOGS)

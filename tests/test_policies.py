@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from envs.loop import run_policy
 from envs.vector import make_vector
 from router.data.schema import Outcomes
 from router.errors import ConfigError, PersistenceError
@@ -30,7 +31,9 @@ SETTINGS: dict[str, dict] = {
     "egreedy": {"epsilon": 0.2},
     "linucb": {"alpha": 0.5},
     "linucb_softmax": {"alpha": 0.5, "softmax_temperature": 0.1},
+    "linucb_reduced": {"alpha": 0.5, "context_rank": 2},
     "thompson": {"v": 0.5, "n_samples": 32},
+    "thompson_reduced": {"v": 0.5, "n_samples": 32, "context_rank": 2},
     "neural": {"hidden": 8, "train_every": 16, "train_steps": 5, "batch_size": 8},
 }
 
@@ -104,7 +107,7 @@ def test_save_load_round_trip_identical(name: str, tmp_path) -> None:
     x, a, r = _data()
     pol.update(x[:30], a[:30], r[:30])
     save_policy(pol, tmp_path)
-    json.loads((tmp_path / "config.json").read_text())  # plain JSON
+    assert json.loads((tmp_path / "policy.json").read_text())["kind"] == pol.kind  # plain JSON, one format
     loaded = load_policy(tmp_path)
     twin = policy_from_config(pol.kind, pol.get_config(), pol.get_state())
     for other in (loaded, twin):
@@ -154,7 +157,7 @@ def test_constructor_errors(cls, kwargs: dict, match: str) -> None:
 
 
 def test_load_missing_files(tmp_path) -> None:
-    with pytest.raises(PersistenceError, match="config.json"):
+    with pytest.raises(PersistenceError, match="policy.json"):
         load_policy(tmp_path)
     with pytest.raises(ConfigError, match="unknown policy kind"):
         policy_from_config("nope", {})
@@ -225,18 +228,11 @@ def _cluster_env(n: int = 600, k: int = 4, seed: int = 0):
 
 
 def _learn(pol, seed: int, steps: int = 2000) -> tuple[float, float, float]:
-    env = _cluster_env(seed=seed)
-    obs, _ = env.reset(seed=seed)
     regret, reward, oracle = [], [], []
-    for _ in range(steps // env.num_envs):
-        p = pol.select(obs["features"], obs["action_mask"].astype(bool))
-        a = pol.sample(p)
-        ctx = obs["features"]
-        obs, r, _, _, info = env.step(a)
-        pol.update(ctx, a, r, p[np.arange(len(a)), a])
-        regret.append(float((info["oracle_reward"] - r).sum()))
-        reward.append(float(r.sum()))
-        oracle.append(float(info["oracle_reward"].sum()))
+    for b in run_policy(pol, _cluster_env(seed=seed), steps, seed=seed):
+        regret.append(float((b.info["oracle_reward"] - b.reward).sum()))
+        reward.append(float(b.reward.sum()))
+        oracle.append(float(b.info["oracle_reward"].sum()))
     h, q = len(regret) // 2, len(regret) // 4
     return sum(regret[:h]), sum(regret[h:]), sum(reward[-q:]) / sum(oracle[-q:])
 
@@ -257,3 +253,14 @@ def test_regret_is_sublinear_and_near_oracle(kind: str, seed: int) -> None:
     assert first + second < 250, (first, second)
     assert second < 0.5 * first, (first, second)
     assert ratio > 0.9, ratio  # last quarter's reward within 10% of the oracle's
+
+
+def test_policy_dirs_of_the_older_format_still_load(tmp_path) -> None:
+    """Before one component format, save_policy wrote config.json + state.npz."""
+    pol = _make("linucb", seed=3)
+    x, a, r = _data()
+    pol.update(x, a, r)
+    (tmp_path / "config.json").write_text(json.dumps({"kind": pol.kind, "config": pol.get_config(),
+                                                      "model_names": ["a", "b", "c"]}))
+    np.savez(tmp_path / "state.npz", **pol.get_state())
+    np.testing.assert_array_equal(load_policy(tmp_path).select(x), pol.select(x))

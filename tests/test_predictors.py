@@ -119,3 +119,52 @@ def test_out_of_fold_scores_never_see_their_own_row():
 def test_expected_calibration_error_errors():
     with pytest.raises(ConfigError, match="shape"):
         expected_calibration_error([0.1, 0.2], [1])
+
+
+@pytest.mark.parametrize("weighting", ["uniform", "distance"])
+def test_knn_numpy_search_matches_faiss(weighting, monkeypatch):
+    """The numpy search of small cosine indexes finds FAISS's neighbours and gives its predictions."""
+    import router.predictors.knn as knn_mod
+
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(600, 24)).astype(np.float32)
+    q = (rng.random((600, 4)) < 0.5).astype(np.float64)
+    queries = rng.normal(size=(64, 24)).astype(np.float32)
+    fast = KNNPredictor(k=40, weighting=weighting).fit(x, q)
+    assert fast._xb is not None and fast._index is None  # small cosine index: numpy path
+    monkeypatch.setattr(knn_mod, "NUMPY_SEARCH_MAX_VALUES", 0)
+    ref = KNNPredictor(k=40, weighting=weighting).fit(x, q)
+    assert ref._index is not None
+    for n in (1, 7, 25, 64):  # FAISS scans per query below 20 queries and uses BLAS above
+        xq = fast._prep(queries[:n])
+        s_fast, i_fast = fast._search(xq, 40)
+        s_ref, i_ref = ref._search(xq, 40)
+        assert [set(r) for r in i_fast] == [set(r) for r in i_ref]
+        np.testing.assert_allclose(s_fast, s_ref, rtol=0, atol=1e-5)
+        # float32 scores differ in the last bit (summation order); distance weights carry that into ~1e-9
+        np.testing.assert_allclose(fast.predict(queries[:n]), ref.predict(queries[:n]), rtol=0, atol=1e-7)
+    assert fast._search(fast._prep(queries[:3]), 600)[1].shape == (3, 600)  # k = training size: all rows
+
+
+def test_knn_keeps_faiss_for_euclidean_and_large_indexes(monkeypatch):
+    import router.predictors.knn as knn_mod
+
+    x, q = np.eye(6, dtype=np.float32), np.eye(6)
+    assert KNNPredictor(k=2, metric="euclidean").fit(x, q)._index is not None
+    monkeypatch.setattr(knn_mod, "NUMPY_SEARCH_MAX_VALUES", 35)  # 6 x 6 values is over the limit
+    assert KNNPredictor(k=2).fit(x, q)._index is not None
+
+
+@pytest.mark.parametrize("per_model", [False, True])
+def test_mlp_numpy_inference_matches_the_torch_network(per_model, tmp_path):
+    rng = np.random.default_rng(11)
+    x = rng.normal(size=(120, 10))
+    q = (rng.random((120, 3)) < 0.5).astype(float)
+    mlp = MLPPredictor(hidden=(16, 8), epochs=5, per_model=per_model, dropout=0.3).fit(x, q)
+    for n in (1, 50):
+        np.testing.assert_allclose(mlp.predict(x[:n]), np.clip(mlp._predict_torch(x[:n]), 0, 1), rtol=0, atol=1e-6)
+    loaded = MLPPredictor(hidden=(16, 8), per_model=per_model, dropout=0.3)
+    loaded.set_state(mlp.get_state())  # the exported weights follow the loaded network, not a stale one
+    np.testing.assert_allclose(loaded.predict(x), mlp.predict(x), rtol=0, atol=1e-12)
+    mlp.fit(x[::-1].copy(), q)  # refitting replaces the network: the numpy weights follow it
+    np.testing.assert_allclose(mlp.predict(x), np.clip(mlp._predict_torch(x), 0, 1), rtol=0, atol=1e-6)

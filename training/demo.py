@@ -6,23 +6,38 @@
 3. evaluate it on the held-out split and write the HTML report, ``metrics.json`` and ``summary.md``;
 4. log the run to the local MLflow store, register the router as ``demo-router`` and promote it to
    ``@champion`` when it beats the zero router on the held-out data;
-5. print where the report is and how to serve the champion.
+5. print where the report is and the two commands that serve the champion.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
+from training._cli import arg, check_out_dir
 from training.tracking import PROJECT_ROOT
 
-__all__ = ["DEMO_DIR", "main", "make_demo_data"]
+__all__ = ["DEMO_DIR", "Args", "main", "make_demo_data"]
 
 DEMO_DIR = PROJECT_ROOT / "datasets" / "demo"
 DEMO_SEED = 7
 DEMO_PROMPTS = 4000
+
+
+@dataclass
+class Args:
+    """Arguments of ``python -m training demo`` (see :mod:`training._cli`)."""
+
+    out: str = arg(str(PROJECT_ROOT / "out" / "demo"), help="output directory")
+    regenerate: bool = arg(False, help="write the demo data again")
+    encoder: str = arg("static", help="prompt encoder", choices=("static", "minilm", "hashing"))
+    name: str = arg("demo-router", help="registered model name")
+
+    def check(self) -> None:
+        """The output directory can be made."""
+        check_out_dir(self.out)
 
 
 def make_demo_data(directory: Path = DEMO_DIR, *, n_prompts: int = DEMO_PROMPTS, seed: int = DEMO_SEED) -> Path:
@@ -53,13 +68,9 @@ def make_demo_data(directory: Path = DEMO_DIR, *, n_prompts: int = DEMO_PROMPTS,
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training demo", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default=str(PROJECT_ROOT / "out" / "demo"), help="output directory")
-    parser.add_argument("--regenerate", action="store_true", help="write the demo data again")
-    parser.add_argument("--encoder", default="static", help="static (default), minilm or hashing")
-    parser.add_argument("--name", default="demo-router", help="registered model name")
-    ns = parser.parse_args(argv)
+    from training._cli import parse
+
+    ns = parse(Args, argv, "python -m training demo", __doc__)
     t0 = time.perf_counter()
     out = Path(ns.out)
 
@@ -80,12 +91,14 @@ def main(argv: list[str] | None = None) -> int:
 
     print("== 2. train the best router (tracked in MLflow)")
     from training import tracking
-    from training.fit import BEST, Args, train
+    from training.fit import BEST, train
+    from training.fit import Args as FitArgs
     from training.registry import log_router
 
-    args = Args(dataset="demo", router=BEST, encoder=ns.encoder, out=str(out / "router"), register=ns.name,
+    args = FitArgs(dataset="demo", predictor=BEST, encoder=ns.encoder, out=str(out / "router"), register=ns.name,
                 experiment="routing-demo")
-    with tracking.run(args, experiment=args.experiment, run_name="demo"):
+    run_name, tags = tracking.run_label("demo", "demo", predictor=args.predictor, encoder=args.encoder)
+    with tracking.run(args, experiment=args.experiment, run_name=run_name, tags=tags):
         res = train(args)
         tracking.log_lineage(res["train"], role="train", split_seed=args.seed, split="train")
         tracking.log_lineage(res["test"], role="test", split_seed=args.seed, split="test")
@@ -120,8 +133,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"browse runs:   .venv/bin/mlflow ui --backend-store-uri {tracking.default_tracking_uri()}")
     print(f"route a file:  .venv/bin/python -m router route --model models:/{ns.name}@champion "
           "--input datasets/samples/prompts.jsonl --output out/decisions.parquet")
-    print(f"serve:         .venv/bin/python -m serve --model models:/{ns.name}@champion "
-          "(the service lands with the production issues)")
+    print("serve it (two shells; the first is a local stand-in for the LLM providers):")
+    print("               .venv/bin/python -m serve.provider --port 9000")
+    print(f"               .venv/bin/python -m serve --model models:/{ns.name}@champion --port 8000")
+    print("then ask:      curl -s localhost:8000/v1/chat/completions -H 'content-type: application/json' "
+          "-d '{\"model\": \"router\", \"messages\": [{\"role\": \"user\", \"content\": \"Prove that there are "
+          "infinitely many primes.\"}]}'")
     return 0
 
 

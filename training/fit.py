@@ -2,11 +2,14 @@
 
 Example::
 
-    python -m training fit --dataset routerbench --router knn --encoder minilm --out out/knn
+    python -m training fit --dataset routerbench --predictor knn --encoder minilm --out out/knn
     python -m training fit --dataset demo --out out/best --register demo-router
 
-With no ``--router`` it trains the project's best router (see :data:`BEST`). The router's operating
-point -- the lambda it decides at by default -- is calibrated from one budget knob
+With no ``--predictor`` it trains the project's best router (see :data:`BEST`). Predictors and
+encoders are looked up by name in :mod:`router.registry` (``--predictor`` takes any registered
+predictor kind or alias, e.g. ``mf``; ``--encoder`` any encoder name, e.g. ``minilm``), so a predictor
+added as one new module in ``router/predictors/`` is trained here with no further edits. The router's
+operating point -- the lambda it decides at by default -- is calibrated from one budget knob
 (``--spend-per-1000``, ``--strong-share`` or ``--keep-quality``; see :mod:`router.calibration`), set
 with ``--lam``, or else the median critical lambda; it is saved in ``router.json``, measured on the
 held-out split and printed beside its target. The run is tracked in
@@ -25,73 +28,68 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Args", "BEST", "build_encoder", "build_predictor", "calibration_predictions", "knob_target", "main", "train"]
+from training._cli import arg, check_args, check_out_dir
 
-#: The router trained when ``--router`` is not given.
+__all__ = ["Args", "BEST", "build_predictor", "calibration_predictions", "knob_target", "main", "train"]
+
+__all__ = ["Args", "BEST", "build_predictor", "main", "train"]
+
+#: The predictor trained when ``--predictor`` is not given.
 BEST = "ensemble"
+
+
+def _registered(family: str) -> Any:
+    """The names ``--predictor`` / ``--encoder`` accept: whatever the component registry holds."""
+
+    def names() -> list[str]:
+        from router import registry
+
+        return registry.names(family)
+
+    return names
 
 
 @dataclass
 class Args:
-    """Arguments of ``python -m training fit``.
+    """Arguments of ``python -m training fit`` (``vars(args)`` is what gets logged; see :mod:`training._cli`)."""
 
-    Attributes:
-        dataset: a registered source name (``routerbench``, ``demo``, ...) or a path to outcomes.
-        router: predictor kind: ``knn``, ``logistic``, ``mlp``, ``mf``, ``ensemble`` (default: the best).
-        encoder: ``minilm``, ``static`` or ``hashing``.
-        prompt_stats: weight of the prompt statistics (:class:`router.features.PromptStats`) appended to
-            the embedding; 0 appends none.
-        out: directory to save the router to.
-        seed: seed of the split and of every learner.
-        test_fraction: held-out share when the source has no split of its own.
-        lam: the router's lambda (quality points per USD); None: calibrated from a knob below, else the
-            median critical lambda.
-        spend_per_1000: calibrate lambda to spend at most this many USD per 1,000 requests.
-        strong_share: calibrate lambda to send at most this share (0-1) of requests to the best model.
-        keep_quality: calibrate lambda to keep at least this share (0-1] of the best model's quality.
-            Spend and share are calibrated on the trained router's own predictions for the training prompts
-            (what matters is where it sends prompts), quality on cross-fitted ones (in-sample predictions are
-            optimistic about what a cheap model keeps).
-        quality_confidence: one-sided confidence with which the calibrated point keeps ``keep_quality`` on
-            the training split (0.5: on the estimate alone).
-        register: register the trained router under this MLflow model name.
-        track: log the run to MLflow.
-        experiment: MLflow experiment name.
-    """
+    dataset: str = arg("demo", help="a registered source name (routerbench, demo, ...) or a path to an outcomes "
+                       "file (.parquet, .jsonl, .csv or a directory of them)")
+    predictor: str = arg(BEST, help="quality predictor: a registered kind or alias", choices=_registered("predictor"))
+    encoder: str = arg("static", help="prompt encoder: a registered name", choices=_registered("encoder"))
+    prompt_stats: float = arg(0.2, help="weight of the prompt statistics (router.features.PromptStats) appended "
+                              "to the embedding; 0 appends none", ge=0)
+    out: str = arg("out/router", help="directory to save the router to")
+    seed: int = arg(0, help="seed of the split and of every learner")
+    test_fraction: float = arg(0.3, help="held-out share when the source has no split of its own", gt=0, lt=1)
+    lam: float | None = arg(None, help="lambda saved with the router (quality points per USD); none = calibrated",
+                            ge=0)
+    spend_per_1000: float | None = arg(None, help="calibrate lambda to spend at most this many USD per 1,000 "
+                                       "requests", gt=0)
+    strong_share: float | None = arg(None, help="calibrate lambda to send at most this share of requests to the "
+                                     "best model", ge=0, le=1)
+    keep_quality: float | None = arg(None, help="calibrate lambda to keep at least this share of the best "
+                                     "model's quality (found on cross-fitted predictions; spend and share on the "
+                                     "trained router's own)", gt=0, le=1)
+    quality_confidence: float = arg(0.9, help="one-sided confidence with which the calibrated point keeps "
+                                    "--keep-quality on the training split (0.5: on the estimate alone)", ge=0.5, lt=1)
+    register: str | None = arg(None, help="register the trained router under this MLflow model name (needs "
+                               "--track)")
+    track: bool = arg(True, help="log the run to MLflow")
+    experiment: str = arg("routing-fit", help="MLflow experiment name")
 
-    dataset: str = "demo"
-    router: str = BEST
-    encoder: str = "static"
-    prompt_stats: float = 0.2
-    out: str = "out/router"
-    seed: int = 0
-    test_fraction: float = 0.3
-    lam: float | None = None
-    spend_per_1000: float | None = None
-    strong_share: float | None = None
-    keep_quality: float | None = None
-    quality_confidence: float = 0.9
-    register: str | None = None
-    track: bool = True
-    experiment: str = "routing-fit"
-
-
-def build_encoder(name: str, *, cache: bool = True) -> Any:
-    """An encoder by short name (``minilm``, ``static``, ``hashing``), wrapped in the embedding cache."""
-    from router import encoders as enc
-
-    base: Any
-    if name == "minilm":
-        base = enc.SentenceTransformerEncoder()
-    elif name == "static":
-        base = enc.StaticEncoder()
-    elif name == "hashing":
-        base = enc.HashingEncoder(dim=512)
-    else:
+    def check(self) -> None:
+        """Rules that tie several flags together."""
         from router.errors import ConfigError
 
-        raise ConfigError(f"unknown encoder {name!r}; use 'minilm', 'static' or 'hashing'.")
-    return enc.EmbeddingCache(base) if cache and name != "hashing" else base
+        given = [f for f in ("spend_per_1000", "strong_share", "keep_quality") if getattr(self, f) is not None]
+        if len(given) > 1:
+            raise ConfigError("give at most one of --spend-per-1000, --strong-share and --keep-quality.")
+        if given and self.lam is not None:
+            raise ConfigError(f"--lam and --{given[0].replace('_', '-')} both set lambda; give one of them.")
+        if self.register and not self.track:
+            raise ConfigError("--register needs --track: the router is registered from its MLflow run.")
+        check_out_dir(self.out)
 
 
 def _training_cache(encoder: Any) -> Any:
@@ -105,38 +103,37 @@ def _training_cache(encoder: Any) -> Any:
 
 
 def build_predictor(kind: str, seed: int = 0) -> Any:
-    """A quality predictor by kind."""
-    from router import predictors as p
+    """The quality predictor registered as ``kind`` (a kind or alias), with its defaults and ``seed``."""
+    from router import registry
     from router.errors import ConfigError
 
-    table = {
-        "knn": lambda: p.KNNPredictor(k=40),
-        "logistic": lambda: p.LogisticPredictor(),
-        "mlp": lambda: p.MLPPredictor(seed=seed),
-        "mf": lambda: p.MatrixFactorizationPredictor(seed=seed),
-        "ensemble": lambda: p.EnsemblePredictor(seed=seed),
-    }
-    if kind not in table:
-        raise ConfigError(f"unknown router kind {kind!r}; choose from {sorted(table)}.")
-    return table[kind]()
+    if kind not in registry.names("predictor"):
+        raise ConfigError(f"unknown --predictor {kind!r}; choose one of {registry.names('predictor')}.")
+    return registry.create("predictor", kind, seed=seed)
 
 
-def train(args: Args) -> dict[str, Any]:
-    """Train, calibrate, evaluate on the held-out split, save; returns a summary dict."""
+def train(args: Args, outcomes: Any = None) -> dict[str, Any]:
+    """Train, calibrate, evaluate on the held-out split, save; returns a summary dict.
+
+    ``outcomes`` are the already loaded ``args.dataset`` (loaded here when None).
+    """
     from router.calibration import OperatingPoint
     from router.data.registry import load_source
     from router.data.splits import split_outcomes
     from router.router import Router
 
+    check_args(args)
     t0 = time.perf_counter()
     target = knob_target(args)
-    outcomes = load_source(args.dataset)
+    outcomes = load_source(args.dataset) if outcomes is None else outcomes
     train_o, test_o = split_outcomes(outcomes, test_fraction=args.test_fraction, seed=args.seed)
-    encoder = build_encoder(args.encoder, cache=False)
-    predictor = build_predictor(args.router, args.seed)
+    from router.encoders import build_encoder
+
+    encoder = build_encoder(args.encoder)
+    predictor = build_predictor(args.predictor, args.seed)
     router = Router.fit(train_o, encoder=encoder, predictor=predictor, encode_with=_training_cache(encoder),
                         prompt_stats=args.prompt_stats or None,
-                        metadata={"router_kind": args.router, "encoder": args.encoder, "dataset": args.dataset,
+                        metadata={"router_kind": args.predictor, "encoder": args.encoder, "dataset": args.dataset,
                                   "split_seed": args.seed})
     calibration: dict[str, Any] | None = None
     q_te, c_te, _ = router.predict(list(test_o.prompts))
@@ -158,16 +155,9 @@ def train(args: Args) -> dict[str, Any]:
 
 
 def knob_target(args: Args) -> Any:
-    """The calibration target the arguments ask for (None without a knob); at most one knob."""
+    """The calibration target the arguments ask for (None without a knob); :meth:`Args.check` allows one knob."""
     from router.calibration import QualityTarget, SpendTarget, StrongShareTarget
-    from router.errors import ConfigError
 
-    given = {k: v for k, v in (("--spend-per-1000", args.spend_per_1000), ("--strong-share", args.strong_share),
-                               ("--keep-quality", args.keep_quality)) if v is not None}
-    if len(given) > 1:
-        raise ConfigError(f"give at most one of --spend-per-1000, --strong-share and --keep-quality, got {sorted(given)}.")
-    if given and args.lam is not None:
-        raise ConfigError(f"give --lam or {next(iter(given))}, not both: the knob calibrates lambda.")
     if args.spend_per_1000 is not None:
         return SpendTarget(args.spend_per_1000)
     if args.strong_share is not None:
@@ -232,7 +222,7 @@ def _out_of_fold_predictions(router: Any, train_o: Any, args: Args, n_folds: int
     q_oof = np.zeros_like(train_o.quality, dtype=np.float64)
     groups = [normalise_prompt(p) for p in train_o.prompts]
     for fit_idx, val_idx in kfold_groups(groups, n_folds=n_folds, seed=args.seed):
-        pred = build_predictor(args.router, args.seed).fit(emb[fit_idx], train_o.quality[fit_idx])
+        pred = build_predictor(args.predictor, args.seed).fit(emb[fit_idx], train_o.quality[fit_idx])
         q_oof[val_idx] = pred.predict(emb[val_idx])
     return q_oof, c_tr
 
@@ -255,25 +245,28 @@ def _evaluate_heldout(router: Any, test_o: Any, seed: int = 0) -> dict[str, Any]
 
 
 def main(argv: list[str] | None = None) -> int:
-    from training._cli import dataclass_parser
+    from training._cli import parse
 
-    args = Args(**vars(dataclass_parser(Args, "python -m training fit", __doc__).parse_args(argv)))
+    args = parse(Args, argv, "python -m training fit", __doc__)
     from router.errors import RoutingError
 
     try:
-        knob_target(args)  # a bad knob combination fails here, before any data loads or run starts
+        from router.data.registry import load_source
+
+        outcomes = load_source(args.dataset)  # the data is checked before any model loads or run starts
         if args.track:
             from training import tracking
 
-            with tracking.run(args, experiment=args.experiment, run_name=f"fit-{args.router}"):
-                res = train(args)
+            name, tags = tracking.run_label("fit", args.dataset, predictor=args.predictor, encoder=args.encoder)
+            with tracking.run(args, experiment=args.experiment, run_name=name, tags=tags):
+                res = train(args, outcomes)
                 tracking.log_lineage(res["train"], role="train", split_seed=args.seed, split="train")
                 tracking.log_lineage(res["test"], role="test", split_seed=args.seed, split="test")
                 from training.registry import log_router
 
                 log_router(res["router"], res["summary"], register=args.register, test=res["test"])
         else:
-            res = train(args)
+            res = train(args, outcomes)
     except RoutingError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -27,7 +27,6 @@ challenger alias for a live A/B test instead (same checks, except it need not be
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -36,36 +35,34 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Args", "Evidence", "compare", "main", "promote"]
+from training._cli import arg, check_args, check_input
+
+__all__ = ["Args", "Evidence", "candidate_version", "compare", "main", "promote"]
 
 
 @dataclass
 class Args:
-    """Arguments of ``python -m training promote``.
+    """Arguments of ``python -m training promote`` (``vars(args)`` is what gets logged; see :mod:`training._cli`)."""
 
-    Attributes:
-        name: registered model name.
-        candidate: candidate version number.
-        dataset: held-out data (registered name or path); default: the candidate's training data set.
-        split_seed: seed of the held-out split when the source has no split of its own.
-        log: a traffic log to judge on by off-policy estimates instead of outcomes.
-        alias: ``champion`` (default) or ``challenger``.
-        task_tolerance: largest allowed per-task AIQ drop.
-        latency_budget_ms: largest allowed p50 single-request decision time.
-        n_boot: bootstrap resamples.
-        dry_run: evaluate and report, change nothing.
-    """
+    name: str = arg(help="registered model name")
+    candidate: str = arg(help="candidate version number")
+    dataset: str | None = arg(None, help="held-out data (registered name or path); none = the candidate's "
+                              "training data set")
+    split_seed: int = arg(0, help="seed of the held-out split when the source has no split of its own")
+    log: str | None = arg(None, help="a traffic log to judge on by off-policy estimates instead of outcomes")
+    alias: str = arg("champion", help="the alias to move", choices=("champion", "challenger"))
+    task_tolerance: float = arg(0.02, help="largest allowed per-task AIQ drop", ge=0)
+    latency_budget_ms: float = arg(15.0, help="largest allowed p50 single-request decision time (ms)", gt=0)
+    n_boot: int = arg(500, help="bootstrap resamples", ge=10)
+    dry_run: bool = arg(False, help="evaluate and report, change nothing")
 
-    name: str = ""
-    candidate: str = ""
-    dataset: str | None = None
-    split_seed: int = 0
-    log: str | None = None
-    alias: str = "champion"
-    task_tolerance: float = 0.02
-    latency_budget_ms: float = 15.0
-    n_boot: int = 500
-    dry_run: bool = False
+    def check(self) -> None:
+        """The candidate is a version number; input paths exist."""
+        from router.errors import ConfigError
+
+        if not str(self.candidate).isdigit():
+            raise ConfigError(f"--candidate must be a version number such as 3, got {self.candidate!r}.")
+        check_input(self.log, "--log", "traffic log")
 
 
 @dataclass
@@ -180,6 +177,11 @@ def compare_on_log(candidate: Any, champion: Any | None, log: Any, *, n_boot: in
     prompts = [p if p is not None else "" for p in log["prompt"].to_list()]
     models = list(candidate.models)
     pos = {m: i for i, m in enumerate(models)}
+    unknown = sorted(set(log["chosen_model"].to_list()) - set(pos))
+    if unknown:
+        from router.errors import ValidationError
+
+        raise ValidationError(f"the log chose model(s) {unknown} the candidate cannot route to (its pool is {models}).")
     actions = np.array([pos[m] for m in log["chosen_model"].to_list()])
     reward = log["quality"].to_numpy().astype(float) - candidate.rule.lam * log["cost"].to_numpy().astype(float)
     if np.isnan(reward).any():
@@ -214,6 +216,31 @@ def compare_on_log(candidate: Any, champion: Any | None, log: Any, *, n_boot: in
     return Evidence(ok, reasons, float(a), float(b), (lo, hi), "dr_value", {}, lat)
 
 
+def candidate_version(client: Any, name: str, version: str) -> Any:
+    """The registered ``ModelVersion``; an unknown name or version is one clear error naming what exists.
+
+    Raises:
+        ConfigError: ``name`` is not registered (the message lists the registered names) or has no
+            such version (the message lists its versions).
+    """
+    from mlflow.exceptions import MlflowException
+
+    from router.errors import ConfigError
+
+    try:
+        client.get_registered_model(name)
+    except MlflowException:
+        names = sorted(m.name for m in client.search_registered_models())
+        known = ", ".join(names) if names else "none yet (register one with `python -m training fit --register NAME`)"
+        raise ConfigError(f"no registered model named {name!r}; registered models: {known}.") from None
+    try:
+        return client.get_model_version(name, str(version))
+    except MlflowException:
+        versions = sorted(int(v.version) for v in client.search_model_versions(f"name='{name}'"))
+        raise ConfigError(f"{name!r} has no version {version}; its versions: "
+                          f"{', '.join(map(str, versions)) or 'none'}.") from None
+
+
 def promote(args: Args) -> Evidence:
     """Compare, record the evidence on the candidate version, and move the alias when it passes."""
     import mlflow
@@ -223,9 +250,20 @@ def promote(args: Args) -> Evidence:
     from training.registry import download_router, resolve_version
     from training.tracking import setup
 
+    check_args(args)
     setup()
     client = mlflow.MlflowClient()
-    cand_mv = client.get_model_version(args.name, str(args.candidate))
+    cand_mv = candidate_version(client, args.name, str(args.candidate))
+    # the evidence's data is read and checked before any router loads
+    tag = (getattr(cand_mv, "tags", None) or {}).get("dataset")
+    dataset = args.dataset or (tag if tag and tag != "None" else None)
+    log = outcomes = None
+    if args.log:
+        from training.ope_log import feedback_rows
+
+        log = feedback_rows(args.log)  # rated routing decisions only
+    elif dataset is not None:
+        outcomes = load_source(dataset)
     candidate = download_router(f"models:/{args.name}/{cand_mv.version}")
     champion = None
     champ_version = None
@@ -237,15 +275,13 @@ def promote(args: Args) -> Evidence:
     except mlflow.exceptions.MlflowException:
         champion = None
     require_better = args.alias == "champion"
-    if args.log:
-        from router.data.logs import read_log
-
-        ev = compare_on_log(candidate, champion, read_log(args.log), n_boot=args.n_boot,
-                            latency_budget_ms=args.latency_budget_ms)
+    if log is not None:
+        ev = compare_on_log(candidate, champion, log, n_boot=args.n_boot, latency_budget_ms=args.latency_budget_ms)
     else:
-        dataset = args.dataset or candidate.metadata.get("dataset") or "demo"
+        if outcomes is None:
+            outcomes = load_source(candidate.metadata.get("dataset") or "demo")
         split_seed = int(candidate.metadata.get("split_seed", args.split_seed))
-        _, test = split_outcomes(load_source(dataset), seed=split_seed)
+        _, test = split_outcomes(outcomes, seed=split_seed)
         test = test.subset(models=list(candidate.models))
         ev = compare(candidate, champion, test, task_tolerance=args.task_tolerance,
                      latency_budget_ms=args.latency_budget_ms, n_boot=args.n_boot, require_better=require_better)
@@ -273,19 +309,9 @@ def promote(args: Args) -> Evidence:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m training promote", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--name", required=True)
-    p.add_argument("--candidate", required=True)
-    p.add_argument("--dataset", default=None)
-    p.add_argument("--split-seed", type=int, default=0)
-    p.add_argument("--log", default=None)
-    p.add_argument("--alias", default="champion", choices=["champion", "challenger"])
-    p.add_argument("--task-tolerance", type=float, default=0.02)
-    p.add_argument("--latency-budget-ms", type=float, default=15.0)
-    p.add_argument("--n-boot", type=int, default=500)
-    p.add_argument("--dry-run", action="store_true")
-    args = Args(**vars(p.parse_args(argv)))
+    from training._cli import parse
+
+    args = parse(Args, argv, "python -m training promote", __doc__)
     from router.errors import RoutingError
 
     try:

@@ -1,8 +1,10 @@
 """Self-contained evaluation reports: ``report.html`` (plots embedded as base64 PNG), ``metrics.json``
 and ``summary.md``, plus MLflow logging when a run is active.
 
-The HTML has no external assets: every figure is rendered with matplotlib's Agg backend and
-inlined as ``<img src="data:image/png;base64,...">``, so the file can be mailed or archived as is.
+The HTML has no external assets: every figure (see :mod:`training.report_plots`) is rendered with
+matplotlib's Agg backend and inlined as ``<img src="data:image/png;base64,...">``, so the file can be
+mailed or archived as is. Each router's operating point (the lambda it routes with) is marked in the
+figures and listed in the summary; budget-knob fidelity has a table of its own.
 
 Example:
     >>> import numpy as np, tempfile
@@ -19,203 +21,35 @@ Example:
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import json
 import math
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from router.metrics.evaluate import EvaluationResult
+from training.report_plots import (
+    model_style,
+    operating_index,
+    plot_calibration,
+    plot_cost_quality,
+    plot_ope,
+    plot_settings,
+    plot_shares,
+    plot_tasks,
+)
 
-__all__ = ["log_to_mlflow", "render_html", "summary_markdown", "write_report"]
+__all__ = ["log_to_mlflow", "operating_point_of", "render_html", "summary_markdown", "write_report"]
 
-_PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#bcbd22"]
-
-
-def _fig_to_b64(fig: Any) -> str:
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
-    plt.close(fig)
-    return base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-def _plt() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-# --------------------------------------------------------------------------- plots
-def plot_cost_quality(res: EvaluationResult) -> str:
-    """Every router's points and hull against single models, the zero router and the oracle."""
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(9, 5.5))
-    mp = res.model_points
-    ax.scatter(mp[:, 0], mp[:, 1], color="black", marker="s", zorder=5, label="single models")
-    for j, name in enumerate(res.models):
-        ax.annotate(name, (mp[j, 0], mp[j, 1]), textcoords="offset points", xytext=(5, -10), fontsize=8)
-    zh = res.zero_hull
-    ax.plot(zh.cost, zh.quality, "k--", lw=1, label=f"zero router (AIQ {res.zero_aiq:.3f})")
-    ax.scatter([res.oracle[0]], [res.oracle[1]], marker="*", s=200, color="gold", edgecolor="black",
-               zorder=6, label="oracle")
-    for i, r in enumerate(res.routers.values()):
-        col = _PALETTE[i % len(_PALETTE)]
-        ax.scatter(r.points[:, 0], r.points[:, 1], s=14, color=col, alpha=0.6)
-        hx = np.append(r.hull.cost, max(res.cost_span[1], r.hull.cost[-1]))
-        hy = np.append(r.hull.quality, r.hull.quality[-1])
-        ax.plot(hx, hy, "-", color=col, lw=2, label=f"{r.name} (AIQ {r.aiq:.3f})")
-        if r.operating_point is not None:
-            ax.scatter([r.operating_point["cost"]], [r.operating_point["quality"]], marker="D", s=90, color=col,
-                       edgecolor="black", linewidth=1.2, zorder=7, label=f"{r.name}: operating point")
-    ax.axvspan(res.cost_span[0], res.cost_span[1], color="grey", alpha=0.06)
-    ax.set_xlabel("mean cost per call (USD)")
-    ax.set_ylabel("mean quality")
-    ax.set_title("Cost-quality: router hulls vs single models")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
-    return _fig_to_b64(fig)
-
-
-def plot_settings(res: EvaluationResult) -> str:
-    """Setting (lambda) -> spend per 1,000 requests and quality, with bootstrap bands."""
-    plt = _plt()
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
-    for i, r in enumerate(res.routers.values()):
-        col = _PALETTE[i % len(_PALETTE)]
-        order = np.argsort(r.settings)
-        s = r.settings[order]
-        a1.plot(s, 1000 * r.points[order, 0], "o-", ms=3, color=col, label=r.name)
-        a1.fill_between(s, 1000 * r.points_ci[order, 0, 0], 1000 * r.points_ci[order, 0, 1], color=col, alpha=0.15)
-        a2.plot(s, r.points[order, 1], "o-", ms=3, color=col, label=r.name)
-        a2.fill_between(s, r.points_ci[order, 1, 0], r.points_ci[order, 1, 1], color=col, alpha=0.15)
-    for j, _ in enumerate(res.models):
-        a2.axhline(res.model_points[j, 1], color="grey", lw=0.6, ls=":")
-    a1.set_xlabel("setting (lambda)")
-    a1.set_ylabel("spend per 1,000 requests (USD)")
-    a2.set_xlabel("setting (lambda)")
-    a2.set_ylabel("mean quality")
-    a1.set_title("Setting -> cost")
-    a2.set_title("Setting -> quality (dotted: single models)")
-    for a in (a1, a2):
-        _symlog_settings(a, res)
-        a.grid(alpha=0.3)
-        a.legend(fontsize=8)
-    fig.tight_layout()
-    return _fig_to_b64(fig)
-
-
-def _symlog_settings(ax: Any, res: EvaluationResult) -> None:
-    """Lambdas span orders of magnitude: a symmetric log axis (linear near 0) shows them all."""
-    pos = np.concatenate([r.settings[r.settings > 0] for r in res.routers.values()] or [np.array([])])
-    if pos.size and pos.max() / max(pos.min(), 1e-12) > 50:
-        lo = float(pos.min())
-        ax.set_xscale("symlog", linthresh=lo, linscale=0.5)
-        ax.set_xlim(0.0, float(pos.max()) * 1.5)
-
-
-def plot_shares(res: EvaluationResult) -> str:
-    """Routing share per model across settings, one panel per router."""
-    plt = _plt()
-    k = len(res.routers)
-    fig, axes = plt.subplots(1, k, figsize=(max(5 * k, 6), 3.8), squeeze=False)
-    for ax, r in zip(axes[0], res.routers.values()):
-        order = np.argsort(r.settings)
-        ax.stackplot(r.settings[order], r.shares[order].T, labels=list(res.models),
-                     colors=[_PALETTE[j % len(_PALETTE)] for j in range(len(res.models))], alpha=0.85)
-        ax.set_title(f"{r.name}: routing share")
-        ax.set_xlabel("setting (lambda)")
-        ax.set_ylim(0, 1)
-        _symlog_settings(ax, res)
-    axes[0][0].set_ylabel("share of prompts")
-    axes[0][-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
-    fig.tight_layout()
-    return _fig_to_b64(fig)
-
-
-def plot_tasks(res: EvaluationResult) -> str:
-    """AIQ per task: the zero router and every router."""
-    plt = _plt()
-    tasks = list(res.task_models)
-    series = [("zero router", [res.task_models[t]["zero_aiq"] for t in tasks])]
-    series += [(r.name, [r.per_task.get(t, {}).get("aiq", np.nan) for t in tasks]) for r in res.routers.values()]
-    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(tasks) * len(series) * 0.5 + 3), 4))
-    x = np.arange(len(tasks))
-    wdt = 0.8 / len(series)
-    for i, (name, vals) in enumerate(series):
-        col = "grey" if i == 0 else _PALETTE[(i - 1) % len(_PALETTE)]
-        ax.bar(x + i * wdt - 0.4 + wdt / 2, vals, width=wdt, label=name, color=col)
-    ax.set_xticks(x)
-    ax.set_xticklabels(tasks, rotation=30, ha="right", fontsize=8)
-    ax.set_ylabel("AIQ")
-    ax.set_title("AIQ per task")
-    ax.legend(fontsize=8)
-    ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    return _fig_to_b64(fig)
-
-
-def plot_calibration(res: EvaluationResult, n_bins: int = 10) -> str | None:
-    """Predicted vs realised quality over all (prompt, model) pairs, per router with predictions."""
-    with_pred = [r for r in res.routers.values() if r.predicted_quality is not None]
-    if not with_pred:
-        return None
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(5.5, 5))
-    ax.plot([0, 1], [0, 1], "k:", lw=1, label="perfect")
-    for i, r in enumerate(with_pred):
-        if r.predicted_quality is None or r.realised_quality is None:
-            continue
-        pred = np.clip(r.predicted_quality.reshape(-1), 0.0, 1.0)
-        real = r.realised_quality.reshape(-1)
-        bins = np.clip((pred * n_bins).astype(int), 0, n_bins - 1)
-        cnt = np.bincount(bins, minlength=n_bins)
-        ok = cnt > 0
-        mp = np.bincount(bins, pred, n_bins)[ok] / cnt[ok]
-        mr = np.bincount(bins, real, n_bins)[ok] / cnt[ok]
-        ece = float(np.sum(cnt[ok] * np.abs(mp - mr)) / cnt.sum())
-        ax.plot(mp, mr, "o-", color=_PALETTE[i % len(_PALETTE)], label=f"{r.name} (ECE {ece:.3f})")
-    ax.set_xlabel("predicted quality")
-    ax.set_ylabel("realised quality")
-    ax.set_title("Calibration (all prompt x model pairs)")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    return _fig_to_b64(fig)
-
-
-def plot_ope(ope_rows: Sequence[dict[str, Any]]) -> str | None:
-    """Off-policy estimates with intervals (rows: estimator, method, value, low, high[, policy])."""
-    if not ope_rows:
-        return None
-    plt = _plt()
-    labels = [f"{r.get('policy', '')} {r['estimator']} ({r['method']})".strip() for r in ope_rows]
-    vals = np.array([r["value"] for r in ope_rows], dtype=float)
-    lo = np.array([r["low"] for r in ope_rows], dtype=float)
-    hi = np.array([r["high"] for r in ope_rows], dtype=float)
-    fig, ax = plt.subplots(figsize=(8, 0.35 * len(labels) + 1.5))
-    y = np.arange(len(labels))
-    ax.errorbar(vals, y, xerr=[vals - lo, hi - vals], fmt="o", color=_PALETTE[0], ecolor="grey", capsize=3)
-    ax.set_yticks(y)
-    ax.set_yticklabels(labels, fontsize=8)
-    ax.invert_yaxis()
-    ax.set_xlabel("estimated mean reward of the target policy")
-    ax.set_title("Off-policy estimates (traffic log)")
-    ax.grid(axis="x", alpha=0.3)
-    fig.tight_layout()
-    return _fig_to_b64(fig)
+#: Operating points given by the caller: router name -> the lambda it routes with, or its
+#: :class:`router.calibration.OperatingPoint` (or that as a dict); None when unknown. A router whose
+#: evaluation carries its own operating point (see :func:`training.evaluate.router_curve`) needs none.
+OperatingPoints = Mapping[str, Any]
 
 
 # --------------------------------------------------------------------------- text
@@ -235,9 +69,59 @@ def _ci(v: Any, ci: Any, nd: int = 3) -> str:
     return f"{_fmt(v, nd)} [{_fmt(ci[0], nd)}, {_fmt(ci[1], nd)}]"
 
 
-def _summary_table(res: EvaluationResult) -> tuple[list[str], list[list[str]]]:
+def _lam_of(op: Any) -> float | None:
+    """The lambda of an operating point given as an object with ``lam``, a dict with ``lam``, or a number."""
+    value = op.get("lam") if isinstance(op, Mapping) else getattr(op, "lam", op)
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None
+
+
+def operating_point_of(router: Any) -> float | None:
+    """The lambda a router routes with, read defensively: its ``operating_point`` (a
+    :class:`router.calibration.OperatingPoint`, a dict with ``lam``, or a number), else the decision
+    rule's ``lam``; None when neither is there."""
+    lam = _lam_of(getattr(router, "operating_point", None))
+    return lam if lam is not None else _lam_of(getattr(router, "rule", None))
+
+
+def _operating_rows(res: EvaluationResult, operating: OperatingPoints | None) -> dict[str, dict[str, Any]]:
+    """Router name -> its operating point: ``{setting, cost, quality, ...}``.
+
+    A router's own, measured by the evaluation (its curve's ``operating_index``: the router's saved
+    :class:`~router.calibration.OperatingPoint`, with intervals, shares and the target behind it),
+    comes first; else the point ``operating`` gives for it, when its sweep holds that lambda.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for name, r in res.routers.items():
+        if r.operating_point is not None:
+            out[name] = dict(r.operating_point)
+            continue
+        given = (operating or {}).get(name)
+        k = operating_index(r.settings, _lam_of(given))
+        if k is None:
+            continue
+        row: dict[str, Any] = {"setting": float(r.settings[k]), "cost": float(r.points[k, 0]),
+                               "quality": float(r.points[k, 1])}
+        info: dict[str, Any] = dict(given) if isinstance(given, Mapping) else {}
+        to_dict = getattr(given, "to_dict", None)  # a router.calibration.OperatingPoint
+        if callable(to_dict):
+            info = to_dict()
+        out[name] = {**info, **row}
+    return out
+
+
+def _marks(res: EvaluationResult, operating: OperatingPoints | None) -> dict[str, float | None]:
+    """Router name -> the setting the figures mark as its operating point."""
+    return {name: op["setting"] for name, op in _operating_rows(res, operating).items()}
+
+
+def _summary_table(res: EvaluationResult, operating: OperatingPoints | None = None) -> tuple[list[str], list[list[str]]]:
+    ops = _operating_rows(res, operating)
     head = ["router", "AIQ (95% CI)", "AIQ RouterBench", "max quality", "saving @ best (%)", "saving @ 95% (%)",
             "oracle-gap share"]
+    if ops:
+        head += ["operating point: λ", "spend / 1k (USD)", "quality"]
     two = any(r.apgr is not None for r in res.routers.values())
     if two:
         head += ["APGR (95% CI)", "CPT(50%)", "CPT(80%)"]
@@ -246,35 +130,75 @@ def _summary_table(res: EvaluationResult) -> tuple[list[str], list[list[str]]]:
         row = [r.name, _ci(r.aiq, r.aiq_ci), _fmt(r.aiq_routerbench), _fmt(r.max_quality),
                _ci(r.saving_at_best, r.saving_at_best_ci, 1), _ci(r.saving_at_95, r.saving_at_95_ci, 1),
                _ci(r.oracle_gap_share, r.oracle_gap_share_ci)]
+        if ops:
+            op = ops.get(r.name)
+            row += ["–", "", ""] if op is None else [f"{op['setting']:.4g}", f"{1000 * op['cost']:.4f}",
+                                                      f"{op['quality']:.3f}"]
         if two:
             row += [_ci(r.apgr, r.apgr_ci), _fmt(r.cpt50), _fmt(r.cpt80)]
         body.append(row)
     body.append(["zero router", _ci(res.zero_aiq, res.zero_aiq_ci), "", _fmt(float(res.zero_hull.max_quality)),
-                 "", "", ""] + ([""] * 3 if two else []))
+                 "", "", ""] + ([""] * 3 if ops else []) + ([""] * 3 if two else []))
     return head, body
 
 
 def _operating_table(res: EvaluationResult) -> tuple[list[str], list[list[str]]]:
-    """One row per router with an operating point: its lambda, cost, quality and the target behind it."""
-    head = ["router", "lambda", "mixing", "cost per 1k (USD)", "quality", "source", "target", "calibrated",
-            "held-out (fit)", "met"]
+    """Where each router's operating point came from: its lambda and mixing, and the target behind it.
+
+    One row per router whose evaluation carries a saved :class:`router.calibration.OperatingPoint`
+    (its cost and quality there are in the summary table).
+    """
+    head = ["router", "λ", "mixing", "source", "target", "calibrated (train)", "held-out (fit)", "met"]
     body = []
     for r in res.routers.values():
         op = r.operating_point
-        if op is None:
+        if op is None or "source" not in op:
             continue
-        mix = f"{op['mix']:.3f} at {op['mix_lam']:.4g}" if op.get("mix") else ""
+        mix = f"{op['mix']:.3f} at λ={op['mix_lam']:.4g}" if op.get("mix") else ""
         tgt = op.get("target") or {}
-        goal = next((v for k, v in tgt.items() if k not in ("kind", "model")), None)
-        body.append([r.name, f"{op['setting']:.4g}", mix, f"{1000 * op['cost']:.4f}", f"{op['quality']:.3f}",
-                     str(op.get("source", "")), f"{tgt.get('kind', '')} {goal:g}" if goal is not None else "",
+        goal = next((v for k, v in tgt.items() if k not in ("kind", "model", "confidence")), None)
+        body.append([r.name, f"{op['setting']:.4g}", mix, str(op.get("source", "")),
+                     f"{tgt.get('kind', '')} {goal:g}" if goal is not None else "",
                      _fmt(op.get("calibrated")), _fmt(op.get("heldout")),
                      "" if op.get("met") is None else ("yes" if op["met"] else "NO")])
     return head, body
 
 
+def _task_table(res: EvaluationResult) -> tuple[list[str], list[list[str]]]:
+    """Per task: size, zero router's AIQ, and each router's AIQ and gain over the zero router, with intervals."""
+    head = ["task", "prompts", "zero router AIQ"]
+    for r in res.routers.values():
+        head += [f"{r.name}: AIQ", f"{r.name}: gain vs zero"]
+    body = []
+    for t, info in res.task_models.items():
+        row = [t, str(info["n_prompts"]), _ci(info["zero_aiq"], info.get("zero_aiq_ci"))]
+        for r in res.routers.values():
+            v = r.per_task.get(t, {})
+            row += [_ci(v.get("aiq"), v.get("aiq_ci")), _ci(v.get("gain_vs_zero"), v.get("gain_vs_zero_ci"))]
+        body.append(row)
+    return head, body
+
+
+def _budget_rows(res: EvaluationResult, budget: Mapping[str, Any] | None) -> list[tuple[str, dict[str, Any]]]:
+    rows = [(str(budget.get("router", "")), dict(b)) for b in budget.get("rows", [])] if budget else []
+    return rows + [(name, b) for name, r in res.routers.items() for b in getattr(r, "budget", [])]
+
+
+def _budget_table(rows: Sequence[tuple[str, dict[str, Any]]]) -> tuple[list[str], list[list[str]]]:
+    head = ["router", "target (USD / 1k)", "λ", "realised (USD / 1k)", "realised / target", "quality"]
+    lam = [b.get("lam") for _, b in rows]
+    body = [[n, f"{b['target']:.4f}", "–" if x is None else f"{x:.4g}", f"{b['realised']:.4f}", _fmt(b.get("ratio")),
+             _fmt(b.get("quality"))] for (n, b), x in zip(rows, lam)]
+    return head, body
+
+
+def _md_table(head: Sequence[str], body: Sequence[Sequence[str]]) -> list[str]:
+    return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head), *["| " + " | ".join(r) + " |" for r in body]]
+
+
 def summary_markdown(res: EvaluationResult, dataset: str, split: str | None = None,
-                     ope_rows: Sequence[dict[str, Any]] | None = None) -> str:
+                     ope_rows: Sequence[dict[str, Any]] | None = None, operating: OperatingPoints | None = None,
+                     budget: Mapping[str, Any] | None = None) -> str:
     """A short Markdown summary: data, single models, oracle, and the router table."""
     lines = [f"# Evaluation: {dataset}" + (f" ({split})" if split else ""), "",
              f"{res.n_prompts} prompts, {len(res.models)} models; best single model **{res.best_model}**; "
@@ -283,14 +207,15 @@ def summary_markdown(res: EvaluationResult, dataset: str, split: str | None = No
              "| model | cost per 1k (USD) | quality |", "|---|---|---|"]
     for j, m in enumerate(res.models):
         lines.append(f"| {m} | {1000 * res.model_points[j, 0]:.4f} | {res.model_points[j, 1]:.3f} |")
-    head, body = _summary_table(res)
-    lines += ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    lines += ["| " + " | ".join(row) + " |" for row in body]
+    lines += ["", *_md_table(*_summary_table(res, operating))]
     ohead, obody = _operating_table(res)
     if obody:
-        lines += ["", "## Operating points (each router's default decisions)", "",
-                  "| " + " | ".join(ohead) + " |", "|" + "---|" * len(ohead)]
-        lines += ["| " + " | ".join(row) + " |" for row in obody]
+        lines += ["", "## Operating points (each router's default decisions)", "", *_md_table(ohead, obody)]
+    brows = _budget_rows(res, budget)
+    if brows:
+        lines += ["", "## Budget knob fidelity", "", *_md_table(*_budget_table(brows))]
+    if res.task_models:
+        lines += ["", "## Per task", "", *_md_table(*_task_table(res))]
     if ope_rows:
         lines += ["", "## Off-policy estimates", "", "| policy | estimator | method | value | interval |",
                   "|---|---|---|---|---|"]
@@ -308,19 +233,30 @@ _CSS = """
 body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px auto;max-width:1180px;color:#222}
 h1{font-size:24px;margin-bottom:4px} h2{font-size:18px;margin-top:28px;border-bottom:1px solid #ddd}
 table{border-collapse:collapse;font-size:13px;margin:8px 0} td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}
+td{white-space:nowrap} .scroll{overflow-x:auto} .swatch{display:inline-block;width:11px;height:11px;margin-right:6px;
+border:1px solid #333;vertical-align:-1px}
 th{background:#f3f5f8} td:first-child,th:first-child{text-align:left} img{max-width:100%;display:block;margin:8px 0}
 .meta{color:#555;font-size:13px} .warn{color:#a33;font-size:13px}
 """
 
 
-def _table_html(head: Sequence[str], body: Sequence[Sequence[str]]) -> str:
+def _table_html(head: Sequence[str], body: Sequence[Sequence[str]], swatches: Sequence[str | None] = ()) -> str:
+    """An HTML table; ``swatches[i]`` puts a colour square before row i's first cell."""
     h = "".join(f"<th>{html.escape(c)}</th>" for c in head)
-    rows = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in body)
-    return f"<table><tr>{h}</tr>{rows}</table>"
+
+    def first(i: int, cell: str) -> str:
+        colour = swatches[i] if i < len(swatches) else None
+        mark = f"<span class='swatch' style='background:{colour}'></span>" if colour else ""
+        return f"<td>{mark}{html.escape(cell)}</td>"
+
+    rows = "".join("<tr>" + first(i, r[0]) + "".join(f"<td>{html.escape(c)}</td>" for c in r[1:]) + "</tr>"
+                   for i, r in enumerate(body))
+    return f"<div class='scroll'><table><tr>{h}</tr>{rows}</table></div>"
 
 
 def render_html(res: EvaluationResult, dataset: str, split: str | None = None,
-                ope_rows: Sequence[dict[str, Any]] | None = None, ope_warnings: Sequence[str] = ()) -> str:
+                ope_rows: Sequence[dict[str, Any]] | None = None, ope_warnings: Sequence[str] = (),
+                operating: OperatingPoints | None = None, budget: Mapping[str, Any] | None = None) -> str:
     """The report as one HTML string with every figure inlined."""
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>Routing evaluation: {html.escape(dataset)}"
              f"</title><style>{_CSS}</style></head><body>",
@@ -328,19 +264,20 @@ def render_html(res: EvaluationResult, dataset: str, split: str | None = None,
              f"<p class='meta'>{res.n_prompts} prompts · {len(res.models)} models · best single model "
              f"<b>{html.escape(res.best_model)}</b> · oracle quality {res.oracle[1]:.3f} · "
              f"{res.n_bootstrap} bootstrap replicates (seed {res.seed}), {int(res.confidence * 100)}% intervals</p>"]
-    head, body = _summary_table(res)
+    head, body = _summary_table(res, operating)
     parts += ["<h2>Summary</h2>", _table_html(head, body)]
+    ohead, obody = _operating_table(res)
+    if obody:
+        parts.append("<h2>Operating points</h2><p class='meta'>Where each router decides by default (circled in "
+                     "the figures; its cost and quality there are in the summary): its saved lambda and mixing, "
+                     "the target it was calibrated for, its value on the training split and the value `training "
+                     "fit` measured on its held-out split.</p>")
+        parts.append(_table_html(ohead, obody))
     mhead = ["model", "cost per 1k requests (USD)", "quality"]
     mbody = [[m, f"{1000 * res.model_points[j, 0]:.4f}", f"{res.model_points[j, 1]:.3f}"]
              for j, m in enumerate(res.models)]
     mbody.append(["oracle", f"{1000 * res.oracle[0]:.4f}", f"{res.oracle[1]:.3f}"])
-    parts.append(_table_html(mhead, mbody))
-    ohead, obody = _operating_table(res)
-    if obody:
-        parts.append("<h2>Operating points</h2><p class='meta'>Where each router decides by default (diamonds in "
-                     "the cost-quality plot): its saved lambda, measured here; the target it was calibrated for "
-                     "and the value `training fit` measured on its held-out split.</p>")
-        parts.append(_table_html(ohead, obody))
+    parts.append(_table_html(mhead, mbody, [model_style(j)["color"] for j in range(len(res.models))]))
 
     def img(title: str, b64: str | None, note: str = "") -> None:
         if b64 is None:
@@ -350,21 +287,25 @@ def render_html(res: EvaluationResult, dataset: str, split: str | None = None,
             parts.append(f"<p class='meta'>{html.escape(note)}</p>")
         parts.append(f"<img alt='{html.escape(title)}' src=\"data:image/png;base64,{b64}\">")
 
-    img("Cost-quality curves", plot_cost_quality(res),
-        "Lines: non-decreasing convex hulls (linear cost). Shaded: the single models' cost span over which AIQ is taken.")
-    img("Setting -> cost and quality", plot_settings(res))
-    img("Routing share per model", plot_shares(res))
+    marks = _marks(res, operating)
+    marked = " Circles: each router's operating point (the lambda it routes with)." if marks else ""
+    img("Cost-quality curves", plot_cost_quality(res, marks),
+        "Lines: non-decreasing convex hulls (linear cost). Shaded: the single models' cost span over which AIQ is "
+        "taken. Each model has its own colour and shape, the same in every figure." + marked)
+    img("Setting -> cost and quality", plot_settings(res, marks))
+    img("Routing share per model", plot_shares(res, marks))
     if res.task_models:
-        img("Per-task AIQ", plot_tasks(res))
+        img("Per-task AIQ", plot_tasks(res),
+            "Gain of each router's AIQ over the zero router on the task's prompts, with paired bootstrap intervals.")
+        parts.append(_table_html(*_task_table(res)))
     img("Calibration", plot_calibration(res))
-    budget_rows = [(name, b) for name, r in res.routers.items() for b in getattr(r, "budget", [])]
-    if budget_rows:
+    brows = _budget_rows(res, budget)
+    if brows:
         parts.append("<h2>Budget knob fidelity</h2>")
         parts.append("<p class='meta'>Lambda calibrated on the training split to spend at most the target per "
-                     "1,000 requests; realised spend on the evaluated prompts.</p>")
-        parts.append(_table_html(
-            ["router", "target (USD / 1k)", "realised (USD / 1k)", "realised / target"],
-            [[n, f"{b['target']:.4f}", f"{b['realised']:.4f}", f"{b['ratio']:.3f}"] for n, b in budget_rows]))
+                     "1,000 requests; realised spend and quality on the evaluated prompts. Not a router: kept out "
+                     "of the summary and the figures.</p>")
+        parts.append(_table_html(*_budget_table(brows)))
     if ope_rows:
         img("Off-policy estimates", plot_ope(ope_rows))
         for w in ope_warnings:
@@ -377,18 +318,31 @@ def render_html(res: EvaluationResult, dataset: str, split: str | None = None,
 def write_report(
     res: EvaluationResult, out_dir: str | os.PathLike[str], *, dataset: str, split: str | None = None,
     ope_rows: Sequence[dict[str, Any]] | None = None, ope_diagnostics: dict[str, Any] | None = None,
+    operating_points: OperatingPoints | None = None, budget: Mapping[str, Any] | None = None,
 ) -> dict[str, Path]:
-    """Write ``report.html``, ``metrics.json`` and ``summary.md`` to ``out_dir``; returns their paths."""
+    """Write ``report.html``, ``metrics.json`` and ``summary.md`` to ``out_dir``; returns their paths.
+
+    ``operating_points``: router name -> the lambda it routes with, or its
+    :class:`~router.calibration.OperatingPoint` (marked when its sweep holds it), for routers whose
+    evaluation does not carry its own (a ``--model`` scored by ``training evaluate`` does);
+    ``budget``: budget-knob fidelity ``{"router", "target", "rows": [...]}`` (see ``training.evaluate``).
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     doc = res.to_metrics_json(dataset=dataset, split=split)
+    for name, op in _operating_rows(res, operating_points).items():
+        doc["routers"][name]["operating_point"] = op
+    if budget:
+        doc["budget_knob"] = dict(budget)
     if ope_rows:
         doc["ope"] = {"estimates": list(ope_rows), "diagnostics": ope_diagnostics or {}}
     warns = list((ope_diagnostics or {}).get("warnings", []))
     paths = {"metrics": out / "metrics.json", "summary": out / "summary.md", "html": out / "report.html"}
     paths["metrics"].write_text(json.dumps(_json_safe(doc), indent=2, allow_nan=False) + "\n", encoding="utf-8")
-    paths["summary"].write_text(summary_markdown(res, dataset, split, ope_rows), encoding="utf-8")
-    paths["html"].write_text(render_html(res, dataset, split, ope_rows, warns), encoding="utf-8")
+    paths["summary"].write_text(summary_markdown(res, dataset, split, ope_rows, operating_points, budget),
+                                encoding="utf-8")
+    paths["html"].write_text(render_html(res, dataset, split, ope_rows, warns, operating_points, budget),
+                             encoding="utf-8")
     return paths
 
 

@@ -32,6 +32,7 @@ __all__ = [
     "log_metrics",
     "package_versions",
     "run",
+    "run_label",
     "setup",
 ]
 
@@ -41,13 +42,11 @@ _PACKAGES = ("numpy", "polars", "torch", "sentence-transformers", "faiss-cpu", "
 
 
 def default_tracking_uri() -> str:
-    """``MLFLOW_TRACKING_URI`` when set, else SQLite under the project's ``mlruns/``."""
-    uri = os.environ.get("MLFLOW_TRACKING_URI")
-    if uri:
-        return uri
-    store = PROJECT_ROOT / "mlruns"
-    store.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{(store / 'mlflow.db').resolve()}"
+    """``MLFLOW_TRACKING_URI`` when set, else SQLite under the project's ``mlruns/``
+    (:func:`router.registry_io.tracking_uri`, the one resolver)."""
+    from router.registry_io import tracking_uri
+
+    return tracking_uri()
 
 
 def _artifact_root() -> Path:
@@ -61,7 +60,10 @@ def setup() -> str:
     """Point mlflow at the tracking store; returns the URI."""
     import mlflow
 
+    from router.registry_io import quiet_local_store
+
     uri = default_tracking_uri()
+    quiet_local_store(uri)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     return uri
@@ -78,6 +80,30 @@ def ensure_experiment(name: str) -> str:
     location = (_artifact_root() / name).resolve()
     location.mkdir(parents=True, exist_ok=True)
     return str(mlflow.create_experiment(name, artifact_location=location.as_uri()))
+
+
+def dataset_label(dataset: str) -> str:
+    """A short name for a data set: a registered name as is, a path by its file (or folder) name."""
+    p = Path(dataset)
+    if len(p.parts) <= 1 and not p.suffix:
+        return dataset
+    stem = p.stem if p.suffix else p.name
+    return p.parent.name if stem in ("outcomes", "data", "") and p.parent.name else stem
+
+
+def run_label(command: str, dataset: str, **parts: Any) -> tuple[str, dict[str, str]]:
+    """The run name and tags that say what ran: the command, the data and the parts (predictor, encoder, ...).
+
+    Example:
+        >>> name, tags = run_label("fit", "datasets/demo/outcomes.parquet", predictor="knn", encoder="static")
+        >>> name, tags["predictor"]
+        ('fit-demo-knn-static', 'knn')
+    """
+    shown = [str(v) for v in parts.values() if v not in (None, "")]
+    label = dataset_label(dataset)
+    name = "-".join([command, *([label] if label != command else []), *shown])
+    tags = {"command": command, "dataset": dataset, **{k: str(v) for k, v in parts.items() if v not in (None, "")}}
+    return name, tags
 
 
 def git_commit() -> str:
@@ -118,11 +144,13 @@ def run(
 ) -> Iterator[Any]:
     """Start an MLflow run that logs ``vars(args)``, the git commit and package versions.
 
+    A nested run lands in its parent's experiment (``experiment`` is used only without a parent).
     Yields the active ``mlflow.ActiveRun``.
     """
     import mlflow
 
-    exp_id = ensure_experiment(experiment)
+    parent = mlflow.active_run() if nested else None
+    exp_id = parent.info.experiment_id if parent is not None else ensure_experiment(experiment)
     all_tags = {"git_commit": git_commit(), "host": platform.node(), "cpu_count": str(os.cpu_count()),
                 **{f"version.{k}": v for k, v in package_versions().items()}, **(tags or {})}
     with mlflow.start_run(experiment_id=exp_id, run_name=run_name, nested=nested, tags=all_tags) as active:

@@ -6,12 +6,16 @@ Example::
     # several workers, one study (run the same command in two shells or on two machines):
     python -m training tune --study-name linucb-1 --storage sqlite:////abs/path/optuna.db --n-trials 10
 
-Every trial trains the policy in the replay environment on the training split, then is scored
+Every trial trains the policy in the replay environment on the training split -- on the very
+contexts ``training bandit`` trains on (prompts prefix-stripped and embedded as a router embeds them,
+:mod:`router.context`; the one run loop :func:`envs.loop.run_policy`) -- then is scored
 **off-policy** on validation traffic: a traffic log with propensities (``--log``, or, by default,
 the held-out outcomes replayed through a uniform logging policy). The score is the doubly-robust
 estimate of the policy's mean reward ``quality - score_lam * cost`` -- ``score_lam`` is the business
 trade-off and stays fixed, while the policy's own training ``lam`` is tuned. The interval and the
-overlap diagnostics are logged with each trial.
+overlap diagnostics are logged with each trial. What a trial samples is the policy's own
+``search_space`` in the policy registry (plus the training ``lam``), so a policy added as one module
+in ``router/policies/`` is tuned with no edits here.
 
 Tracking: the study is one MLflow parent run; each trial is a nested run with its parameters and
 ``tune/dr_value``, ``tune/dr_low``, ``tune/dr_high`` and ``tune/ess``. Workers share a study through
@@ -30,51 +34,62 @@ from typing import Any
 
 import numpy as np
 
+from training._cli import arg, check_args, check_input, check_out_dir
 from training.tracking import PROJECT_ROOT
 
 __all__ = ["Args", "TuneData", "main", "objective", "prepare", "run"]
 
 
+
+def _policies() -> list[str]:
+    """The names ``--policy`` accepts: the registered policies."""
+    from router import registry
+
+    return registry.names("policy")
+
+
+def _encoders() -> list[str]:
+    """The names ``--encoder`` accepts: the registered encoders."""
+    from router import registry
+
+    return registry.names("encoder")
+
+
 @dataclass
 class Args:
-    """Arguments of ``python -m training tune``.
+    """Arguments of ``python -m training tune`` (``vars(args)`` is what gets logged; see :mod:`training._cli`)."""
 
-    Attributes:
-        dataset: ``synthetic`` or a registered source / path with full outcomes.
-        policy: ``linucb``, ``egreedy``, ``thompson`` or ``neural``.
-        n_trials: trials this worker runs.
-        study_name: the Optuna study (shared by workers).
-        storage: Optuna storage URL; default SQLite under ``mlruns/optuna.db``.
-        log: validation traffic log (with propensities); default: held-out outcomes under uniform logging.
-        score_lam: the fixed business trade-off of the score, quality points per USD.
-        steps: training requests per trial.
-        n_prompts: prompts generated for ``synthetic``.
-        encoder: ``hashing``, ``static`` or ``minilm``.
-        seed: seed of the data, split, sampler and policies.
-        track: log the study and its trials to MLflow.
-        experiment: MLflow experiment name.
-        out: where the best trial's settings are written (``best.json``).
-    """
+    dataset: str = arg("synthetic", help="'synthetic', a registered source name or a path to an outcomes file")
+    policy: str = arg("linucb", help="bandit policy to tune", choices=_policies)
+    n_trials: int = arg(10, help="trials this worker runs", ge=1)
+    study_name: str = arg("bandit-tune", help="the Optuna study (shared by workers)")
+    storage: str | None = arg(None, help="Optuna storage URL; none = SQLite under mlruns/optuna.db")
+    log: str | None = arg(None, help="validation traffic log with propensities (.parquet, .jsonl or .csv); "
+                          "none = the held-out outcomes under uniform logging")
+    score_lam: float = arg(20.0, help="the fixed business trade-off of the score, quality points per USD", ge=0)
+    steps: int = arg(1500, help="training requests per trial", ge=1)
+    n_prompts: int = arg(2000, help="prompts generated for --dataset synthetic", ge=10)
+    encoder: str = arg("hashing", help="prompt encoder", choices=_encoders)
+    seed: int = arg(0, help="seed of the data, split, sampler and policies (give each worker of a shared "
+                    "study its own seed)")
+    track: bool = arg(True, help="log the study and its trials to MLflow")
+    experiment: str = arg("routing-tune", help="MLflow experiment name")
+    out: str = arg("out/tune", help="where the best trial's settings are written (best.json)")
 
-    dataset: str = "synthetic"
-    policy: str = "linucb"
-    n_trials: int = 10
-    study_name: str = "bandit-tune"
-    storage: str | None = None
-    log: str | None = None
-    score_lam: float = 20.0
-    steps: int = 1500
-    n_prompts: int = 2000
-    encoder: str = "hashing"
-    seed: int = 0
-    track: bool = True
-    experiment: str = "routing-tune"
-    out: str = "out/tune"
+    def check(self) -> None:
+        """Input files exist and the output directory can be made."""
+        check_input(self.log, "--log", "traffic log")
+        check_out_dir(self.out)
 
 
 @dataclass
 class TuneData:
-    """Training outcomes and contexts, plus the validation log as arrays."""
+    """Training outcomes and their embeddings, plus the validation log as arrays.
+
+    ``train_x`` are the encoder's embeddings of the (prefix-stripped) training prompts -- the replay
+    environment turns them into policy contexts; ``valid_x`` are the validation prompts' policy
+    contexts (:func:`router.context.policy_context`), what the trained policy is scored on.
+    """
 
     train: Any
     train_x: np.ndarray
@@ -92,75 +107,66 @@ def default_storage() -> str:
 
 
 def prepare(args: Args) -> TuneData:
-    """Load and encode the data, split it, and build the validation log and its reward model."""
+    """Load and encode the data, split it, and build the validation log and its reward model.
+
+    The training prompts are embedded by the replay environment made from them (prefix stripper learnt
+    on them, then the encoder); the validation prompts go through that same stripper and encoder.
+    """
+    from envs.sources import read_traffic_log
+    from envs.vector import make_vector
+    from router.context import embed_prompts, policy_context
     from router.data.reduce import to_traffic_log
     from router.data.registry import load_source
     from router.data.splits import split_outcomes
     from router.ope import CrossFitRewardModel
-    from training.bandit import Args as BanditArgs
-    from training.bandit import routing_encoder
 
-    if args.dataset == "synthetic":
-        from router.data.synthetic import generate
-
-        outcomes = generate(args.n_prompts, seed=args.seed).outcomes
-    else:
-        outcomes = load_source(args.dataset)
+    options = {"n_prompts": args.n_prompts, "seed": args.seed} if args.dataset == "synthetic" else {}
+    outcomes = load_source(args.dataset, **options)
     train, valid = split_outcomes(outcomes, seed=args.seed)
-    encoder = routing_encoder(BanditArgs(encoder=args.encoder))
-    train_x = np.asarray(encoder.encode([str(p) for p in train.prompts]), dtype=np.float64)
+    env = make_vector(outcomes=train, encoder=args.encoder, num_envs=1)
     if args.log:
-        from router.data.logs import read_log
-
-        log = read_log(args.log, known_models=train.models).filter(_has_feedback())
-        prompts = log["prompt"].to_list()
+        log = read_traffic_log(args.log, model_names=train.models)
     else:
-        log, _ = to_traffic_log(valid, policy="uniform", seed=args.seed, policy_version="uniform-validation")
-        prompts = log["prompt"].to_list()
-    valid_x = np.asarray(encoder.encode(prompts), dtype=np.float64)
-    pos = {m: i for i, m in enumerate(train.models)}
-    action = np.array([pos[m] for m in log["chosen_model"].to_list()])
-    reward = log["quality"].to_numpy() - args.score_lam * log["cost"].to_numpy()
-    prop = log["propensity"].to_numpy()
+        frame, _ = to_traffic_log(valid, policy="uniform", seed=args.seed, policy_version="uniform-validation")
+        log = read_traffic_log(frame, model_names=train.models)
+    fb = log["logged"]
+    has = np.isfinite(fb["quality"])  # feedback arrived
+    if not has.any():
+        from router.errors import ValidationError
+
+        raise ValidationError(f"{args.log}: no row has both a prompt and a quality signal to score trials on.")
+    prompts = [p for p, h in zip(log["prompts"], has, strict=True) if h]
+    assert env.data.encoder is not None  # the env embedded the training prompts itself
+    valid_emb, _ = embed_prompts(prompts, env.data.encoder, preprocessor=env.data.preprocessor)
+    valid_x = policy_context(valid_emb).astype(np.float64)
+    action = fb["action"][has]
+    reward = fb["quality"][has] - args.score_lam * fb["cost"][has]
+    prop = fb["propensity"][has]
     q_hat = CrossFitRewardModel(seed=args.seed).fit_predict(valid_x, action, reward, n_actions=len(train.models))
-    return TuneData(train, np.clip(train_x, -1, 1), np.clip(valid_x, -1, 1), action, reward, prop, q_hat)
-
-
-def _has_feedback() -> Any:
-    import polars as pl
-
-    return pl.col("quality").is_not_null() & pl.col("prompt").is_not_null()
+    return TuneData(train, env.data.embeddings, valid_x, action, reward, prop, q_hat)
 
 
 def _suggest(trial: Any, policy: str) -> dict[str, Any]:
-    params: dict[str, Any] = {"lam": trial.suggest_float("lam", 1.0, 200.0, log=True),
-                              "ridge": trial.suggest_float("ridge", 0.1, 10.0, log=True)}
-    if policy in ("linucb", "neural"):
-        params["alpha"] = trial.suggest_float("alpha", 0.01, 2.0, log=True)
-    if policy == "egreedy":
-        params["epsilon"] = trial.suggest_float("epsilon", 0.01, 0.3, log=True)
-    if policy == "thompson":
-        params["v"] = trial.suggest_float("v", 0.01, 1.0, log=True)
+    """The training ``lam`` and the policy's registered search space, sampled by the trial."""
+    from router import registry
+
+    params: dict[str, Any] = {"lam": trial.suggest_float("lam", 1.0, 200.0, log=True)}
+    for name, dist in registry.search_space("policy", policy).items():
+        params[name] = dist.suggest(trial, name)
     return params
 
 
 def train_policy(args: Args, params: dict[str, Any], data: TuneData, seed: int) -> Any:
     """Train one policy in the vector replay environment (full-information rewards at ``params['lam']``)."""
+    from envs.loop import run_policy
     from envs.vector import make_vector
-    from training.bandit import Args as BanditArgs
-    from training.bandit import make_policy
+    from router.policies import build_policy
 
-    batch = 32
-    envs = make_vector(data.train_x.astype(np.float32), data.train, num_envs=batch, lam=params["lam"], mu=0.0)
-    bargs = BanditArgs(policy=args.policy, seed=seed, **{k: v for k, v in params.items() if k != "lam"})
-    policy = make_policy(bargs, data.train.n_models, int(envs.single_observation_space["features"].shape[0]))  # type: ignore[index]
-    obs, _ = envs.reset(seed=seed)
-    for _ in range(-(-args.steps // batch)):
-        probs = policy.select(obs["features"], obs["action_mask"].astype(bool))
-        actions = np.asarray(policy.sample(probs), dtype=np.int64)
-        ctx = obs["features"]
-        obs, reward, _, _, _ = envs.step(actions)
-        policy.update(ctx, actions, reward, probs[np.arange(len(actions)), actions])
+    envs = make_vector(data.train_x, data.train, num_envs=32, lam=params["lam"], mu=0.0)
+    policy = build_policy(args.policy, data.train.n_models, envs.data.dim, seed=seed,
+                          **{k: v for k, v in params.items() if k != "lam"})
+    for _ in run_policy(policy, envs, args.steps, seed=seed):
+        pass
     return policy
 
 
@@ -180,9 +186,12 @@ def objective(args: Args, data: TuneData, trial: Any) -> float:
     trial.set_user_attr("dr_low", est.low)
     trial.set_user_attr("dr_high", est.high)
     trial.set_user_attr("ess", float(diag.ess))
-    if args.track and mlflow.active_run() is not None:
-        with mlflow.start_run(run_name=f"trial-{trial.number}", nested=True):
-            mlflow.log_params({**params, "trial": trial.number, "policy": args.policy})
+    parent = mlflow.active_run() if args.track else None
+    if parent is not None:
+        with mlflow.start_run(run_name=f"trial-{trial.number}-{args.policy}", nested=True,
+                              experiment_id=parent.info.experiment_id,
+                              tags={"command": "tune-trial", "dataset": args.dataset, "policy": args.policy}):
+            mlflow.log_params({**params, "trial": trial.number, "policy": args.policy, "seed": args.seed + trial.number})
             tracking.log_metrics({"dr_value": est.value, "dr_low": est.low, "dr_high": est.high,
                                   "ess": float(diag.ess)}, prefix="tune/")
     return float(est.value)
@@ -192,11 +201,12 @@ def run(args: Args) -> dict[str, Any]:
     """Run ``n_trials`` trials of the shared study; returns the study's best trial so far."""
     import optuna
 
+    check_args(args)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = args.storage or default_storage()
     data = prepare(args)
     study = optuna.create_study(study_name=args.study_name, storage=storage, direction="maximize",
-                                sampler=optuna.samplers.TPESampler(seed=None), load_if_exists=True)
+                                sampler=optuna.samplers.TPESampler(seed=args.seed), load_if_exists=True)
 
     def optimize() -> None:
         study.optimize(lambda t: objective(args, data, t), n_trials=args.n_trials)
@@ -204,8 +214,9 @@ def run(args: Args) -> dict[str, Any]:
     if args.track:
         from training import tracking
 
-        with tracking.run(args, experiment=args.experiment, run_name=f"tune-{args.study_name}",
-                          tags={"optuna.study": args.study_name, "optuna.storage": storage.split("://")[0]}):
+        name, tags = tracking.run_label("tune", args.dataset, policy=args.policy, encoder=args.encoder)
+        with tracking.run(args, experiment=args.experiment, run_name=name,
+                          tags={**tags, "optuna.study": args.study_name, "optuna.storage": storage.split("://")[0]}):
             optimize()
             best = study.best_trial
             tracking.log_metrics({"best_dr_value": best.value or 0.0, "n_trials": len(study.trials)}, prefix="tune/")
@@ -222,9 +233,9 @@ def run(args: Args) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from training._cli import dataclass_parser
+    from training._cli import parse
 
-    args = Args(**vars(dataclass_parser(Args, "python -m training tune", __doc__).parse_args(argv)))
+    args = parse(Args, argv, "python -m training tune", __doc__)
     from router.errors import RoutingError
 
     try:

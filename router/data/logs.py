@@ -1,4 +1,4 @@
-"""Reading and writing our own traffic logs (Parquet or JSON lines).
+"""Reading and writing our own traffic logs (Parquet or JSON lines; CSV is read too).
 
 Logs are read *lazily* with polars (:func:`scan_log`), so a log larger than memory can be filtered
 and sampled before anything is loaded. Writing only ever appends:
@@ -42,9 +42,26 @@ def _kind(path: Path) -> str:
         return "parquet"
     if path.suffix in (".jsonl", ".ndjson", ".json"):
         return "jsonl"
+    if path.suffix == ".csv":
+        return "csv"
     raise SchemaError(
-        f"{path}: unknown log format; use a .jsonl file or a Parquet directory/file (.parquet)."
+        f"{path}: unknown log format; use a .jsonl or .csv file or a Parquet directory/file (.parquet)."
     )
+
+
+def _scan_raw(path: Path) -> pl.LazyFrame:
+    """The log as stored, before casting to the log schema (text columns of a CSV stay text)."""
+    from router.data.servicelog import is_service_log, read_service_log
+
+    if is_service_log(path):  # the service's directory of JSON-lines parts, feedback joined
+        return read_service_log(path)[0].lazy()
+    kind = _kind(path)
+    if kind == "parquet":
+        return pl.scan_parquet(str(path / "*.parquet") if path.is_dir() else str(path))
+    if kind == "csv":
+        text = {k: v for k, v in TRAFFIC_LOG_SCHEMA.items() if v == pl.String()}
+        return pl.scan_csv(path, schema_overrides=text, infer_schema_length=10_000)
+    return pl.scan_ndjson(path, infer_schema_length=10_000)
 
 
 def conform_log(df: pl.DataFrame | pl.LazyFrame) -> Any:
@@ -109,15 +126,9 @@ def scan_log(path: str | os.PathLike[str]) -> pl.LazyFrame:
     p = Path(path)
     if not p.exists():
         raise SourceNotFoundError(f"{p}: no such log file or directory.")
-    kind = _kind(p)
-    if kind == "parquet":
-        target = str(p / "*.parquet") if p.is_dir() else str(p)
-        if p.is_dir() and not any(p.glob("*.parquet")):
-            raise SourceNotFoundError(f"{p}: the log directory has no .parquet parts yet.")
-        lf = pl.scan_parquet(target)
-    else:
-        lf = pl.scan_ndjson(p, infer_schema_length=10_000)
-    return conform_log(lf)
+    if _kind(p) == "parquet" and p.is_dir() and not any(p.glob("*.parquet")) and not any(p.glob("traffic-*.jsonl")):
+        raise SourceNotFoundError(f"{p}: the log directory has no .parquet parts yet.")
+    return conform_log(_scan_raw(p))
 
 
 def read_log(
@@ -131,7 +142,7 @@ def read_log(
     """Read (part of) a traffic log and validate it.
 
     Args:
-        path: a ``.jsonl`` file or a Parquet file / directory of parts.
+        path: a ``.jsonl`` or ``.csv`` file, or a Parquet file / directory of parts.
         known_models: when given, unknown ``chosen_model`` values are an error.
         where: an optional polars filter applied before loading.
         sample: keep this many rows chosen uniformly at random (seeded), after filtering.
@@ -143,11 +154,7 @@ def read_log(
             lf = lf.filter(where)
         df = lf.collect()
     except pl.exceptions.PolarsError as exc:
-        p = Path(path)
-        raw = pl.scan_ndjson(p, infer_schema_length=10_000) if _kind(p) == "jsonl" else pl.scan_parquet(
-            str(p / "*.parquet") if p.is_dir() else str(p)
-        )
-        raise _cast_error(raw, f"{path}: ", exc) from exc
+        raise _cast_error(_scan_raw(Path(path)), f"{path}: ", exc) from exc
     if sample is not None and sample < df.height:
         df = df.sample(n=sample, seed=seed, shuffle=False)
     validate_traffic_log(df, source=str(path), known_models=known_models)
@@ -177,7 +184,10 @@ def append_log(rows: pl.DataFrame | Iterable[Mapping[str, Any]], path: str | os.
         raise _cast_error(df, f"{path}: ", exc) from exc
     validate_traffic_log(df, source=str(path))
     p = Path(path)
-    kind = _kind(p) if p.exists() else ("jsonl" if p.suffix in (".jsonl", ".ndjson") else "parquet")
+    kind = _kind(p) if p.exists() else ("jsonl" if p.suffix in (".jsonl", ".ndjson") else
+                                        "csv" if p.suffix == ".csv" else "parquet")
+    if kind == "csv":
+        raise SchemaError(f"{p}: CSV logs are read, not appended to; append to a .jsonl file or a Parquet directory.")
     if kind == "jsonl":
         p.parent.mkdir(parents=True, exist_ok=True)
         payload = "".join(json.dumps(_jsonable(r), ensure_ascii=False) + "\n" for r in df.iter_rows(named=True))

@@ -20,6 +20,11 @@ in order:
 An unknown name raises :class:`~router.errors.UnknownModelError` that says to add it to the
 override file: a JSON object ``{model: {"input_cost_per_token": x, "output_cost_per_token": y}}``.
 
+The same map gives each model's **context window** (``max_input_tokens``, or ``max_tokens`` where a
+key has no input limit): :meth:`PriceTable.context_window` resolves names the same way, falls back on
+:data:`WINDOWS` for the few models of our data the map lacks, and returns None for a model whose window
+is not known (an override entry may carry ``max_input_tokens`` too).
+
 Example:
     >>> t = PriceTable({"small": (1e-7, 2e-7), "big": (1e-5, 3e-5)})
     >>> t.lookup("BIG")
@@ -28,6 +33,8 @@ Example:
     0.0002
     >>> t.cost("big", [1000, 0], [0, 1000]).round(6).tolist()
     [0.01, 0.03]
+    >>> PriceTable({"big": (1e-5, 3e-5)}, windows={"big": 128000}).context_window("BIG")
+    128000
 """
 
 from __future__ import annotations
@@ -45,7 +52,7 @@ import numpy as np
 from router.data.schema import Outcomes
 from router.errors import ConfigError, SchemaError, SourceNotFoundError, UnknownModelError
 
-__all__ = ["ALIASES", "PRICE_FILE_NAME", "PriceTable", "fill_cost_from_tokens", "litellm_price_file"]
+__all__ = ["ALIASES", "PRICE_FILE_NAME", "WINDOWS", "PriceTable", "fill_cost_from_tokens", "litellm_price_file"]
 
 #: File name of litellm's bundled price map.
 PRICE_FILE_NAME = "model_prices_and_context_window_backup.json"
@@ -66,6 +73,12 @@ ALIASES: dict[str, str] = {
     # RouterArena
     "claude-3-haiku-20240307": "vertex_ai/claude-3-haiku@20240307",
     "gemini-2.0-flash-001": "vertex_ai/gemini-2.0-flash",
+}
+
+
+#: Context windows (tokens) of models in our data that litellm's map lacks, from their model cards.
+WINDOWS: dict[str, int] = {
+    "wizardlm/wizardlm-13b-v1.2": 4096,  # RouterBench; a Llama-2-13B fine-tune (4,096-token context)
 }
 
 
@@ -97,7 +110,19 @@ def _as_price(value: Any, where: str) -> float:
     return float(value)
 
 
-def _read_price_json(path: Path, *, strict: bool) -> dict[str, tuple[float, float]]:
+def _windows(raw: dict[str, Any]) -> dict[str, int]:
+    """``{name: context window in tokens}`` for the entries that state one."""
+    out: dict[str, int] = {}
+    for name, entry in raw.items():
+        if not isinstance(entry, dict):
+            continue
+        value = entry.get("max_input_tokens", entry.get("max_tokens"))
+        if isinstance(value, int | float) and not isinstance(value, bool) and np.isfinite(value) and value > 0:
+            out[str(name)] = int(value)
+    return out
+
+
+def _read_json_object(path: Path) -> dict[str, Any]:
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
@@ -106,6 +131,11 @@ def _read_price_json(path: Path, *, strict: bool) -> dict[str, tuple[float, floa
         raise SchemaError(f"{path}: not valid JSON ({exc}).") from exc
     if not isinstance(raw, dict):
         raise SchemaError(f"{path}: expected a JSON object {{model: {{input_cost_per_token, output_cost_per_token}}}}.")
+    return raw
+
+
+def _read_price_json(path: Path, *, strict: bool, raw: dict[str, Any] | None = None) -> dict[str, tuple[float, float]]:
+    raw = _read_json_object(path) if raw is None else raw
     out: dict[str, tuple[float, float]] = {}
     for name, entry in raw.items():
         has = isinstance(entry, dict) and "input_cost_per_token" in entry and "output_cost_per_token" in entry
@@ -133,6 +163,8 @@ class PriceTable:
         prices: ``{litellm key: (input_usd_per_token, output_usd_per_token)}``.
         overrides: ``{model: (in, out)}`` consulted first, by exact name.
         aliases: data name -> key of ``prices`` (case-insensitive on the data name).
+        windows: ``{key of prices or overrides: context window in tokens}``; models without one have no
+            known window.
     """
 
     def __init__(
@@ -142,9 +174,11 @@ class PriceTable:
         aliases: Mapping[str, str] | None = None,
         *,
         override_path: str | os.PathLike[str] | None = None,
+        windows: Mapping[str, int] | None = None,
     ) -> None:
         self.prices = dict(prices)
         self.overrides = dict(overrides or {})
+        self.windows = dict(windows or {})
         self.aliases = dict(ALIASES if aliases is None else aliases)
         self.override_path = None if override_path is None else str(override_path)
         self._lower = {k.lower(): k for k in sorted(self.prices, reverse=True)}
@@ -167,10 +201,17 @@ class PriceTable:
         *,
         path: str | os.PathLike[str] | None = None,
     ) -> PriceTable:
-        """litellm's bundled prices (or ``path``), plus an optional JSON override file."""
-        base = _read_price_json(Path(path) if path is not None else litellm_price_file(), strict=False)
-        overrides = None if override_path is None else _read_price_json(Path(override_path), strict=True)
-        return cls(base, overrides, override_path=override_path)
+        """litellm's bundled prices and context windows (or ``path``), plus an optional JSON override file."""
+        file = Path(path) if path is not None else litellm_price_file()
+        raw = _read_json_object(file)
+        base = _read_price_json(file, strict=False, raw=raw)
+        windows = {k: v for k, v in _windows(raw).items() if k in base}
+        overrides = None
+        if override_path is not None:
+            raw_over = _read_json_object(Path(override_path))
+            overrides = _read_price_json(Path(override_path), strict=True, raw=raw_over)
+            windows.update(_windows(raw_over))
+        return cls(base, overrides, override_path=override_path, windows=windows)
 
     def __contains__(self, model: object) -> bool:
         return isinstance(model, str) and self._resolve(model) is not None
@@ -178,25 +219,41 @@ class PriceTable:
     def __len__(self) -> int:
         return len(self.prices) + len(self.overrides)
 
-    def _resolve(self, model: str) -> tuple[float, float] | None:
+    def _resolve_key(self, model: str) -> tuple[bool, str] | None:
+        """(is an override, key) that ``model`` resolves to, or None."""
         if model in self.overrides:
-            return self.overrides[model]
+            return True, model
         if model in self.prices:
-            return self.prices[model]
+            return False, model
         low = model.lower()
         if low in self._lower:
-            return self.prices[self._lower[low]]
+            return False, self._lower[low]
         target = self._alias_lower.get(low)
         if target is not None and target in self.prices:
-            return self.prices[target]
+            return False, target
         parts = low.split("/")
         for i in range(len(parts)):
             tail = "/".join(parts[i:])
             if tail in self._suffix:
-                return self.prices[self._suffix[tail]]
+                return False, self._suffix[tail]
             if i > 0 and tail in self._lower:
-                return self.prices[self._lower[tail]]
+                return False, self._lower[tail]
         return None
+
+    def _resolve(self, model: str) -> tuple[float, float] | None:
+        found = self._resolve_key(model)
+        if found is None:
+            return None
+        override, key = found
+        return self.overrides[key] if override else self.prices[key]
+
+    def context_window(self, model: str) -> int | None:
+        """Most input tokens ``model`` accepts (the table's window, else :data:`WINDOWS`), or None when unknown."""
+        if model in self.windows:
+            return self.windows[model]
+        found = self._resolve_key(model)
+        window = None if found is None else self.windows.get(found[1])
+        return window if window is not None else WINDOWS.get(model.lower())
 
     def lookup(self, model: str) -> tuple[float, float]:
         """``(input_usd_per_token, output_usd_per_token)`` of ``model``.

@@ -2,8 +2,8 @@
 
 Registered names (see :data:`SOURCES`): ``routerbench``, ``routellm-mmlu``, ``routellm-gsm8k``,
 ``routellm-mt-bench``, ``routerarena``, ``llmrouter``, ``routerdc``, ``synthetic`` and ``demo``. Anything
-else is taken as a path to our own format: a Parquet file, a directory of Parquet files, or a JSON-lines
-file with one row per (prompt, model):
+else is taken as a path to our own format: a Parquet, JSON-lines or CSV file (or a directory of such files)
+with one row per (prompt, model):
 
 =================  ========  =========================================
 column             type      meaning
@@ -49,6 +49,7 @@ import polars as pl
 
 from router.data.loaders._common import dropped, quality_kind_of
 from router.data.schema import DroppedRows, Outcomes
+from router.data.validate import Problems
 from router.errors import ConfigError, SchemaError, SourceNotFoundError, ValidationError
 
 __all__ = ["OUTCOMES_COLUMNS", "SOURCES", "Source", "load_source", "read_outcomes", "save_outcomes"]
@@ -161,26 +162,37 @@ def load_source(name_or_path: str, **kw: Any) -> Outcomes:
 
 
 # --------------------------------------------------------------------------- our long format
+def _read_csv(path: Path) -> pl.DataFrame:
+    """A CSV outcomes file; ids, prompts, tasks, models and splits are read as text, never as numbers."""
+    text = {c: pl.String for c in ("prompt_id", "prompt", "task", "model", "split")}
+    return pl.read_csv(path, schema_overrides=text, infer_schema_length=None)
+
+
 def _read_frame(path: Path) -> tuple[pl.DataFrame, dict[str, Any]]:
     meta: dict[str, Any] = {}
     try:
         if path.is_dir():
             parts = sorted(path.glob("*.parquet"))
             jsonl = sorted([*path.glob("*.jsonl"), *path.glob("*.ndjson")])
+            csv = sorted(path.glob("*.csv"))
             if parts:
                 meta = _parquet_meta(parts[0])
                 return pl.read_parquet(parts), meta
             if jsonl:
                 return pl.concat([pl.read_ndjson(f, infer_schema_length=None) for f in jsonl],
                                  how="diagonal_relaxed"), meta
-            raise SourceNotFoundError(f"{path}: the directory holds no .parquet or .jsonl outcomes files.")
+            if csv:
+                return pl.concat([_read_csv(f) for f in csv], how="diagonal_relaxed"), meta
+            raise SourceNotFoundError(f"{path}: the directory holds no .parquet, .jsonl or .csv outcomes files.")
         if path.suffix == ".parquet":
             return pl.read_parquet(path), _parquet_meta(path)
         if path.suffix in (".jsonl", ".ndjson", ".json"):
             return pl.read_ndjson(path, infer_schema_length=None), meta
+        if path.suffix == ".csv":
+            return _read_csv(path), meta
     except pl.exceptions.PolarsError as exc:
         raise SchemaError(f"{path}: cannot read outcomes ({exc}).") from exc
-    raise SchemaError(f"{path}: unknown outcomes format; use .parquet, a directory of .parquet files, or .jsonl.")
+    raise SchemaError(f"{path}: unknown outcomes format; use .parquet, .jsonl, .csv or a directory of such files.")
 
 
 def _parquet_meta(path: Path) -> dict[str, Any]:
@@ -192,7 +204,10 @@ def _parquet_meta(path: Path) -> dict[str, Any]:
 
 
 def _check_long(df: pl.DataFrame, where: str) -> pl.DataFrame:
-    """Check columns, types and values of a long outcomes frame; returns it with clean dtypes."""
+    """Check columns, types and values of a long outcomes frame; returns it with clean dtypes.
+
+    Every bad row and column is reported in one error (see :class:`router.data.validate.Problems`).
+    """
     missing = [c for c in OUTCOMES_COLUMNS if c not in df.columns]
     if missing:
         raise SchemaError(
@@ -200,66 +215,66 @@ def _check_long(df: pl.DataFrame, where: str) -> pl.DataFrame:
             f"(optional: {[*_OPTIONAL_NUMERIC, 'split']})."
         )
     indexed = df.with_row_index("__row")
+    problems = Problems(where)
 
-    def first(mask: pl.Expr) -> dict[str, Any] | None:
-        hit = indexed.filter(mask).head(1)
-        return None if hit.height == 0 else hit.row(0, named=True)
+    def rows(mask: pl.Expr, col: str, what: str, show_value: bool = True) -> None:
+        hits = indexed.filter(mask)
+        if hits.height:
+            problems.add_rows(hits.head(problems.cap).select("__row", col), col, what, show_value=show_value,
+                              total=hits.height)
 
     numeric = ["quality", "cost", *[c for c in _OPTIONAL_NUMERIC if c in df.columns]]
+    typed = []
     for col in numeric:
         dtype = df.schema[col]
-        if not (dtype.is_numeric() or dtype == pl.Null):
-            row = first(pl.col(col).is_not_null())
-            at = f"row {row['__row']}, " if row else ""
-            val = f" (value {row[col]!r})" if row else ""
-            raise SchemaError(f"{where}: {at}column {col!r} has type {dtype}{val}; expected a number.")
+        if dtype.is_numeric() or dtype == pl.Null:
+            typed.append(col)
+            continue
+        hit = indexed.filter(pl.col(col).is_not_null()).head(1)
+        at = f"row {hit['__row'][0]}, " if hit.height else ""
+        val = f" (value {hit[col][0]!r})" if hit.height else ""
+        problems.add(f"{at}column {col!r} has type {dtype}{val}; expected a number.",
+                     row=int(hit["__row"][0]) if hit.height else None, column=col, schema=True)
     for col in ("prompt_id", "model"):
-        row = first(pl.col(col).is_null())
-        if row is not None:
-            raise ValidationError(f"{where}: row {row['__row']}, column {col!r} is empty.")
+        rows(pl.col(col).is_null(), col, "is empty", show_value=False)
     for col in ("quality", "cost"):
-        row = first(pl.col(col).is_null() | pl.col(col).cast(pl.Float64).is_nan())
-        if row is not None:
-            raise ValidationError(f"{where}: row {row['__row']}, column {col!r} is empty or NaN.")
-    row = first((pl.col("quality") < 0) | (pl.col("quality") > 1))
-    if row is not None:
-        raise ValidationError(
-            f"{where}: row {row['__row']}, column 'quality' = {row['quality']!r}: must be in [0, 1]."
-        )
-    row = first(pl.col("cost") < 0)
-    if row is not None:
-        raise ValidationError(f"{where}: row {row['__row']}, column 'cost' = {row['cost']!r}: must be >= 0 (USD).")
+        if col in typed:
+            rows(pl.col(col).is_null() | pl.col(col).cast(pl.Float64).is_nan(), col, "is empty or NaN",
+                 show_value=False)
+    if "quality" in typed:
+        q = pl.col("quality").cast(pl.Float64)
+        rows(q.is_not_nan() & ((q < 0) | (q > 1)), "quality", "must be in [0, 1]")
+    if "cost" in typed:
+        rows(pl.col("cost") < 0, "cost", "must be >= 0 (USD)")
     for col in _OPTIONAL_NUMERIC:
-        if col in df.columns:
-            row = first(pl.col(col) < 0)
-            if row is not None:
-                raise ValidationError(f"{where}: row {row['__row']}, column {col!r} = {row[col]!r}: must be >= 0.")
+        if col in typed:
+            rows(pl.col(col) < 0, col, "must be >= 0")
+    if problems.schema:  # values cannot be compared further until the types are right
+        problems.raise_if_any()
     casts = [pl.col(c).cast(pl.String) for c in ("prompt_id", "prompt", "task", "model")]
     if "split" in df.columns:
         casts.append(pl.col("split").cast(pl.String))
     out = indexed.with_columns(*casts, *[pl.col(c).cast(pl.Float64) for c in numeric])
     dup = out.filter(pl.struct("prompt_id", "model").is_duplicated())
     if dup.height:
-        pid, model = dup["prompt_id"][0], dup["model"][0]
-        rows = dup.filter((pl.col("prompt_id") == pid) & (pl.col("model") == model))["__row"].to_list()
-        raise ValidationError(
-            f"{where}: duplicate (prompt_id, model) = ({pid!r}, {model!r}) at rows {rows}; each model's outcome "
-            "on a prompt must appear once. Drop or merge the duplicates."
-        )
+        pairs = dup.group_by("prompt_id", "model", maintain_order=True).agg(pl.col("__row"))
+        for pid, model, at in pairs.head(problems.cap).iter_rows():
+            problems.add(f"duplicate (prompt_id, model) = ({pid!r}, {model!r}) at rows {at}; each model's outcome "
+                         "on a prompt must appear once. Drop or merge the duplicates.", row=at[0], column="prompt_id")
     for col in ("prompt", "task", "split"):
         if col not in out.columns:
             continue
-        bad = out.group_by("prompt_id", maintain_order=True).agg(pl.col(col).n_unique().alias("n")).filter(
-            pl.col("n") > 1)
-        if bad.height:
-            pid = bad["prompt_id"][0]
-            raise ValidationError(f"{where}: prompt_id {pid!r} has different {col!r} values in different rows; "
-                                  "a prompt's text, task and split must be the same for every model.")
+        bad = out.group_by("prompt_id", maintain_order=True).agg(
+            pl.col(col).n_unique().alias("n"), pl.col("__row").first()).filter(pl.col("n") > 1)
+        for pid, _, row in bad.head(problems.cap).iter_rows():
+            problems.add(f"prompt_id {pid!r} has different {col!r} values in different rows; "
+                         "a prompt's text, task and split must be the same for every model.", row=row, column=col)
+    problems.raise_if_any()
     return out
 
 
 def read_outcomes(path: str | os.PathLike[str]) -> Outcomes:
-    """Read our long outcomes format (Parquet file or directory, or JSON lines) into :class:`Outcomes`."""
+    """Read our long outcomes format (Parquet, JSON lines or CSV; a file or a directory) into :class:`Outcomes`."""
     p = Path(path)
     if not p.exists():
         raise SourceNotFoundError(f"{p}: no such outcomes file or directory.")

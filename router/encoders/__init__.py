@@ -4,13 +4,18 @@ Importing this package loads no model and imports neither torch, sentence-transf
 model2vec; each encoder imports its backend on first use.
 
 =============================  ==========================================================
-kind                           class
+kind (command-line alias)      class
 =============================  ==========================================================
 ``"sentence_transformer"``     :class:`SentenceTransformerEncoder` (MiniLM by default)
+(``"minilm"``)
 ``"static"``                   :class:`StaticEncoder` (model2vec, distilled from MiniLM)
 ``"hashing"``                  :class:`HashingEncoder` (pure numpy, no model files)
 ``"cached"``                   :class:`EmbeddingCache` (wraps any of the above)
 =============================  ==========================================================
+
+Encoders register by ``kind`` in :mod:`router.registry` (``ENCODERS`` is a live view): a new
+encoder is one module in this package. :func:`build_encoder` is the one way the command lines
+build an encoder by name (``--encoder minilm``), with its own defaults unless options are given.
 
 Encoders are saved by reference plus configuration, never by weights: ``encoder_config(enc)``
 gives ``{"kind": ..., **constructor arguments}`` and :func:`encoder_from_config` rebuilds it.
@@ -23,8 +28,10 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
+from router import registry
 from router.base import Encoder
 from router.encoders.cache import EmbeddingCache
 from router.encoders.conversation import render_conversation
@@ -41,17 +48,26 @@ __all__ = [
     "PrefixStripper",
     "SentenceTransformerEncoder",
     "StaticEncoder",
+    "build_encoder",
     "default_cache_dir",
     "encoder_config",
     "encoder_from_config",
     "render_conversation",
 ]
 
-#: kind -> encoder class, used for loading.
-ENCODERS: dict[str, type[Encoder]] = {
-    cls.kind: cls
-    for cls in (SentenceTransformerEncoder, StaticEncoder, HashingEncoder, EmbeddingCache)
-}
+#: kind -> encoder class: a live view of the encoder registry.
+ENCODERS: Mapping[str, type[Encoder]] = registry.table("encoder")
+
+
+def build_encoder(name: str, **options: Any) -> Encoder:
+    """The encoder registered as ``name`` (a kind or alias such as ``"minilm"``), built with ``options``.
+
+    Example:
+        >>> build_encoder("hashing", dim=16).dim
+        16
+    """
+    enc: Encoder = registry.create("encoder", name, **options)
+    return enc
 
 
 def encoder_config(encoder: Encoder) -> dict[str, Any]:
@@ -65,12 +81,8 @@ def encoder_from_config(config: dict[str, Any]) -> Encoder:
         raise ConfigError(f"Encoder config needs a 'kind' key, one of {sorted(ENCODERS)}; got keys {sorted(config)}.")
     args = {k: v for k, v in config.items() if k != "kind"}
     kind = config["kind"]
-    if kind not in ENCODERS:
-        raise ConfigError(f"Unknown encoder kind {kind!r}; known kinds: {sorted(ENCODERS)}.")
-    cls = ENCODERS[kind]
-    if cls is EmbeddingCache and isinstance(args.get("encoder"), dict):
+    if kind not in registry.names("encoder") and kind not in registry.kinds("encoder"):
+        raise ConfigError(f"Unknown encoder kind {kind!r}; known kinds: {registry.kinds('encoder')}.")
+    if registry.get("encoder", kind) is EmbeddingCache and isinstance(args.get("encoder"), dict):
         args["encoder"] = encoder_from_config(args["encoder"])
-    try:
-        return cls(**args)
-    except TypeError as exc:
-        raise ConfigError(f"Bad arguments for encoder kind {kind!r}: {exc}.") from exc
+    return build_encoder(kind, **args)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import logging
+import re
+import sys
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -27,3 +31,55 @@ def l2_normalize(x: np.ndarray) -> np.ndarray:
     """Rows scaled to unit L2 norm; all-zero rows stay zero. (n, d) -> (n, d) float32."""
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     return (x / np.where(norms > 0, norms, 1.0)).astype(np.float32, copy=False)
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_HARMFUL = ("MISSING", "MISMATCH", "CONVERSION")
+
+
+class _LoadReportCatcher(logging.Filter):
+    """Holds back transformers' "LOAD REPORT" log records instead of letting them print."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reports: list[str] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "LOAD REPORT" in message:
+            self.reports.append(_ANSI.sub("", message))
+            return False
+        return True
+
+
+@contextlib.contextmanager
+def quiet_model_load() -> Iterator[None]:
+    """Keep transformers' load chatter off the terminal while a model loads.
+
+    transformers logs a "LOAD REPORT" table (with terminal colour codes) whenever checkpoint and
+    architecture disagree on a key, and draws a "Loading weights" progress bar. Unexpected keys
+    (MiniLM's checkpoint carries an ``embeddings.position_ids`` buffer the model rebuilds itself)
+    are harmless, so such reports are dropped; a report naming missing, mismatched or unconverted
+    weights -- a model that did not load as saved -- goes to stderr as plain text.
+    """
+    catcher = _LoadReportCatcher()
+    logger = logging.getLogger("transformers.modeling_utils")
+    logger.addFilter(catcher)
+    tlog: Any = None
+    bars = False
+    try:
+        from transformers.utils import logging as tlog
+
+        bars = tlog.is_progress_bar_enabled()
+        tlog.disable_progress_bar()
+    except ImportError:
+        tlog = None
+    try:
+        yield
+    finally:
+        logger.removeFilter(catcher)
+        if tlog is not None and bars:
+            tlog.enable_progress_bar()
+        for report in catcher.reports:
+            if any(word in report for word in _HARMFUL):
+                print(report, file=sys.stderr)

@@ -37,6 +37,9 @@ class EmbeddingCache(Encoder):
         (True, 1, 2)
     """
 
+    #: a wrapper: loadable by kind, not offered as an ``--encoder`` choice
+    standalone = False
+
     kind: ClassVar[str] = "cached"
 
     def __init__(self, encoder: Encoder | dict[str, Any], path: str | None = None) -> None:

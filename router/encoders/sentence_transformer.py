@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from router.base import Encoder
-from router.encoders._common import check_texts
+from router.encoders._common import check_texts, quiet_model_load
 from router.errors import ConfigError
 
 __all__ = ["SentenceTransformerEncoder", "resolve_model_path"]
@@ -60,6 +60,7 @@ class SentenceTransformerEncoder(Encoder):
     """
 
     kind: ClassVar[str] = "sentence_transformer"
+    aliases: ClassVar[tuple[str, ...]] = ("minilm",)
 
     def __init__(
         self,
@@ -96,7 +97,8 @@ class SentenceTransformerEncoder(Encoder):
                     f"Model {self.model!r} is not a local directory and HF_HUB_OFFLINE=1; give a local path "
                     "or unset HF_HUB_OFFLINE to download it."
                 )
-            st = SentenceTransformer(path, device=self.device)
+            with quiet_model_load():
+                st = SentenceTransformer(path, device=self.device)
             st.max_seq_length = self.max_seq_length
             if self.quantize:
                 import warnings

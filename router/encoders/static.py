@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from router.base import Encoder
-from router.encoders._common import check_texts, l2_normalize
+from router.encoders._common import check_texts, l2_normalize, quiet_model_load
 from router.encoders.sentence_transformer import resolve_model_path
 from router.errors import ConfigError, PersistenceError
 
@@ -104,7 +104,8 @@ class StaticEncoder(Encoder):
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=target.name + ".tmp-", dir=target.parent))
         try:
-            model = m2v_distill(resolve_model_path(source), pca_dims=pca_dims)
+            with quiet_model_load():
+                model = m2v_distill(resolve_model_path(source), pca_dims=pca_dims)
             model.save_pretrained(str(tmp))
             if target.exists():
                 shutil.rmtree(target)
@@ -144,5 +145,46 @@ class StaticEncoder(Encoder):
         model = self._load()
         if not items:
             return np.zeros((0, self.dim), dtype=np.float32)
-        vecs = model.encode(items, show_progress_bar=False, use_multiprocessing=False)
+        if _plain_lookup(model):
+            vecs = _encode_plain(model, items)
+        else:
+            vecs = model.encode(items, show_progress_bar=False, use_multiprocessing=False)
         return l2_normalize(np.asarray(vecs, dtype=np.float32))
+
+
+def _plain_lookup(model: Any) -> bool:
+    """Whether ``model`` is a plain table lookup (no token remapping or weights, float table), the case
+    :func:`_encode_plain` handles; other models go through ``StaticModel.encode``."""
+    return (getattr(model, "token_mapping", None) is None and getattr(model, "weights", None) is None
+            and np.asarray(model.embedding).dtype in (np.float32, np.float64, np.float16)
+            and hasattr(model, "median_token_length") and hasattr(model, "unk_token_id"))
+
+
+def _encode_plain(model: Any, items: list[str]) -> np.ndarray:
+    """``StaticModel.encode(items)`` without its per-call overhead (batch dispatch, progress bar,
+    resetting the tokenizer's truncation twice): the same steps and the same arithmetic, so the
+    result is bit-identical -- cut each text to ``max_length * median_token_length`` characters,
+    tokenise the batch (the tokenizer truncates to ``max_length`` tokens, as set at load), drop the
+    unknown token, average each text's token rows (texts of equal token count together), and
+    normalise when the model says so. Texts with no known token give a zero row.
+    """
+    max_length = model.max_length
+    if max_length is not None:
+        cut = max_length * model.median_token_length
+        items = [t[:cut] for t in items]
+    ids = [e.ids for e in model.tokenizer.encode_batch_fast(items, add_special_tokens=False)]
+    unk = model.unk_token_id
+    if unk is not None:
+        ids = [[t for t in row if t != unk] for row in ids]
+    table = model.embedding
+    out = np.zeros((len(ids), table.shape[1]), dtype=table.dtype)
+    buckets: dict[int, list[int]] = {}
+    for i, row in enumerate(ids):
+        if row:
+            buckets.setdefault(len(row), []).append(i)
+    for rows in buckets.values():
+        out[rows] = table[np.array([ids[i] for i in rows], dtype=np.int64)].mean(axis=1)
+    if model.normalize:
+        out32 = out.astype(np.float32)
+        return (out32 / (np.linalg.norm(out32, axis=1, keepdims=True) + 1e-32)).astype(out.dtype)
+    return out

@@ -103,7 +103,7 @@ class RouterEvaluation:
     apgr_ci: tuple[float, float] | None = None
     cpt50: float | None = None
     cpt80: float | None = None
-    per_task: dict[str, dict[str, float]] = field(default_factory=dict)
+    per_task: dict[str, dict[str, Any]] = field(default_factory=dict)
     budget: list[dict[str, float]] = field(default_factory=list)
     operating_point: dict[str, Any] | None = None
     predicted_quality: np.ndarray | None = None
@@ -186,12 +186,20 @@ class EvaluationResult:
     def task_rows(self) -> list[dict[str, Any]]:
         """One row per (router, task) plus the zero router per task: AIQ and best quality."""
         out: list[dict[str, Any]] = []
+        nan = (float("nan"), float("nan"))
         for task, info in self.task_models.items():
+            lo, hi = info.get("zero_aiq_ci", nan)
             out.append({"router": "zero-router", "task": task, "n_prompts": info["n_prompts"],
-                        "aiq": info["zero_aiq"], "max_quality": info["best_quality"]})
+                        "aiq": info["zero_aiq"], "aiq_lo": lo, "aiq_hi": hi, "max_quality": info["best_quality"]})
         for r in self.routers.values():
             for task, vals in r.per_task.items():
-                out.append({"router": r.name, "task": task, **vals})
+                row: dict[str, Any] = {"router": r.name, "task": task}
+                for key, v in vals.items():
+                    if isinstance(v, tuple | list):
+                        row[f"{key.removesuffix('_ci')}_lo"], row[f"{key.removesuffix('_ci')}_hi"] = v
+                    else:
+                        row[key] = v
+                out.append(row)
         return out
 
     def to_frame(self, which: str = "summary") -> pl.DataFrame:
@@ -225,7 +233,9 @@ class EvaluationResult:
             "zero_router": {"aiq": self.zero_aiq, "aiq_ci": list(self.zero_aiq_ci)},
             "oracle": {"cost": self.oracle[0], "quality": self.oracle[1],
                        "quality_ci": [float(v) for v in self.oracle_ci[1]]},
-            "tasks": {t: {"n_prompts": i["n_prompts"], "zero_aiq": i["zero_aiq"]} for t, i in self.task_models.items()},
+            "tasks": {t: {"n_prompts": i["n_prompts"], "zero_aiq": i["zero_aiq"],
+                          "zero_aiq_ci": list(i.get("zero_aiq_ci", (float("nan"), float("nan"))))}
+                      for t, i in self.task_models.items()},
             "routers": {},
         }
         for r in self.routers.values():
@@ -236,6 +246,10 @@ class EvaluationResult:
                 "saving_at_95_pct": r.saving_at_95, "saving_at_95_pct_ci": list(r.saving_at_95_ci),
                 "oracle_gap_share": r.oracle_gap_share, "oracle_gap_share_ci": list(r.oracle_gap_share_ci),
                 "per_task_aiq": {t: v["aiq"] for t, v in r.per_task.items()},
+                "per_task": {t: {"aiq": v["aiq"], "aiq_ci": list(v.get("aiq_ci", ())),
+                                 "gain_vs_zero": v.get("gain_vs_zero"),
+                                 "gain_vs_zero_ci": list(v.get("gain_vs_zero_ci", ()))}
+                             for t, v in r.per_task.items()},
                 "points": [{"setting": float(s), "cost": float(p[0]), "quality": float(p[1])}
                            for s, p in zip(r.settings, r.points)],
             }
@@ -394,6 +408,24 @@ def evaluate_curves(
                 sc = scores_from_choices(cv.choices, best)
             apgr_scores[k] = sc
 
+    # ---- per task
+    tasks = sorted(set(outcomes.tasks.tolist())) if per_task else []
+    task_models: dict[str, dict[str, Any]] = {}
+    task_info: dict[str, tuple[np.ndarray, tuple[float, float], float, float, float]] = {}
+    for t in tasks:
+        mask = outcomes.tasks == t
+        tq, tc = Q[mask].mean(axis=0), C[mask].mean(axis=0)
+        tb = _best_index(tq, tc)
+        tspan = (float(tc.min()), float(tc.max()))
+        _, toq = _oracle_per_prompt(Q[mask], C[mask])
+        task_models[t] = {
+            "n_prompts": int(mask.sum()),
+            "zero_aiq": aiq(non_decreasing_hull(np.stack([tc, tq], axis=1)), tspan),
+            "best_model": outcomes.models[tb], "best_quality": float(tq[tb]),
+            "oracle_quality": float(toq.mean()),
+        }
+        task_info[t] = (mask, tspan, float(tc[tb]), float(tq[tb]), float(toq.mean()))
+
     # ---- bootstrap
     B = int(n_bootstrap)
     reps_model = np.full((max(B, 0), m, 2), np.nan)
@@ -402,6 +434,8 @@ def evaluate_curves(
     reps_pts = {k: np.full((max(B, 0), S[k], 2), np.nan) for k in names}
     reps_sum = {k: np.full((max(B, 0), 4), np.nan) for k in names}
     reps_apgr = {k: np.full(max(B, 0), np.nan) for k in apgr_scores}
+    reps_task_zero = {t: np.full(max(B, 0), np.nan) for t in task_info}
+    reps_task = {k: {t: np.full(max(B, 0), np.nan) for t in task_info} for k in names}
     if B > 0:
         start = 0
         for idx in bootstrap_indices(n, B, seed):
@@ -427,6 +461,18 @@ def evaluate_curves(
                 for k, sc in apgr_scores.items():
                     ix = idx[i]
                     reps_apgr[k][r] = _pgr_area(_pgr_curve(Q[ix, weak], Q[ix, best], sc[ix], n_thresholds))
+            for t, (mask, *_rest) in task_info.items():  # per-task AIQ on the same resamples (paired)
+                weight = counts[:, mask].sum(axis=1)
+                tmeans = counts[:, mask] @ values[mask] / np.maximum(weight, 1.0)[:, None]
+                for i in np.flatnonzero(weight > 0).tolist():
+                    r = start + i
+                    tq_, tc_ = tmeans[i, :m], tmeans[i, m:2 * m]
+                    tsp = (float(tc_.min()), float(tc_.max()))
+                    reps_task_zero[t][r] = aiq(non_decreasing_hull(np.stack([tc_, tq_], axis=1)), tsp)
+                    for k in names:
+                        pq_ = tmeans[i, offs_q[k]:offs_q[k] + S[k]]
+                        pc_ = tmeans[i, offs_c[k]:offs_c[k] + S[k]]
+                        reps_task[k][t][r] = aiq(non_decreasing_hull(np.stack([pc_, pq_], axis=1)), tsp)
             start += b
 
     def ci(x: np.ndarray) -> tuple[float, float]:
@@ -440,24 +486,8 @@ def evaluate_curves(
                     out[j, d] = ci(x[:, j, d])
         return out
 
-    # ---- per task
-    tasks = sorted(set(outcomes.tasks.tolist())) if per_task else []
-    task_models: dict[str, dict[str, Any]] = {}
-    task_info: dict[str, tuple[np.ndarray, tuple[float, float], float, float, float]] = {}
-    for t in tasks:
-        mask = outcomes.tasks == t
-        tq, tc = Q[mask].mean(axis=0), C[mask].mean(axis=0)
-        tb = _best_index(tq, tc)
-        tspan = (float(tc.min()), float(tc.max()))
-        _, toq = _oracle_per_prompt(Q[mask], C[mask])
-        task_models[t] = {
-            "n_prompts": int(mask.sum()),
-            "zero_aiq": aiq(non_decreasing_hull(np.stack([tc, tq], axis=1)), tspan),
-            "best_model": outcomes.models[tb], "best_quality": float(tq[tb]),
-            "oracle_quality": float(toq.mean()),
-        }
-        task_info[t] = (mask, tspan, float(tc[tb]), float(tq[tb]), float(toq.mean()))
-
+    for t in task_info:
+        task_models[t]["zero_aiq_ci"] = ci(reps_task_zero[t])
     routers: dict[str, RouterEvaluation] = {}
     for k in names:
         cv = parsed[k]
@@ -480,8 +510,11 @@ def evaluate_curves(
             tp = np.stack([per_prompt_c[k][:, mask].mean(axis=1), per_prompt_q[k][:, mask].mean(axis=1)], axis=1)
             th = non_decreasing_hull(tp)
             ts = _summaries(th, tspan, bc, bq, t_oq)
+            zero_t = float(task_models[t]["zero_aiq"])
             ev.per_task[t] = {"n_prompts": int(mask.sum()), "aiq": float(ts[0]), "max_quality": th.max_quality,
-                              "saving_at_best": float(ts[1]), "oracle_gap_share": float(ts[3])}
+                              "saving_at_best": float(ts[1]), "oracle_gap_share": float(ts[3]),
+                              "aiq_ci": ci(reps_task[k][t]), "gain_vs_zero": float(ts[0]) - zero_t,
+                              "gain_vs_zero_ci": ci(reps_task[k][t] - reps_task_zero[t])}
         if cv.targets is not None:
             tg = np.asarray(cv.targets, dtype=np.float64).reshape(-1)
             if tg.shape[0] != pts.shape[0]:

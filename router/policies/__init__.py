@@ -9,8 +9,23 @@ thompson    :class:`~router.policies.thompson.LinearThompson` Monte-Carlo estima
 neural      :class:`~router.policies.neural.NeuralLinear`     0/1 (or softmax); needs torch
 =========== ============================================ ==========================================
 
-Saving is ``config.json`` (kind + constructor arguments) plus ``state.npz`` (learned arrays and
-the Generator's state), never pickles; :func:`save_policy` / :func:`load_policy` do both.
+The linear policies (egreedy, linucb, thompson) update ``A^{-1}`` by Woodbury corrections per batch
+(see :mod:`router.policies._common`), so a batch costs ``O(m D^2)`` per row; ``context_rank=R`` with
+:meth:`~router.policies._common.LinearPolicy.fit_basis` reduces ``D`` to ``R + 1`` for several times more
+rows per second (``bench/results/policy_speed.md``).
+
+
+Policies register by ``kind`` in :mod:`router.registry` (``POLICIES`` is a live view of that
+table). **Adding a policy is one file**: a module in this package with a subclass of
+:class:`router.base.Policy` (or :class:`~router.policies._common.LinearPolicy`) that sets ``kind``,
+takes ``(n_actions, dim, ..., seed)`` and implements ``select``, ``update`` and ``expected_reward``;
+its ``search_space`` tells ``training tune`` what to sample. ``training bandit --policy KIND``,
+routers holding it and the conformance suites pick it up without further edits.
+
+A policy is saved like every other component (:mod:`router.persist`): ``policy.json`` (kind +
+constructor arguments) and ``policy.npz`` (learned arrays and the Generator's state), never pickles;
+:func:`save_policy` / :func:`load_policy` write and read them (and still read the ``config.json`` +
+``state.npz`` pair older versions wrote).
 
 Example:
     >>> import numpy as np, tempfile
@@ -25,13 +40,16 @@ Example:
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from router import registry
 from router.base import Policy
 from router.errors import ConfigError, PersistenceError
+from router.persist import load_component, save_component
 from router.policies._common import sample
 from router.policies.egreedy import EpsilonGreedy
 from router.policies.linucb import LinUCB
@@ -44,55 +62,55 @@ __all__ = [
     "LinUCB",
     "LinearThompson",
     "NeuralLinear",
+    "build_policy",
     "load_policy",
     "policy_from_config",
     "sample",
     "save_policy",
 ]
 
-#: kind -> policy class.
-POLICIES: dict[str, type[Policy]] = {
-    "egreedy": EpsilonGreedy,
-    "linucb": LinUCB,
-    "thompson": LinearThompson,
-    "neural": NeuralLinear,
-}
+#: kind -> policy class: a live view of the policy registry.
+POLICIES: Mapping[str, type[Policy]] = registry.table("policy")
+
+
+def build_policy(kind: str, n_actions: int, dim: int, *, seed: int = 0, **hyperparameters: Any) -> Policy:
+    """The policy registered as ``kind`` for ``n_actions`` models and contexts of width ``dim``.
+
+    Example:
+        >>> build_policy("egreedy", 3, 2, epsilon=0.2).select(np.zeros(2)).round(3).tolist()
+        [0.867, 0.067, 0.067]
+    """
+    pol: Policy = registry.create("policy", kind, seed=seed, n_actions=n_actions, dim=dim, **hyperparameters)
+    return pol
 
 
 def policy_from_config(kind: str, config: dict[str, Any], state: dict[str, np.ndarray] | None = None) -> Policy:
     """Rebuild a policy from its kind, ``get_config()`` and ``get_state()``."""
-    if kind not in POLICIES:
-        raise ConfigError(f"unknown policy kind {kind!r}; choose one of {sorted(POLICIES)}.")
-    pol = POLICIES[kind](**config)
+    if kind not in registry.names("policy"):
+        raise ConfigError(f"unknown policy kind {kind!r}; choose one of {registry.kinds('policy')}.")
+    pol: Policy = registry.create("policy", kind, **config)
     if state:
         pol.set_state(state)
     return pol
 
 
-def save_policy(policy: Policy, directory: str | Path, extra: dict[str, Any] | None = None) -> None:
-    """Write ``config.json`` ({"kind", "config", **extra}) and ``state.npz`` into ``directory``."""
-    d = Path(directory)
-    d.mkdir(parents=True, exist_ok=True)
-    payload = {"kind": policy.kind, "config": policy.get_config(), **(extra or {})}
-    (d / "config.json").write_text(json.dumps(payload, indent=2, default=_json_default))
-    state: dict[str, Any] = policy.get_state()
-    np.savez(d / "state.npz", **state)
+def save_policy(policy: Policy, directory: str | Path) -> None:
+    """Write ``policy.json`` and ``policy.npz`` into ``directory`` (the component format of :mod:`router.persist`)."""
+    save_component(policy, Path(directory), "policy")
 
 
 def load_policy(directory: str | Path) -> Policy:
-    """Inverse of :func:`save_policy`."""
+    """Inverse of :func:`save_policy` (also reads the older ``config.json`` + ``state.npz`` pair)."""
     d = Path(directory)
-    if not (d / "config.json").is_file() or not (d / "state.npz").is_file():
-        raise PersistenceError(f"{d}: expected config.json and state.npz written by save_policy.")
-    payload = json.loads((d / "config.json").read_text())
-    with np.load(d / "state.npz", allow_pickle=False) as z:
-        state = {k: z[k] for k in z.files}
-    return policy_from_config(payload["kind"], payload["config"], state)
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    raise TypeError(f"cannot serialise {type(obj).__name__} to JSON")
+    if (d / "policy.json").is_file():
+        pol = load_component(d, "policy")
+    elif (d / "config.json").is_file() and (d / "state.npz").is_file():
+        payload = json.loads((d / "config.json").read_text())
+        with np.load(d / "state.npz", allow_pickle=False) as z:
+            state = {k: z[k] for k in z.files}
+        pol = policy_from_config(payload["kind"], payload["config"], state)
+    else:
+        raise PersistenceError(f"{d}: expected policy.json (and policy.npz) written by save_policy.")
+    if not isinstance(pol, Policy):
+        raise PersistenceError(f"{d}: policy.json holds a {type(pol).__name__}, not a policy.")
+    return pol

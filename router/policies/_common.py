@@ -5,25 +5,43 @@ context ``x`` (with a constant 1 appended when ``intercept=True``)::
 
     A_a = ridge * I + sum_t w_t x_t x_t^T        b_a = ridge * prior_a + sum_t w_t r_t x_t
 
-so ``theta_a = A_a^{-1} b_a`` starts at the prior mean (zero by default) and ``A_a^{-1}`` is kept
-up to date with Sherman--Morrison rank-one updates. :meth:`LinearPolicy.warm_start` adds
-weighted pseudo-observations from full-information offline data (a quality matrix, e.g. a quality
+so ``theta_a = A_a^{-1} b_a`` starts at the prior mean (zero by default). ``A_a^{-1}`` is never
+re-inverted online: the ``k`` rows of a batch that went to action ``a`` (stacked in ``X``, weight
+``w``) update it by the Woodbury identity, a rank-``k`` correction (Sherman--Morrison when ``k = 1``)::
+
+    S = I / w + X A^{-1} X^T  (k, k)     L = chol(S)     W = L^{-1} X A^{-1}  (k, D)
+    A^{-1} <- A^{-1} - W^T W
+
+which costs ``O(k D^2)`` matrix products per touched action instead of ``O(D^3)``, and ``W^T W`` is
+symmetric by construction, so the inverse stays symmetric over millions of updates. ``theta_a`` is
+cached and refreshed only for the actions a batch touched. Selection needs, per row ``x`` and action
+``a``, the mean ``x . theta_a`` and the variance ``x^T A_a^{-1} x`` (:func:`quad_forms`, one batched
+matrix product per chunk of rows). :meth:`LinearPolicy.warm_start` adds weighted
+pseudo-observations from full-information offline data (a quality matrix, e.g. a quality
 predictor's output), so a policy starts from what the offline predictors know.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from router.base import Policy
 from router.errors import ConfigError
+from router.registry import FloatParam
 
-__all__ = ["LinearPolicy", "check_context", "check_mask", "rng_from_state", "rng_to_state", "sample"]
+__all__ = [
+    "LinearPolicy", "check_context", "check_mask", "quad_forms", "rng_from_state", "rng_to_state", "sample",
+    "woodbury_downdate",
+]
 
 _MASK64 = (1 << 64) - 1
+#: rows per batched product in :func:`quad_forms` (bounds its (m, rows, D) temporary to ~40 MB at D=385, m=11)
+_QUAD_CHUNK = 1024
+#: an action's Gram matrix ``A_a`` takes in its pending update rows once this many have gathered (or on access)
+_GRAM_FLUSH = 256
 
 
 def rng_to_state(rng: np.random.Generator) -> np.ndarray:
@@ -164,6 +182,69 @@ def restore_arrays(policy: Any, state: dict[str, np.ndarray], names: Sequence[st
     policy.rng_ = rng_from_state(state["rng_"])
 
 
+def quad_forms(x: np.ndarray, a_inv: np.ndarray) -> np.ndarray:
+    """``x_i^T M_a x_i`` for every row ``x_i`` of x (n, D) and every symmetric M_a of a_inv (m, D, D) -> (n, m).
+
+    Example:
+        >>> quad_forms(np.array([[1.0, 2.0]]), np.stack([np.eye(2), 2 * np.eye(2)])).tolist()
+        [[5.0, 10.0]]
+    """
+    n, m = x.shape[0], a_inv.shape[0]
+    out = np.empty((n, m))
+    for s in range(0, n, _QUAD_CHUNK):
+        xs = x[s : s + _QUAD_CHUNK]
+        xa = np.matmul(xs, a_inv)  # (m, rows, D); x M = (M x)^T since M is symmetric
+        out[s : s + _QUAD_CHUNK] = np.einsum("mnd,nd->nm", xa, xs)
+    return out
+
+
+def subtract_gram(c: np.ndarray, w: np.ndarray, sign: float = -1.0) -> None:
+    """In place: ``c <- c + sign * w^T w`` for c (D, D) float64 and w (k, D), without a (D, D) temporary.
+
+    Example:
+        >>> c = np.eye(2)
+        >>> subtract_gram(c, np.array([[1.0, 1.0]]), sign=1.0)
+        >>> c.tolist()
+        [[2.0, 1.0], [1.0, 2.0]]
+    """
+    if c.dtype == np.float64 and c.flags.c_contiguous:
+        from scipy.linalg import blas
+
+        # c.T is Fortran-ordered, so BLAS updates it in place: c^T + sign w^T w, and w^T w is symmetric
+        out = blas.dgemm(sign, w, w, beta=1.0, c=c.T, trans_a=1, overwrite_c=1)
+        if np.shares_memory(out, c):
+            return
+        c[...] = out.T
+        return
+    c += sign * (w.T @ w)
+
+
+def woodbury_downdate(a_inv: np.ndarray, x: np.ndarray, weight: float = 1.0) -> None:
+    """In place: ``a_inv <- (a_inv^{-1} + weight * x^T x)^{-1}`` for a_inv (D, D) symmetric positive
+    definite and rows x (k, D), by the Woodbury identity (see the module docs); O(k D^2).
+
+    Example:
+        >>> a_inv = np.eye(2)
+        >>> woodbury_downdate(a_inv, np.array([[1.0, 0.0]]))
+        >>> a_inv.round(12).tolist()
+        [[0.5, 0.0], [0.0, 1.0]]
+    """
+    k = x.shape[0]
+    u = x @ a_inv  # (k, D) = (a_inv x^T)^T
+    if k == 1:  # Sherman--Morrison
+        w = u / np.sqrt(1.0 / weight + float(u[0] @ x[0]))
+    else:
+        from scipy.linalg.lapack import dpotrf, dtrtrs
+
+        s = u @ x.T  # (k, k)
+        s.flat[:: k + 1] += 1.0 / weight
+        chol, info = dpotrf(s, lower=1, clean=1)
+        w, info2 = dtrtrs(chol, u, lower=1)
+        if info or info2:  # cannot happen for a positive definite a_inv; say so instead of corrupting it
+            raise ConfigError("the ridge statistics lost positive definiteness; increase ridge.")
+    subtract_gram(a_inv, w)
+
+
 def masked_argmax(scores: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Row-wise argmax over allowed actions, lowest index on ties -> (n,)."""
     return np.argmax(np.where(mask, scores, -np.inf), axis=1)
@@ -173,17 +254,32 @@ class LinearPolicy(Policy):
     """Base of the linear policies: validation, ridge statistics, warm start, state, sampling.
 
     Subclasses set ``kind`` and implement ``_select(x (n, D) float64, mask (n, m) bool) -> (n, m)``,
-    where ``D = dim + intercept``.
+    where ``D = r + intercept`` and ``r`` is ``dim``, or ``context_rank`` when the context is reduced.
+
+    **Reduced context.** With ``context_rank=r < dim`` every context is first projected onto ``r``
+    directions, ``z = x @ basis_`` (``basis_`` (dim, r) orthonormal), and the policy learns on ``z``:
+    the work per request falls from ``O(m dim^2)`` to ``O(m r^2)``. ``basis_`` starts as a random
+    orthonormal basis drawn from ``seed``; :meth:`fit_basis` replaces it, before any learning, with
+    the principal directions of unlabelled contexts (e.g. the prompts to be replayed or served), which
+    keep far more of what tells prompts apart. ``prior_mean`` is then given in the reduced
+    coordinates, (m, r) or (m, r + 1). A rank >= ``dim`` keeps the full context.
     """
 
+    search_space: ClassVar[dict[str, Any]] = {"ridge": FloatParam(0.1, 10.0, log=True)}
+    #: (dim, context_rank) orthonormal projection of the contexts, or None for the full context
+    basis_: np.ndarray | None
+
     def __init__(self, n_actions: int, dim: int, ridge: float = 1.0, seed: int = 0,
-                 intercept: bool = True, prior_mean: Any = None) -> None:
+                 intercept: bool = True, prior_mean: Any = None, context_rank: int | None = None) -> None:
         self.n_actions = n_actions
         self.dim = dim
         self.ridge = ridge
         self.seed = seed
         self.intercept = intercept
         self.prior_mean = prior_mean
+        self.context_rank = context_rank
+        if context_rank is not None and (not isinstance(context_rank, int | np.integer) or context_rank < 1):
+            raise ConfigError(f"context_rank must be a positive int or None, got {context_rank!r}.")
         if not isinstance(n_actions, int | np.integer) or n_actions < 1:
             raise ConfigError(f"n_actions must be a positive int, got {n_actions!r}.")
         if not isinstance(dim, int | np.integer) or dim < 1:
@@ -196,21 +292,81 @@ class LinearPolicy(Policy):
 
     # ------------------------------------------------------------------ state
     @property
+    def _rank(self) -> int | None:
+        """Width of the reduced context, or None when the policy works on the full context."""
+        r = self.context_rank
+        return None if r is None or int(r) >= int(self.dim) else int(r)
+
+    @property
     def _d(self) -> int:
-        return int(self.dim) + int(bool(self.intercept))
+        return (self._rank or int(self.dim)) + int(bool(self.intercept))
 
     def _prior(self) -> np.ndarray:
         m, d = int(self.n_actions), self._d
         if self.prior_mean is None:
             return np.zeros((m, d))
         w = np.asarray(self.prior_mean, dtype=np.float64)
-        if w.shape == (m, int(self.dim)) and self.intercept:
+        width = d - int(bool(self.intercept))
+        if w.shape == (m, width) and self.intercept:
             w = np.hstack([w, np.zeros((m, 1))])
         if w.shape != (m, d) or not np.isfinite(w).all():
             raise ConfigError(
-                f"prior_mean must be a finite ({m}, {self.dim}) or ({m}, {d}) weight matrix, got {w.shape}."
+                f"prior_mean must be a finite ({m}, {width}) or ({m}, {d}) weight matrix, got {w.shape}"
+                + (" (in the reduced coordinates of context_rank)." if self._rank else ".")
             )
         return w
+
+    def _random_basis(self) -> np.ndarray:
+        """A (dim, rank) orthonormal basis from its own stream of ``seed`` (``rng_`` is not touched)."""
+        g = np.random.default_rng([int(self.seed), 1])
+        q, r = np.linalg.qr(g.standard_normal((int(self.dim), int(self._rank or 0))))
+        return np.asarray(q * np.sign(np.diag(r)))
+
+    def fit_basis(self, contexts: Any) -> LinearPolicy:
+        """Reduce the context to its ``context_rank`` principal directions, learnt from unlabelled
+        contexts (n, dim) -- only before the policy has learnt anything (updates or a warm start).
+
+        Example:
+            >>> from router.policies.linucb import LinUCB
+            >>> x = np.random.default_rng(0).normal(size=(50, 3)) * [3.0, 1.0, 0.1]
+            >>> LinUCB(2, 3, context_rank=1).fit_basis(x).basis_.round(1).ravel().tolist()
+            [1.0, 0.0, 0.0]
+        """
+        if self._rank is None:
+            raise ConfigError(f"fit_basis needs context_rank < dim ({self.dim}); got context_rank="
+                              f"{self.context_rank!r}.")
+        if int(np.asarray(self.counts_).sum()) > 0:
+            raise ConfigError("fit_basis must come before any update or warm start: the learnt statistics "
+                              "live in the old basis. Build a new policy, fit its basis, then train it.")
+        x, _ = check_context(np.atleast_2d(contexts), int(self.dim))
+        if x.shape[0] < 2:
+            raise ConfigError(f"fit_basis needs at least 2 contexts, got {x.shape[0]}.")
+        xc = x - x.mean(axis=0)
+        _, evecs = np.linalg.eigh(xc.T @ xc)  # ascending eigenvalues
+        top = evecs[:, ::-1][:, : self._rank]
+        signs = np.sign(top[np.argmax(np.abs(top), axis=0), np.arange(top.shape[1])])
+        self.basis_ = np.ascontiguousarray(top * signs)  # the largest entry of each direction is positive
+        return self
+
+    @property
+    def A_(self) -> np.ndarray:
+        """(m, D, D) Gram matrices ``A_a``. Updates only need ``A_a^{-1}``; their rows are folded into
+        ``A_a`` in blocks of :data:`_GRAM_FLUSH` and whenever ``A_`` is read."""
+        for k in np.flatnonzero(self._n_pending):
+            self._flush_gram(int(k))
+        return self._gram
+
+    @A_.setter
+    def A_(self, value: np.ndarray) -> None:
+        self._gram = np.ascontiguousarray(value, dtype=np.float64)
+        self._pending: list[list[np.ndarray]] = [[] for _ in range(int(self.n_actions))]
+        self._n_pending = np.zeros(int(self.n_actions), dtype=np.int64)
+
+    def _flush_gram(self, k: int) -> None:
+        rows = np.concatenate(self._pending[k])
+        subtract_gram(self._gram[k], rows, sign=1.0)
+        self._pending[k] = []
+        self._n_pending[k] = 0
 
     def _reset_state(self) -> None:
         m, d = int(self.n_actions), self._d
@@ -219,11 +375,21 @@ class LinearPolicy(Policy):
         self.b_ = float(self.ridge) * self._prior()
         self.counts_ = np.zeros(m, dtype=np.int64)
         self.rng_ = np.random.default_rng(int(self.seed))
+        self.basis_ = self._random_basis() if self._rank else None
+        self._refresh_theta()
 
     @property
     def theta_(self) -> np.ndarray:
-        """(m, D) posterior-mean weights ``A_a^{-1} b_a``."""
-        return np.einsum("mij,mj->mi", self.A_inv_, self.b_)
+        """(m, D) posterior-mean weights ``A_a^{-1} b_a`` (cached; a copy)."""
+        return self._theta.copy()
+
+    def _refresh_theta(self, actions: Any = None) -> None:
+        """Recompute the cached ``theta_a`` for ``actions`` (default: all)."""
+        if actions is None:
+            self._theta = np.empty_like(self.b_)
+            actions = range(int(self.n_actions))
+        for k in actions:  # the same product per action on every path, so reloaded policies match bit for bit
+            self._theta[k] = self.A_inv_[k] @ self.b_[k]
 
     def get_config(self) -> dict[str, Any]:
         cfg = super().get_config()
@@ -232,7 +398,7 @@ class LinearPolicy(Policy):
         return cfg
 
     def _state_names(self) -> tuple[str, ...]:
-        return ("A_", "A_inv_", "b_", "counts_")
+        return ("A_", "A_inv_", "b_", "counts_") + (("basis_",) if self._rank else ())
 
     def get_state(self) -> dict[str, np.ndarray]:
         state = {name: np.array(getattr(self, name)) for name in self._state_names()}
@@ -241,13 +407,13 @@ class LinearPolicy(Policy):
 
     def set_state(self, state: dict[str, np.ndarray]) -> None:
         restore_arrays(self, state, self._state_names())
-        self._after_state_change()
-
-    def _after_state_change(self) -> None:
-        """Hook for subclasses with caches."""
+        self._refresh_theta()
 
     # ------------------------------------------------------------------ helpers
     def _design(self, x: np.ndarray) -> np.ndarray:
+        """Contexts (n, dim) -> the rows the linear models see (n, D): reduced, then a constant 1."""
+        if self.basis_ is not None:
+            x = x @ self.basis_
         return np.hstack([x, np.ones((x.shape[0], 1))]) if self.intercept else x
 
     def sample(self, probs: Any, rng: np.random.Generator | None = None) -> np.ndarray | int:
@@ -270,7 +436,7 @@ class LinearPolicy(Policy):
     def expected_reward(self, context: np.ndarray) -> np.ndarray:
         """Posterior-mean reward (n, m) of every action for contexts (n, d) (no exploration bonus)."""
         x, _ = check_context(np.atleast_2d(context), int(self.dim))
-        return np.asarray(self._design(x) @ self.theta_.T)
+        return np.asarray(self._design(x) @ self._theta.T)
 
     def _check_update(self, context: Any, action: Any, reward: Any,
                       propensity: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -285,16 +451,19 @@ class LinearPolicy(Policy):
         return self
 
     def _update(self, x: np.ndarray, a: np.ndarray, r: np.ndarray, weight: float = 1.0) -> None:
-        for i in range(x.shape[0]):
-            k = int(a[i])
-            xi = x[i]
-            ainv = self.A_inv_[k]
-            ax = ainv @ xi
-            self.A_inv_[k] = ainv - weight * np.outer(ax, ax) / (1.0 + weight * xi @ ax)
-            self.A_[k] += weight * np.outer(xi, xi)
-            self.b_[k] += weight * r[i] * xi
-            self.counts_[k] += 1
-        self._after_state_change()
+        """One Woodbury correction per action the batch touched (module docs); rows (n, D)."""
+        touched = np.unique(a)
+        for k in touched:
+            rows = a == k
+            xk = x[rows]
+            woodbury_downdate(self.A_inv_[k], xk, weight)
+            self._pending[k].append(xk * np.sqrt(weight))
+            self._n_pending[k] += xk.shape[0]
+            if self._n_pending[k] >= _GRAM_FLUSH:
+                self._flush_gram(int(k))
+            self.b_[k] += weight * (r[rows] @ xk)
+            self.counts_[k] += xk.shape[0]
+        self._refresh_theta(touched)
 
     def warm_start(self, embeddings: Any, quality: Any, lam: float = 0.0, cost: Any = None,
                    weight: float = 1.0) -> LinearPolicy:
@@ -325,5 +494,5 @@ class LinearPolicy(Policy):
             self.b_[k] += weight * xd.T @ r[:, k]
             self.counts_[k] += n
         self.A_inv_ = np.asarray(np.linalg.inv(self.A_), dtype=np.float64)
-        self._after_state_change()
+        self._refresh_theta()
         return self

@@ -17,12 +17,13 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from router.errors import ConfigError
 from router.policies._common import LinearPolicy, masked_argmax
+from router.registry import FloatParam
 
 __all__ = ["EpsilonGreedy"]
 
@@ -38,19 +39,23 @@ class EpsilonGreedy(LinearPolicy):
         seed: seed of the policy's Generator (used by :meth:`sample`).
         intercept: append a constant feature.
         prior_mean: (m, d) or (m, d + 1) prior weights (e.g. from an offline predictor), or None.
+        context_rank: reduce contexts to this many directions (see :class:`~router.policies._common.LinearPolicy`;
+            :meth:`fit_basis` learns them); None keeps the full context.
     """
 
     kind = "egreedy"
+    search_space: ClassVar[dict[str, Any]] = {**LinearPolicy.search_space, "epsilon": FloatParam(0.01, 0.3, log=True)}
 
     def __init__(self, n_actions: int, dim: int, epsilon: float = 0.1, ridge: float = 1.0, seed: int = 0,
-                 intercept: bool = True, prior_mean: Any = None) -> None:
+                 intercept: bool = True, prior_mean: Any = None, context_rank: int | None = None) -> None:
         self.epsilon = epsilon
         if not 0.0 <= epsilon <= 1.0:
             raise ConfigError(f"epsilon must be in [0, 1], got {epsilon!r}.")
-        super().__init__(n_actions, dim, ridge=ridge, seed=seed, intercept=intercept, prior_mean=prior_mean)
+        super().__init__(n_actions, dim, ridge=ridge, seed=seed, intercept=intercept, prior_mean=prior_mean,
+                         context_rank=context_rank)
 
     def _select(self, x: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        scores = x @ self.theta_.T
+        scores = x @ self._theta.T
         best = masked_argmax(scores, mask)
         n_allowed = mask.sum(axis=1, keepdims=True)
         p = np.where(mask, float(self.epsilon) / n_allowed, 0.0)

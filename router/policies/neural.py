@@ -23,7 +23,7 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -40,6 +40,7 @@ from router.policies._common import (
 )
 from router.policies._common import sample as _sample
 from router.policies.linucb import softmax_probs, ucb_scores
+from router.registry import FloatParam
 
 __all__ = ["NeuralLinear"]
 
@@ -66,6 +67,8 @@ class NeuralLinear(Policy):
     """
 
     kind = "neural"
+    search_space: ClassVar[dict[str, Any]] = {"ridge": FloatParam(0.1, 10.0, log=True),
+                                              "alpha": FloatParam(0.01, 2.0, log=True)}
 
     def __init__(self, n_actions: int, dim: int, hidden: int = 64, alpha: float = 0.5, ridge: float = 1.0,
                  lr: float = 1e-2, train_every: int = 256, train_steps: int = 50, batch_size: int = 64,
@@ -94,6 +97,10 @@ class NeuralLinear(Policy):
         if not isinstance(seed, int | np.integer):
             raise ConfigError(f"seed must be an int, got {seed!r}.")
         self._build()
+
+    @classmethod
+    def _unit_test_params(cls) -> dict[str, Any]:
+        return {"hidden": 8, "train_every": 16, "train_steps": 5, "batch_size": 8}
 
     # ------------------------------------------------------------------ construction and state
     def _build(self) -> None:

@@ -1,13 +1,17 @@
 """Linear Thompson sampling (Agrawal & Goyal, 2013) with Monte-Carlo propensities.
 
-Per action, ``theta_a ~ N(A_a^{-1} b_a, v^2 A_a^{-1})``, drawn as ``mean + v * L_a @ z`` with
-``L_a`` the Cholesky factor of ``A_a^{-1}`` and ``z = rng.standard_normal`` from the policy's numpy
-Generator -- so draws reproduce across BLAS builds. :meth:`select` draws ``n_samples`` parameter
-vectors per action (shared by the rows of a batch), counts how often each allowed action wins,
+Per action, the posterior is ``theta_a ~ N(A_a^{-1} b_a, v^2 A_a^{-1})``. A decision on a context
+``x`` only needs the scores ``x . theta_a``, and under that posterior each score is a scalar normal,
+``N(x . theta_hat_a, v^2 x^T A_a^{-1} x)``, independent across actions (disjoint models). So
+:meth:`select` draws the *scores* directly -- ``n_samples`` standard normals per (row, action) from
+the policy's numpy Generator, scaled by the posterior standard deviation -- instead of drawing
+``D``-dimensional parameter vectors through a Cholesky factor of every ``A_a^{-1}``: the same
+distribution of decisions for each row at ``O(m D^2)`` per row (the variances), with no
+factorisation at all. Every row gets its own draws. It counts how often each allowed action wins
 and returns those frequencies: the probabilities Thompson sampling would give, estimated. The
 action actually taken is then drawn from them (:meth:`sample`), so the logged propensity is
-exactly the probability the action was taken with. ``min_prob`` mixes in a little uniform mass
-so no allowed action gets probability 0 (keeps the logs usable for IPS).
+exactly the probability the action was taken with. ``min_prob`` mixes in a little uniform mass so
+no allowed action gets probability 0 (keeps the logs usable for IPS).
 
 Example:
     >>> import numpy as np
@@ -20,12 +24,13 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from router.errors import ConfigError
-from router.policies._common import LinearPolicy
+from router.policies._common import LinearPolicy, quad_forms
+from router.registry import FloatParam
 
 __all__ = ["LinearThompson"]
 
@@ -39,17 +44,20 @@ class LinearThompson(LinearPolicy):
         v: posterior scale (> 0); larger explores more.
         ridge: ridge penalty (> 0).
         seed: seed of the policy's Generator (draws of ``theta`` and of actions).
-        n_samples: Monte-Carlo draws per :meth:`select` call to estimate probabilities.
+        n_samples: Monte-Carlo draws per row and action in :meth:`select` to estimate probabilities.
         min_prob: uniform mass mixed in, in [0, 1).
         intercept: append a constant feature.
         prior_mean: (m, d) or (m, d + 1) prior weights, or None.
+        context_rank: reduce contexts to this many directions (see :class:`~router.policies._common.LinearPolicy`;
+            :meth:`fit_basis` learns them); None keeps the full context.
     """
 
     kind = "thompson"
+    search_space: ClassVar[dict[str, Any]] = {**LinearPolicy.search_space, "v": FloatParam(0.01, 1.0, log=True)}
 
     def __init__(self, n_actions: int, dim: int, v: float = 0.3, ridge: float = 1.0, seed: int = 0,
                  n_samples: int = 64, min_prob: float = 0.0, intercept: bool = True,
-                 prior_mean: Any = None) -> None:
+                 prior_mean: Any = None, context_rank: int | None = None) -> None:
         self.v = v
         self.n_samples = n_samples
         self.min_prob = min_prob
@@ -59,28 +67,19 @@ class LinearThompson(LinearPolicy):
             raise ConfigError(f"n_samples must be a positive int, got {n_samples!r}.")
         if not 0.0 <= min_prob < 1.0:
             raise ConfigError(f"min_prob must be in [0, 1), got {min_prob!r}.")
-        self._chol: np.ndarray | None = None
-        super().__init__(n_actions, dim, ridge=ridge, seed=seed, intercept=intercept, prior_mean=prior_mean)
-
-    def _after_state_change(self) -> None:
-        self._chol = None
-
-    def _cholesky(self) -> np.ndarray:
-        if self._chol is None:
-            sym = 0.5 * (self.A_inv_ + np.swapaxes(self.A_inv_, 1, 2))
-            self._chol = np.linalg.cholesky(sym)
-        return self._chol
+        super().__init__(n_actions, dim, ridge=ridge, seed=seed, intercept=intercept, prior_mean=prior_mean,
+                         context_rank=context_rank)
 
     def _select(self, x: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        m, d, s = int(self.n_actions), self._d, int(self.n_samples)
-        z = self.rng_.standard_normal((m, s, d))
-        thetas = self.theta_[:, None, :] + float(self.v) * np.einsum("mij,msj->msi", self._cholesky(), z)
-        scores = np.einsum("nd,msd->nsm", x, thetas)
-        best = np.argmax(np.where(mask[:, None, :], scores, -np.inf), axis=2)  # (n, s)
-        counts = np.zeros((x.shape[0], m))
-        for a in range(m):
-            counts[:, a] = (best == a).sum(axis=1)
-        p = counts / s
+        n, m, s = x.shape[0], int(self.n_actions), int(self.n_samples)
+        mean = np.where(mask, x @ self._theta.T, -np.inf)  # (n, m); a masked action never wins
+        sd = float(self.v) * np.sqrt(np.maximum(quad_forms(x, self.A_inv_), 0.0))  # (n, m)
+        scores = self.rng_.standard_normal((n, s, m))
+        scores *= sd[:, None, :]
+        scores += mean[:, None, :]
+        best = np.argmax(scores, axis=2)  # (n, s)
+        cells = (np.arange(n)[:, None] * m + best).ravel()
+        p = np.bincount(cells, minlength=n * m).reshape(n, m) / s
         if self.min_prob:
             n_allowed = mask.sum(axis=1, keepdims=True)
             p = (1.0 - float(self.min_prob)) * p + np.where(mask, float(self.min_prob) / n_allowed, 0.0)

@@ -1,6 +1,7 @@
 """Quality predictors: ``fit(embeddings (n, d), quality (n, m))`` -> ``predict(embeddings) -> (n, m)``.
 
-One predictor per module, each behind :class:`router.base.QualityPredictor`:
+One predictor per module, each behind :class:`router.base.QualityPredictor`, registered by its
+``kind`` in :mod:`router.registry` (``PREDICTORS`` is a live view of that table):
 
 ==========================  ===================================================  ============
 kind                        class                                                 outputs
@@ -9,10 +10,17 @@ kind                        class                                               
 ``"logistic"``              :class:`LogisticPredictor` (fractional logit)         probabilities
 ``"mlp"``                   :class:`MLPPredictor` (torch, soft-target BCE)        probabilities
 ``"matrix_factorization"``  :class:`MatrixFactorizationPredictor` (RouteLLM MF)   probabilities
+                            (alias ``"mf"``)
 ``"ensemble"``              :class:`EnsemblePredictor` (kNN + logistic + MLP)    mean
 ==========================  ===================================================  ============
 
 torch and faiss are imported inside methods, never at import time.
+
+**Adding a predictor is one file**: a module in this package with a subclass of
+:class:`router.predictors._common.BasePredictor` that sets ``kind`` and implements ``_fit``,
+``_predict``, ``get_state`` and ``set_state`` (see :mod:`router.registry` for a complete example).
+``training fit --predictor KIND``, saving and loading routers, the ensemble's ``members`` and the
+conformance suite (``tests/conformance.py``) pick it up without further edits.
 
 Example:
     >>> import numpy as np
@@ -25,10 +33,12 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
+from router import registry
 from router.base import QualityPredictor
 from router.errors import ConfigError
 from router.predictors.calibration import (
@@ -57,23 +67,17 @@ __all__ = [
     "predictor_from_config",
 ]
 
-#: kind -> predictor class, used for loading.
-PREDICTORS: dict[str, type[QualityPredictor]] = {
-    cls.kind: cls for cls in (KNNPredictor, LogisticPredictor, MLPPredictor, MatrixFactorizationPredictor, EnsemblePredictor)
-}
+#: kind -> predictor class: a live view of the predictor registry.
+PREDICTORS: Mapping[str, type[QualityPredictor]] = registry.table("predictor")
 
 
 def predictor_from_config(
     kind: str, config: dict[str, Any] | None = None, state: dict[str, np.ndarray] | None = None
 ) -> QualityPredictor:
-    """Rebuild a predictor from its ``kind``, ``get_config()`` and (optionally) ``get_state()``."""
-    if kind not in PREDICTORS:
-        raise ConfigError(f"Unknown predictor kind {kind!r}; known kinds: {sorted(PREDICTORS)}.")
-    cls = PREDICTORS[kind]
-    try:
-        obj = cls(**(config or {}))
-    except TypeError as exc:
-        raise ConfigError(f"Bad arguments for predictor kind {kind!r}: {exc}.") from exc
+    """Rebuild a predictor from its ``kind`` (or alias), ``get_config()`` and (optionally) ``get_state()``."""
+    if kind not in registry.names("predictor"):
+        raise ConfigError(f"Unknown predictor kind {kind!r}; known kinds: {registry.kinds('predictor')}.")
+    obj: QualityPredictor = registry.create("predictor", kind, **(config or {}))
     if state:
         obj.set_state(state)
     return obj

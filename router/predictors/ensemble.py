@@ -22,13 +22,14 @@ DEFAULT_MEMBERS: tuple[tuple[str, dict[str, Any]], ...] = (
 )
 
 
-def _member_classes() -> dict[str, type[BasePredictor]]:
-    from router.predictors.knn import KNNPredictor
-    from router.predictors.logistic import LogisticPredictor
-    from router.predictors.matrix_factorization import MatrixFactorizationPredictor
-    from router.predictors.mlp import MLPPredictor
+def _member_kind(name: str) -> str | None:
+    """The registered predictor kind of a member name (kind or alias); None for unknown or nested ensembles."""
+    from router import registry
 
-    return {c.kind: c for c in (KNNPredictor, LogisticPredictor, MLPPredictor, MatrixFactorizationPredictor)}
+    if name not in registry.names("predictor"):
+        return None
+    cls = registry.get("predictor", name)
+    return None if issubclass(cls, EnsemblePredictor) else str(cls.kind)
 
 
 def _jsonable(value: Any) -> Any:
@@ -42,8 +43,8 @@ def _jsonable(value: Any) -> Any:
 class EnsemblePredictor(BasePredictor):
     """Weighted mean of the member predictors' quality predictions (probability space).
 
-    Members are given as ``(kind, config)`` pairs of the other predictors (``"knn"``, ``"logistic"``,
-    ``"mlp"``, ``"matrix_factorization"``); members that take a ``seed`` get ``seed + i`` (member
+    Members are given as ``(kind, config)`` pairs of any other registered predictor (``"knn"``,
+    ``"logistic"``, ``"mlp"``, ``"matrix_factorization"``, or one added in its own module); members that take a ``seed`` get ``seed + i`` (member
     ``i``), so the ensemble is seeded through its own ``seed`` only. State is every member's state
     with keys prefixed ``"m<i>."`` -- numeric arrays only.
 
@@ -80,10 +81,14 @@ class EnsemblePredictor(BasePredictor):
             ) from exc
         if not specs:
             raise ConfigError("EnsemblePredictor needs at least one member.")
-        known = _member_classes()
-        for k, _ in specs:
-            if k not in known:
-                raise ConfigError(f"unknown member kind {k!r}; members may be of kinds {sorted(known)}.")
+        for i, (k, c) in enumerate(specs):
+            kind = _member_kind(k)
+            if kind is None:
+                from router import registry
+
+                allowed = [n for n in registry.kinds("predictor") if n != self.kind]
+                raise ConfigError(f"unknown member kind {k!r}; members may be of kinds {allowed}.")
+            specs[i] = (kind, c)
         if weights is not None:
             w = np.asarray(weights, dtype=np.float64)
             if w.shape != (len(specs),) or not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
@@ -104,10 +109,11 @@ class EnsemblePredictor(BasePredictor):
     def _build_members(self) -> list[BasePredictor]:
         import inspect
 
-        known = _member_classes()
+        from router import registry
+
         out = []
         for i, (kind, cfg) in enumerate(self._specs):
-            cls = known[kind]
+            cls = registry.get("predictor", kind)
             cfg = dict(cfg)
             if "hidden" in cfg and isinstance(cfg["hidden"], list):
                 cfg["hidden"] = tuple(cfg["hidden"])

@@ -76,6 +76,7 @@ class MatrixFactorizationPredictor(BasePredictor):
     """
 
     kind: ClassVar[str] = "matrix_factorization"
+    aliases: ClassVar[tuple[str, ...]] = ("mf",)
 
     def __init__(
         self,

@@ -13,8 +13,6 @@ import numpy as np
 from router.data.schema import DroppedRows, Outcomes
 from router.errors import SchemaError, SourceNotFoundError
 
-#: Characters per token used to estimate token counts from text (a common rule of thumb for English).
-CHARS_PER_TOKEN = 4.0
 #: Output tokens assumed per call when a source keeps no responses and no token counts.
 ESTIMATED_OUTPUT_TOKENS = 200
 #: At most this many ids are kept in a :class:`DroppedRows` record.
@@ -38,13 +36,15 @@ def resolve_path(path: str | os.PathLike[str] | None, *default_parts: str, sourc
 
 
 def estimate_tokens(texts: Iterable[Any]) -> np.ndarray:
-    """Token counts estimated as ``ceil(len(text) / 4)`` (at least 1 for non-empty text).
+    """Token counts (float64) of texts that a source logs without counts, from the cl100k_base
+    tokenizer (:func:`router.tokens.count_tokens`; ``ceil(chars / 4)`` only when it is unavailable).
 
-    >>> estimate_tokens(["abcd", "abcde", ""]).tolist()
-    [1.0, 2.0, 0.0]
+    >>> estimate_tokens(["Hello world", "abcde", "", None]).tolist()
+    [2.0, 2.0, 0.0, 0.0]
     """
-    lens = np.array([len(t) if isinstance(t, str) else 0 for t in texts], dtype=np.float64)
-    return np.ceil(lens / CHARS_PER_TOKEN)
+    from router.tokens import count_tokens
+
+    return count_tokens(texts).astype(np.float64)
 
 
 def dropped(reason: str, ids: Sequence[Any], file: str | os.PathLike[str] | None = None) -> DroppedRows:

@@ -11,8 +11,8 @@ Quality: LLMRouter's per-model score, mostly 0/1 correctness with a few fraction
 
 Cost: the source keeps no tokens or responses, so cost is *estimated* (``cost_kind="estimated"``) as
 tokens times LLMRouter's own price list (``data/example_data/llm_candidates/default_llm.json``,
-``input_price`` / ``output_price`` in USD per million tokens): input tokens ~ ``len(question) / 4``,
-output tokens = :data:`~router.data.loaders._common.ESTIMATED_OUTPUT_TOKENS` (200) per call.
+``input_price`` / ``output_price`` in USD per million tokens): input tokens = the question's
+cl100k_base token count (:func:`router.tokens.count_tokens`), output tokens = :data:`~router.data.loaders._common.ESTIMATED_OUTPUT_TOKENS` (200) per call.
 
 Rows lacking some model's score are dropped and recorded. Note: 119 question texts occur in both train
 and test (the source's own split); they are kept and reported by

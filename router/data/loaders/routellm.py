@@ -14,8 +14,8 @@ Quality:
   first turn: the prompt is the first user turn. Prompt ids are ``mt-bench/<question_id>``.
 
 Cost: the source has none, so it is *estimated* (``cost_kind="estimated"``) as tokens times litellm's
-price (:class:`router.data.prices.PriceTable`): input tokens ~ ``len(prompt) / 4``; output tokens
-~ ``len(response) / 4`` where the responses exist (GSM8K; MT-Bench, taken from the judge prompts, where
+price (:class:`router.data.prices.PriceTable`): input tokens = the prompt's cl100k_base token count
+(:func:`router.tokens.count_tokens`); output tokens = the response's count where the responses exist (GSM8K; MT-Bench, taken from the judge prompts, where
 turn 2 also re-sends turn 1 and its answer as input), else :data:`MMLU_OUTPUT_TOKENS` for MMLU's
 single-letter answers. Token estimates are returned too.
 

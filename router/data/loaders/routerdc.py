@@ -15,9 +15,9 @@ derived them from sampled generations / answer likelihoods (its ``convert_datase
 Cost: none in the source. All seven models are 7-8B open-weight models served at the same price class,
 so cost is *estimated* (``cost_kind="estimated"``) with one fixed proxy price for every model,
 :data:`PRICE_PER_TOKEN` = USD 0.20 per million input and output tokens (the price LLMRouter's list gives
-7-8B NIM-hosted models), times input tokens ~ ``len(question) / 4`` plus
-:data:`~router.data.loaders._common.ESTIMATED_OUTPUT_TOKENS` (200) output tokens. Cost therefore varies
-with the prompt length only, never between models: use this source for quality routing, not cost trade-offs.
+7-8B NIM-hosted models), times input tokens = the question's cl100k_base token count
+(:func:`router.tokens.count_tokens`) plus :data:`~router.data.loaders._common.ESTIMATED_OUTPUT_TOKENS`
+(200) output tokens. Cost therefore varies with the prompt length only, never between models: use this source for quality routing, not cost trade-offs.
 
 Rows lacking some model's score are dropped and recorded.
 """

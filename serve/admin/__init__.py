@@ -1,0 +1,1 @@
+"""``python -m serve.admin``: manage the tenant store (API keys, budgets and limits) from the command line."""

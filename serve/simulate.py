@@ -1,0 +1,205 @@
+"""``python -m serve.simulate``: replay a data set's prompts against the service, with true feedback.
+
+    python -m serve.simulate --url http://127.0.0.1:8000 --data routerbench --rate 20 --requests 500 \\
+        [--feedback-share 1.0] [--seed 0] [--task mbpp] [--lam 0] [--no-cache] [--out rows.jsonl]
+
+Prompts come from a registered source (:func:`router.data.registry.load_source`: ``demo``,
+``routerbench``, ...) or an outcomes file, optionally only some tasks (``--task``, repeatable),
+shuffled with ``--seed``. They are sent open-loop at ``--rate`` requests per second (a request is
+sent on schedule whether or not earlier ones have finished, so queueing shows) through the OpenAI
+Python client with ``model: "router"``. The model that answered (the response's ``model``, the
+``x-route-model`` header when absent) is looked up in the data: its logged quality and cost on
+that prompt are the truth. A ``--feedback-share`` of the requests (chosen with the seed) get
+``POST /v1/feedback`` with that quality as the score, so the service's log holds true rewards.
+
+The summary printed (JSON) holds ``requests``, ``ok``, ``errors`` (by kind), ``feedback_sent``,
+``feedback_ok``, ``mean_quality`` (true), ``spend`` (true USD), ``mean_cost``, ``reward`` (mean
+of ``quality - lam * cost``), ``lam``, ``models`` (answers per model), ``achieved_rate`` and
+``wall_s``. ``--out`` writes one JSON line per request (row, request id, model, quality, cost).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+__all__ = ["main", "simulate"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m serve.simulate", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--url", required=True, help="the service's base URL, e.g. http://127.0.0.1:8000")
+    p.add_argument("--data", required=True, help="a registered source name (demo, routerbench, ...) or a path")
+    p.add_argument("--rate", type=float, required=True, help="requests per second (open loop)")
+    p.add_argument("--requests", type=int, required=True, help="requests to send")
+    p.add_argument("--feedback-share", dest="feedback_share", type=float, default=1.0,
+                   help="share of requests that get feedback with the true quality (default 1)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the prompt order and the feedback draw")
+    p.add_argument("--task", action="append", default=None, help="only prompts of this task (repeatable)")
+    p.add_argument("--lam", type=float, default=0.0, help="cost weight of the reported reward (per USD)")
+    p.add_argument("--model", default="router", help="the model field sent (default router)")
+    p.add_argument("--no-cache", dest="no_cache", action="store_true", help="ask the service not to use its cache")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds per request")
+    p.add_argument("--out", default=None, help="write one JSON line per request here")
+    return p
+
+
+@dataclass
+class _Result:
+    row: int
+    request_id: str | None = None
+    model: str | None = None
+    quality: float | None = None
+    cost: float | None = None
+    error: str | None = None
+    feedback: int | None = None  # HTTP status of the feedback, None when none was sent (0: no answer)
+    feedback_error: str | None = None
+
+
+def _messages(outcomes: Any, row: int) -> list[dict[str, Any]]:
+    if outcomes.messages is not None and outcomes.messages[row]:
+        msgs = json.loads(outcomes.messages[row])
+        if isinstance(msgs, list) and msgs:
+            return msgs
+    return [{"role": "user", "content": str(outcomes.prompts[row])}]
+
+
+async def _one(client: Any, http: Any, outcomes: Any, pos: dict[str, int], row: int, send_feedback: bool,
+               args: argparse.Namespace) -> _Result:
+    import openai
+
+    res = _Result(row)
+    extra = {"routing": {"cache": False}} if args.no_cache else None
+    try:
+        raw = await client.chat.completions.with_raw_response.create(
+            model=args.model, messages=_messages(outcomes, row), extra_body=extra)
+        done = raw.parse()
+    except openai.APIStatusError as exc:
+        res.error = f"http_{exc.status_code}"
+        return res
+    except openai.APIError as exc:
+        res.error = type(exc).__name__
+        return res
+    res.request_id = raw.headers.get("x-request-id")
+    model = done.model or raw.headers.get("x-route-model")
+    res.model = model
+    j = pos.get(model or "")
+    if j is None:
+        res.error = "model_not_in_data"
+        return res
+    res.quality = float(outcomes.quality[row, j])
+    res.cost = float(outcomes.cost[row, j])
+    if send_feedback and res.request_id:
+        import httpx
+
+        for attempt in range(2):  # one retry when the connection failed before an answer
+            try:
+                r = await http.post("/v1/feedback", json={"request_id": res.request_id, "score": res.quality})
+            except httpx.TransportError as exc:
+                res.feedback, res.feedback_error = 0, f"{type(exc).__name__}: {exc}"
+                continue
+            except Exception as exc:  # counted: a feedback that did not arrive
+                res.feedback, res.feedback_error = 0, f"{type(exc).__name__}: {exc}"
+                break
+            # a 409 after a failed first attempt: that attempt did reach the service and was recorded
+            res.feedback = 200 if (r.status_code == 409 and attempt == 1) else r.status_code
+            break
+    return res
+
+
+async def _run(args: argparse.Namespace, outcomes: Any, rows: np.ndarray, fb: np.ndarray) -> list[_Result]:
+    import httpx
+    import openai
+
+    base = args.url.rstrip("/")
+    limits = httpx.Limits(max_connections=1000, max_keepalive_connections=200)
+    client = openai.AsyncOpenAI(base_url=base + "/v1", api_key="simulator", max_retries=0, timeout=args.timeout,
+                                http_client=httpx.AsyncClient(limits=limits, timeout=args.timeout))  # type: ignore[arg-type]
+    pos = {m: j for j, m in enumerate(outcomes.models)}
+    async with httpx.AsyncClient(base_url=base, timeout=args.timeout, limits=limits) as http:
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        tasks = []
+        for i, row in enumerate(rows):
+            delay = t0 + i / args.rate - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.ensure_future(_one(client, http, outcomes, pos, int(row), bool(fb[i]), args)))
+        results = list(await asyncio.gather(*tasks))
+    await client.close()
+    return results
+
+
+def simulate(args: argparse.Namespace) -> dict[str, Any]:
+    """Run the simulation ``args`` describes (see the module docs); returns the summary."""
+    from router.data.registry import load_source
+    from router.errors import ConfigError
+
+    if args.rate <= 0 or args.requests < 1:
+        raise ConfigError("--rate must be > 0 and --requests >= 1.")
+    if not 0.0 <= args.feedback_share <= 1.0:
+        raise ConfigError(f"--feedback-share {args.feedback_share} must be in [0, 1].")
+    outcomes = load_source(args.data)
+    idx = np.arange(outcomes.n_prompts)
+    if args.task:
+        idx = idx[np.isin(outcomes.tasks, args.task)]
+        if idx.size == 0:
+            raise ConfigError(f"{args.data}: no prompts of task(s) {args.task}; tasks are {sorted(set(outcomes.tasks))}.")
+    rng = np.random.default_rng(args.seed)
+    order = rng.permutation(idx)
+    rows = np.resize(order, args.requests)  # repeats the data when more requests than prompts are asked
+    fb = rng.random(args.requests) < args.feedback_share
+    t0 = time.perf_counter()
+    results = asyncio.run(_run(args, outcomes, rows, fb))
+    wall = time.perf_counter() - t0
+    ok = [r for r in results if r.error is None]
+    q = np.array([r.quality for r in ok], dtype=float)
+    c = np.array([r.cost for r in ok], dtype=float)
+    summary = {
+        "requests": len(results), "ok": len(ok),
+        "errors": dict(Counter(r.error for r in results if r.error is not None)),
+        "feedback_sent": sum(r.feedback is not None for r in results),
+        "feedback_ok": sum(r.feedback == 200 for r in results),
+        "feedback_errors": dict(Counter((r.feedback_error or f"http_{r.feedback}").split(":")[0]
+                                        for r in results if r.feedback not in (None, 200))),
+        "mean_quality": float(q.mean()) if q.size else None,
+        "spend": float(c.sum()), "mean_cost": float(c.mean()) if c.size else None,
+        "reward": float((q - args.lam * c).mean()) if q.size else None, "lam": args.lam,
+        "models": dict(Counter(r.model for r in ok)),
+        "achieved_rate": len(results) / wall if wall > 0 else None, "wall_s": wall,
+        "data": args.data, "tasks": args.task, "seed": args.seed,
+    }
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as fh:
+            for r in results:
+                fh.write(json.dumps({"row": r.row, "prompt_id": str(outcomes.prompt_ids[r.row]),
+                                     "request_id": r.request_id, "model": r.model, "quality": r.quality,
+                                     "cost": r.cost, "error": r.error, "feedback": r.feedback,
+                                     "feedback_error": r.feedback_error}) + "\n")
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from router.errors import RoutingError
+
+    try:
+        summary = simulate(args)
+    except RoutingError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(summary, indent=1))
+    return 0 if summary["ok"] else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
