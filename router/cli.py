@@ -10,6 +10,8 @@ Commands:
 * ``data describe SOURCE [--json]`` -- rows, models, tasks, per-model mean quality and cost, the oracle,
   rows per split and every group of dropped rows with its reason. ``SOURCE`` is a registered name
   (see :data:`router.data.registry.SOURCES`) or a path to an outcomes file in our format.
+* ``data prompts SOURCE --output FILE [--split test]`` -- a split's prompts as the JSON lines ``route`` reads.
+* ``route --model DIR --input FILE --output FILE`` -- route a file of prompts (see :mod:`router.cli_route`).
 
 Errors from the library (:class:`~router.errors.RoutingError`) are printed to stderr as one line and
 exit with code 2; nothing heavy (torch, sentence-transformers, litellm) is imported.
@@ -54,6 +56,9 @@ def _add_data(groups: Any) -> None:
     desc.add_argument("source", metavar="SOURCE", help="a registered source name or a path to an outcomes file")
     desc.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     desc.set_defaults(func=_run_describe)
+    from router.cli_route import add_prompts_parser
+
+    add_prompts_parser(commands)
 
 
 def describe(source: str) -> dict[str, Any]:

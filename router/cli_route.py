@@ -1,11 +1,19 @@
 """``python -m router route``: batch routing of a JSON-lines file of prompts.
 
 Input: JSON lines with ``prompt_id`` and either ``prompt`` (text) or ``messages`` (a chat: a list of
-``{"role", "content"}``). Output (Parquet, or CSV/JSONL by extension): one row per prompt per
-setting with ``prompt_id``, ``setting``, ``chosen_model``, then for every candidate ``p:<model>``
-(probability), ``q:<model>`` (predicted quality) and ``cost:<model>`` (predicted USD), then ``lam``
-and ``propensity`` (the chosen model's probability). Without ``--lambdas`` it sweeps a grid wide enough to trace the whole cost-quality
-curve, from the best model to the cheapest.
+``{"role", "content"}``); ``datasets/samples/prompts.jsonl`` is an example.
+
+Output (Parquet, or CSV / JSONL by extension): by default one row per prompt, decided at the router's
+saved operating point (the lambda ``training fit`` calibrated or was given), with the columns of
+:meth:`router.router.Decisions.to_frame`: ``prompt_id``, ``chosen_model``, ``propensity`` (the chosen
+model's probability), ``quality`` and ``cost`` (the chosen model's predictions), ``latency``,
+``reason``, ``lam`` and ``mu`` (numbers), ``operating_point`` (true), then for every candidate
+``p:<model>``, ``q:<model>``, ``cost:<model>`` and ``latency:<model>``. ``training evaluate
+--decisions`` reads this file as it is.
+
+Sweeps only when asked: ``--lambdas 0,50,500`` decides at each listed lambda, ``--sweep`` at a grid
+from the best model to the cheapest plus the operating point; one row per prompt per lambda, with
+``operating_point`` true on the rows of the saved operating point.
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ import polars as pl
 
 from router.errors import ConfigError, DataError, SourceNotFoundError
 
-__all__ = ["add_parser", "read_prompts", "run"]
+__all__ = ["add_parser", "add_prompts_parser", "read_prompts", "run", "write_prompts"]
 
 
 def add_parser(sub: Any) -> None:
@@ -30,9 +38,52 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--input", required=True, help="JSON lines with prompt_id and prompt or messages")
     p.add_argument("--output", required=True, help="decisions file (.parquet, .csv or .jsonl)")
     p.add_argument("--lambdas", default=None,
-                   help="comma-separated lambdas (quality points per USD); default: a full sweep")
+                   help="comma-separated lambdas (quality points per USD) to decide at, one row per prompt per "
+                        "lambda; default: only the router's saved operating point")
+    p.add_argument("--sweep", action="store_true",
+                   help="decide along a lambda grid from the best model to the cheapest (plus the operating point)")
     p.add_argument("--models", default=None, help="comma-separated model names to restrict the pool to")
     p.set_defaults(func=run)
+
+
+def add_prompts_parser(commands: Any) -> None:
+    """``data prompts``: a data source's prompts as the JSON lines ``route`` reads."""
+    p = commands.add_parser(
+        "prompts", help="write a data source's prompts as JSON lines for `route`",
+        description="Write prompt_id and prompt of a data source's split as JSON lines (the input of "
+                    "`python -m router route`), so that its decisions can be scored with "
+                    "`python -m training evaluate --decisions` on the same split.")
+    p.add_argument("source", metavar="SOURCE", help="a registered source name or a path to an outcomes file")
+    p.add_argument("--split", default="test", choices=["test", "train", "all"],
+                   help="which prompts: the held-out split (default), the training split or all")
+    p.add_argument("--split-seed", type=int, default=0,
+                   help="seed of the grouped split for sources without their own split (as `training fit` uses)")
+    p.add_argument("--output", required=True, help="JSON-lines file to write")
+    p.set_defaults(func=_run_prompts)
+
+
+def write_prompts(source: str, output: str | Path, split: str = "test", split_seed: int = 0) -> int:
+    """Write ``{"prompt_id", "prompt"}`` lines of ``source``'s split to ``output``; returns the count."""
+    from router.data.registry import load_source
+    from router.data.splits import split_outcomes
+
+    outcomes = load_source(source)
+    if split != "all":
+        train, test = split_outcomes(outcomes, seed=split_seed)
+        outcomes = test if split == "test" else train
+    path = Path(output)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as fh:
+        for pid, prompt in zip(outcomes.prompt_ids, outcomes.prompts, strict=True):
+            key = "prompt" if isinstance(prompt, str) else "messages"
+            fh.write(json.dumps({"prompt_id": str(pid), key: prompt if key == "prompt" else list(prompt)}) + "\n")
+    return int(outcomes.n_prompts)
+
+
+def _run_prompts(args: argparse.Namespace) -> int:
+    n = write_prompts(args.source, args.output, args.split, args.split_seed)
+    print(json.dumps({"output": args.output, "prompts": n, "split": args.split}))
+    return 0
 
 
 def read_prompts(path: str | Path) -> tuple[list[str], list[Any]]:
@@ -83,35 +134,32 @@ def _parse_lambdas(text: str | None) -> list[float] | None:
 
 def run(args: argparse.Namespace) -> int:
     from router.registry_io import load_router
+    from router.router import default_lambda_grid
 
+    lambdas = _parse_lambdas(args.lambdas)
+    if lambdas is not None and args.sweep:
+        raise ConfigError("give --lambdas or --sweep, not both.")
     router = load_router(args.model)
     ids, prompts = read_prompts(args.input)
     models = [m.strip() for m in args.models.split(",")] if args.models else None
     pool = list(models) if models is not None else list(router.models)
+    router.allowed_mask(pool)  # unknown names: a clear error before any encoding
     emb, lengths = router.embed(prompts)
-    lams, choices, probs, q = router.sweep(embeddings=emb, lengths=lengths, lambdas=_parse_lambdas(args.lambdas),
-                                           models=models)
-    _, c_all, _ = router.predict(embeddings=emb, lengths=lengths)
-    cols = [router.models.index(m) for m in pool]
-    c = c_all[:, cols]
+    op_lam = router.rule.lam
+    if args.sweep:
+        q, c, _ = router.predict(embeddings=emb, lengths=lengths)
+        cols = [router.models.index(m) for m in pool]
+        lambdas = sorted(set(default_lambda_grid(q[:, cols], c[:, cols]).tolist()) | {op_lam})
     frames = []
-    n = len(ids)
-    for s, lam in enumerate(lams):
-        data: dict[str, Any] = {
-            "prompt_id": ids,
-            "setting": [f"lam={lam:g}"] * n,
-            "chosen_model": [pool[j] for j in choices[s]],
-        }
-        for j, name in enumerate(pool):
-            data[f"p:{name}"] = probs[s, :, j]
-        for j, name in enumerate(pool):
-            data[f"q:{name}"] = q[:, j]
-        for j, name in enumerate(pool):
-            data[f"cost:{name}"] = c[:, j]
-        data["lam"] = np.full(n, lam)
-        data["propensity"] = probs[s, np.arange(n), choices[s]]
-        frames.append(pl.DataFrame(data))
+    for lam in (lambdas if lambdas is not None else [None]):
+        at_op = lam is None or lam == op_lam
+        d = router.route(prompts, lam=None if at_op else lam, allowed=models, embedded=(emb, lengths))
+        frame = d.to_frame(ids, models=pool).with_columns(pl.lit(at_op).alias("operating_point"))
+        frames.append(frame)
     out = pl.concat(frames)
+    first = ["prompt_id", "chosen_model", "propensity", "quality", "cost", "latency", "reason", "lam", "mu",
+             "operating_point"]
+    out = out.select(first + [c for c in out.columns if c not in first])
     path = Path(args.output)
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix == ".csv":
@@ -120,6 +168,6 @@ def run(args: argparse.Namespace) -> int:
         out.write_ndjson(path)
     else:
         out.write_parquet(path)
-    print(json.dumps({"output": str(path), "prompts": n, "settings": len(lams), "rows": out.height,
-                      "models": pool}))
+    print(json.dumps({"output": str(path), "prompts": len(ids), "settings": len(frames), "rows": out.height,
+                      "models": pool, "operating_point": router.operating_point.describe()}))
     return 0

@@ -5,7 +5,7 @@ A router is saved to a directory as JSON configuration plus ``.npz`` arrays -- n
 and loads back to identical decisions::
 
     router_dir/
-      router.json            models, decision rule, component names, metadata, format version
+      router.json            models, decision rule, operating point, component names, metadata, format version
       encoder.json           encoder reference + configuration (weights are never copied)
       preprocessor.json/.npz shared-prefix stripper (optional)
       features.json/.npz     prompt statistics appended to the embedding (optional)
@@ -35,7 +35,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,7 @@ import numpy as np
 import polars as pl
 
 from router.base import Component, CostModel, Encoder, Policy, QualityPredictor
+from router.calibration import OperatingPoint
 from router.context import (
     LENGTH_UNITS,
     Prompt,
@@ -74,7 +75,7 @@ class Decisions:
         quality: (n, m) predicted quality. cost: (n, m) predicted USD. latency: (n, m) predicted seconds.
         utility: (n, m) quality - lam * cost - mu * latency (``-inf`` where not allowed).
         reasons: (n,) short explanation of each choice.
-        lam, mu: the trade-off used.
+        lam, mu: the trade-off used (a mixed rule's first lambda; see :class:`~router.decision.DecisionRule`).
         ood: (n,) True where the prompt was beyond the router's out-of-distribution threshold (its quality
             predictions shrunk toward the priors; see :mod:`router.ood`), or None without a guard.
     """
@@ -103,24 +104,32 @@ class Decisions:
     def __len__(self) -> int:
         return len(self.chosen_index)
 
-    def to_frame(self, prompt_ids: Sequence[str] | None = None, setting: str | None = None) -> pl.DataFrame:
-        """One row per prompt: ``prompt_id, setting, chosen_model``, then per model ``p:``, ``q:``, ``cost:``."""
+    def to_frame(self, prompt_ids: Sequence[str] | None = None, models: Sequence[str] | None = None) -> pl.DataFrame:
+        """One row per prompt, the format ``python -m router route`` writes and ``training evaluate --decisions``
+        reads.
+
+        Columns: ``prompt_id, chosen_model, propensity`` (the chosen model's probability), ``quality, cost,
+        latency`` (the chosen model's predictions), ``reason``, ``lam, mu`` (numbers), then for every
+        candidate (``models``, default all) ``p:<model>``, ``q:<model>``, ``cost:<model>``, ``latency:<model>``.
+        """
         n = len(self)
+        rows = np.arange(n)
+        cols = list(range(len(self.models))) if models is None else [self.models.index(m) for m in models]
         data: dict[str, Any] = {
             "prompt_id": list(prompt_ids) if prompt_ids is not None else [str(i) for i in range(n)],
-            "setting": [setting or f"lam={self.lam:g}"] * n,
             "chosen_model": self.chosen,
             "propensity": self.propensity,
+            "quality": self.quality[rows, self.chosen_index],
+            "cost": self.cost[rows, self.chosen_index],
+            "latency": self.latency[rows, self.chosen_index],
+            "reason": self.reasons,
+            "lam": np.full(n, float(self.lam)),
+            "mu": np.full(n, float(self.mu)),
         }
-        for j, name in enumerate(self.models):
-            data[f"p:{name}"] = self.probabilities[:, j]
-        for j, name in enumerate(self.models):
-            data[f"q:{name}"] = self.quality[:, j]
-        for j, name in enumerate(self.models):
-            data[f"cost:{name}"] = self.cost[:, j]
-        for j, name in enumerate(self.models):
-            data[f"latency:{name}"] = self.latency[:, j]
-        data["reason"] = self.reasons
+        for prefix, values in (("p", self.probabilities), ("q", self.quality), ("cost", self.cost),
+                               ("latency", self.latency)):
+            for j in cols:
+                data[f"{prefix}:{self.models[j]}"] = values[:, j]
         return pl.DataFrame(data)
 
 
@@ -148,7 +157,8 @@ class Router:
     """Encoder, quality predictor (or bandit policy), cost / latency models and a decision rule.
 
     Build one with :meth:`fit` (or from parts), route with :meth:`route`, trace the cost-quality curve
-    with :meth:`sweep`, persist with :meth:`save` / :meth:`load`.
+    with :meth:`sweep`, persist with :meth:`save` / :meth:`load`. :attr:`operating_point` says where it
+    decides by default (its rule's trade-off and, when calibrated, the target behind it).
 
     With a bandit policy as ``quality``, ``policy_lam`` / ``policy_mu`` are the trade-off its reward
     was trained at; the router adds the predicted cost and latency back to the policy's reward
@@ -172,6 +182,7 @@ class Router:
         policy_mu: float = 0.0,
         context_windows: dict[str, int] | None = None,
         length_unit: str = "tokens",
+        operating_point: OperatingPoint | None = None,
     ) -> None:
         self.models = tuple(str(m) for m in models)
         if not self.models:
@@ -202,6 +213,26 @@ class Router:
             raise ConfigError(f"length_unit must be one of {LENGTH_UNITS}, got {length_unit!r}.")
         #: unit of the prompt lengths the cost model reads
         self.length_unit = length_unit
+        self._operating_point: OperatingPoint | None = None
+        if operating_point is not None:
+            self.operating_point = operating_point
+
+    @property
+    def operating_point(self) -> OperatingPoint:
+        """Where the router decides by default: its rule's lambda, mu and mixing, and where they came from.
+
+        Setting it sets the rule's trade-off; setting the rule to another trade-off makes the point
+        ``source="rule"`` (the target of an earlier calibration no longer applies).
+        """
+        op = self._operating_point
+        if op is not None and op.same_trade_off(self.rule):
+            return op
+        return OperatingPoint.of_rule(self.rule, source="rule")
+
+    @operating_point.setter
+    def operating_point(self, op: OperatingPoint) -> None:
+        self.rule = replace(self.rule, lam=op.lam, mu=op.mu, mix_lam=op.mix_lam, mix=op.mix)
+        self._operating_point = op
 
     # ------------------------------------------------------------------ training
     @classmethod
@@ -354,6 +385,7 @@ class Router:
         max_latency: float | None = None,
         explain: bool = True,
         embedded: tuple[np.ndarray, np.ndarray] | None = None,
+        sample_keys: Sequence[str] | None = None,
     ) -> Decisions:
         """Choose a model for every prompt.
 
@@ -368,6 +400,8 @@ class Router:
             explain: build a short reason per decision.
             embedded: ``(embeddings, lengths)`` of these prompts from :meth:`embed`, when the caller already
                 has them, so they are not computed twice.
+            sample_keys: (n,) keys of the draw where a choice is random (exploration, a mixed operating
+                point): see :meth:`~router.decision.DecisionRule.sample`; default the prompt texts.
         """
         t0 = time.perf_counter()
         emb, lengths = self.embed(prompts) if embedded is None else embedded
@@ -385,7 +419,10 @@ class Router:
             out = type(out)(probs, out.utility, out.feasible, out.fallback)
         else:
             out = rule.probabilities(q, c, lat, mask)
-        chosen = out.probabilities.argmax(axis=1)
+        if sample_keys is None:  # the prompt texts are needed only where the choice is random
+            random_rows = (out.probabilities.max(axis=1) < 1.0).any()
+            sample_keys = prompt_texts(prompts) if random_rows else [""] * out.probabilities.shape[0]
+        chosen = rule.sample(out.probabilities, sample_keys)
         t3 = time.perf_counter()
         reasons = self._reasons(chosen, q, c, lat, out, rule) if explain else [""] * len(chosen)
         if explain:
@@ -489,6 +526,7 @@ class Router:
             "format_version": FORMAT_VERSION,
             "models": list(self.models),
             "rule": self.rule.to_dict(),
+            "operating_point": self.operating_point.to_dict(),
             "has_latency": self.latency is not None,
             "has_preprocessor": self.preprocessor is not None,
             "has_features": self.features is not None,
@@ -525,17 +563,20 @@ class Router:
         metadata = dict(meta.get("metadata") or {})
         # routers saved before the policy trade-off had its own field kept it in the metadata
         policy = meta.get("policy") or {"lam": metadata.pop("policy_lam", 0.0), "mu": metadata.pop("policy_mu", 0.0)}
+        op = meta.get("operating_point")  # absent in routers saved before operating points existed
         return cls(meta["models"], encoder, quality, cost, latency, DecisionRule(**meta["rule"]), pre, metadata,
                    feats, ood, policy_lam=float(policy["lam"]), policy_mu=float(policy["mu"]),
                    # routers saved before token counts and windows: characters, no limits
-                   context_windows=meta.get("context_windows"), length_unit=meta.get("length_unit", "chars"))
+                   context_windows=meta.get("context_windows"), length_unit=meta.get("length_unit", "chars"),
+                   operating_point=None if op is None else OperatingPoint.from_dict(op))
 
     def __repr__(self) -> str:
         return (f"Router(models={list(self.models)}, encoder={type(self.encoder).__name__}, "
                 f"quality={type(self.quality).__name__}, rule={self.rule})")
 
     def describe(self) -> str:
-        return json.dumps({"models": list(self.models), "rule": self.rule.to_dict(), **self.metadata}, indent=2)
+        return json.dumps({"models": list(self.models), "rule": self.rule.to_dict(),
+                           "operating_point": self.operating_point.to_dict(), **self.metadata}, indent=2)
 
 
 def _load_part(directory: Path, name: str, kind: Any) -> Any:

@@ -122,7 +122,13 @@ def test_route_returns_probabilities_and_reasons(fitted):
     assert all(r.startswith(name) for r, name in zip(d.reasons, d.chosen))
     assert (d.propensity == 1.0).all()
     frame = d.to_frame(list(test.prompt_ids[:20]))
-    assert {"prompt_id", "setting", "chosen_model", "p:frontier-xl", "q:small-8b", "cost:math-13b"} <= set(frame.columns)
+    assert frame.columns[:9] == ["prompt_id", "chosen_model", "propensity", "quality", "cost", "latency", "reason",
+                                 "lam", "mu"]
+    assert {"p:frontier-xl", "q:small-8b", "cost:math-13b"} <= set(frame.columns)
+    assert frame["lam"].dtype == pl.Float64 and set(frame["lam"]) == {50.0}
+    rows = np.arange(20)
+    assert np.allclose(frame["cost"].to_numpy(), d.cost[rows, d.chosen_index])
+    assert np.allclose(frame["quality"].to_numpy(), d.quality[rows, d.chosen_index])
 
 
 def test_router_recovers_best_model_per_family(fitted, data):
@@ -288,15 +294,16 @@ def test_route_cli(fitted, tmp_path):
              "--output", str(out), "--lambdas", "0,100", "--models", "small-8b,frontier-xl")
     assert r.returncode == 0, r.stderr
     df = pl.read_parquet(out)
-    assert df.height == 4 and df.columns[:3] == ["prompt_id", "setting", "chosen_model"]
+    assert df.height == 4 and df.columns[:3] == ["prompt_id", "chosen_model", "propensity"]
+    assert sorted(set(df["lam"])) == [0.0, 100.0]
     assert {"p:small-8b", "p:frontier-xl", "q:small-8b", "cost:frontier-xl"} <= set(df.columns)
     assert "p:medium-70b" not in df.columns and set(df["chosen_model"]) <= {"small-8b", "frontier-xl"}
-    # without --lambdas: a sweep from the best model to the cheapest
+    # --sweep: a grid from the best model to the cheapest, the operating point among it
     r = _cli("route", "--model", str(tmp_path / "model"), "--input", str(tmp_path / "in.jsonl"),
-             "--output", str(out))
+             "--output", str(out), "--sweep")
     assert r.returncode == 0, r.stderr
     df = pl.read_parquet(out).sort("lam")
-    assert df["setting"].n_unique() > 10
+    assert df["lam"].n_unique() > 10 and df.filter(pl.col("operating_point")).height == 2
     assert set(df.filter(pl.col("lam") == df["lam"].max())["chosen_model"]) == {"small-8b"}
     # a clear error, no traceback
     (tmp_path / "bad.jsonl").write_text('{"prompt_id": "x"}\n')

@@ -128,10 +128,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"report:        {(out / 'report' / 'report.html').resolve()}")
     print(f"summary:       {(out / 'report' / 'summary.md').resolve()}")
     print(f"router:        {(out / 'router').resolve()}")
+    print(f"decides at:    {res['router'].operating_point.describe()}")
     print(f"MLflow store:  {tracking.default_tracking_uri()}  (model {ns.name}, version {reg['version']})")
     print(f"browse runs:   .venv/bin/mlflow ui --backend-store-uri {tracking.default_tracking_uri()}")
     print(f"route a file:  .venv/bin/python -m router route --model models:/{ns.name}@champion "
-          "--input prompts.jsonl --output decisions.parquet")
+          "--input datasets/samples/prompts.jsonl --output out/decisions.parquet")
     print("serve it (two shells; the first is a local stand-in for the LLM providers):")
     print("               .venv/bin/python -m serve.provider --port 9000")
     print(f"               .venv/bin/python -m serve --model models:/{ns.name}@champion --port 8000")

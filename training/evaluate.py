@@ -6,9 +6,13 @@ Usage::
     python -m training evaluate --dataset data.parquet --decisions other_router.parquet --out reports/x
 
 Routers come from ``--model`` (a saved :class:`router.router.Router` directory or an MLflow
-``models:/NAME@alias`` URI; swept over its settings) and/or ``--decisions`` (any router's output:
-Parquet, JSON lines or CSV with one row per prompt per setting: ``prompt_id``, ``setting``,
-``chosen_model``). The same code scores both, on the same prompts. With ``--log`` (a traffic log
+``models:/NAME@alias`` URI) and/or ``--decisions`` (any router's output: Parquet, JSON lines or CSV
+with one row per prompt per setting: ``prompt_id``, ``setting`` (or ``lam``, as ``python -m router
+route`` writes it), ``chosen_model``). The same code scores both, on the same prompts. A model is
+scored at its saved operating point (:attr:`router.router.Router.operating_point`) -- its default
+decisions, marked in the report and in ``metrics.json`` under ``routers.<name>.operating_point`` --
+and along a lambda sweep that traces its cost-quality curve (AIQ and savings are properties of that
+curve). With ``--log`` (a traffic log
 with propensities) the model's settings are also evaluated off-policy.
 
 Outputs in ``--out``: ``report.html`` (self-contained), ``metrics.json`` (schema in
@@ -53,7 +57,7 @@ class Args:
                               ".csv); optional with --log (then the report holds the off-policy estimates alone)")
     model: str | None = arg(None, help="a saved router directory or models:/NAME@alias (swept over its settings)")
     decisions: str | None = arg(None, help="a decisions file to score (.parquet, .jsonl or .csv with prompt_id, "
-                                "setting, chosen_model)")
+                                "setting (or lam, as `python -m router route` writes it), chosen_model)")
     split: str = arg("test", help="the split to evaluate on ('all' for every row); for sources without their own "
                      "split, the grouped split of --split-seed (the one `training fit` uses)")
     log: str | None = arg(None, help="a traffic log with propensities (e.g. the service's logbook.dir) to evaluate "
@@ -145,7 +149,6 @@ def _load_router(spec: str) -> Any:
 def budget_curve(args: Args, outcomes: Outcomes) -> Curve:
     """Calibrate lambda on the training split for each spend target; route the evaluated prompts with it."""
     from router.calibration import SpendTarget, calibrate
-    from router.decision import DecisionRule
 
     targets = parse_budgets(str(args.budgets))
     router = _load_router(str(args.model))
@@ -154,12 +157,57 @@ def budget_curve(args: Args, outcomes: Outcomes) -> Curve:
     q_tr, c_tr, _ = router.predict(list(train.prompts))
     cols = [router.models.index(m) for m in outcomes.models]
     q_tr, c_tr = q_tr[:, cols], c_tr[:, cols]
-    lams = [calibrate(SpendTarget(t), q_tr, c_tr, true_quality=train.quality, true_cost=train.cost).lam
-            for t in targets]
+    results = [calibrate(SpendTarget(t), q_tr, c_tr, true_quality=train.quality, true_cost=train.cost)
+               for t in targets]
     q, c, _ = router.predict(list(outcomes.prompts))
     q, c = q[:, cols], c[:, cols]
-    choices = np.stack([DecisionRule(lam=lv).probabilities(q, c).probabilities.argmax(axis=1) for lv in lams])
-    return Curve(settings=np.asarray(lams), choices=choices, targets=np.asarray(targets))
+    probs = np.stack([r.rule().probabilities(q, c).probabilities for r in results])
+    choices = np.stack([r.rule().sample(p, list(outcomes.prompt_ids)) for r, p in zip(results, probs, strict=True)])
+    return Curve(settings=np.asarray([r.lam for r in results]), choices=choices, probs=probs,
+                 targets=np.asarray(targets))
+
+
+def router_curve(router: Any, prompts: list[Any], models: list[str], operating: Any = None) -> Curve:
+    """A router's decisions on ``prompts`` along its lambda sweep plus its operating point (marked).
+
+    The operating point's row is the router's default decision (:meth:`Router.route` without overrides,
+    its mixing and exploration drawn as in serving); the other rows are deterministic at each lambda of
+    :func:`router.router.default_lambda_grid`. ``models`` restricts the pool (and orders the columns).
+    ``operating``: another point to mark instead of the router's saved one (an
+    :class:`~router.calibration.OperatingPoint` or a lambda); the router is then routed at its trade-off.
+    """
+    from router.calibration import OperatingPoint
+    from router.router import default_lambda_grid
+
+    own = router.operating_point
+    if operating is None:
+        op = own
+    elif isinstance(operating, OperatingPoint):
+        op = operating
+    else:
+        op = OperatingPoint(lam=float(operating), mu=own.mu, source="given")
+    emb, lengths = router.embed(prompts)
+    router.allowed_mask(models)  # unknown names: a clear error
+    cols = [router.models.index(m) for m in models]
+    q, c, _ = router.predict(embeddings=emb, lengths=lengths)
+    grid = np.unique(np.append(default_lambda_grid(q[:, cols], c[:, cols]), op.lam))
+    lambdas, choices, probs, predicted = router.sweep(embeddings=emb, lengths=lengths, lambdas=grid, models=models)
+    k = int(np.searchsorted(lambdas, op.lam))
+    if op.same_trade_off(router.rule):
+        d = router.route(prompts, embedded=(emb, lengths), allowed=models, explain=False)
+    else:  # a point other than the router's own: its rule at that trade-off (mixing included)
+        saved = router.rule
+        try:
+            router.rule = dataclasses.replace(saved, lam=op.lam, mu=op.mu, mix_lam=op.mix_lam, mix=op.mix)
+            d = router.route(prompts, embedded=(emb, lengths), allowed=models, explain=False)
+        finally:
+            router.rule = saved
+    probs = np.array(probs, copy=True)
+    choices = np.array(choices, copy=True)
+    probs[k] = d.probabilities[:, cols]
+    choices[k] = [models.index(router.models[j]) for j in d.chosen_index]
+    return Curve(settings=lambdas, choices=choices, probs=probs, predicted_quality=predicted,
+                 operating_index=k, operating_info=op.to_dict())
 
 
 def budget_table(curve: Curve, outcomes: Outcomes) -> list[dict[str, float]]:
@@ -180,31 +228,24 @@ def budget_table(curve: Curve, outcomes: Outcomes) -> list[dict[str, float]]:
     return table
 
 
-def load_curve_from_model(spec: Any, outcomes: Outcomes, operating: float | None = None) -> Curve:
-    """Sweep a router (a loaded one, a directory or ``models:/NAME@alias``) over its settings on ``outcomes``.
+def load_curve_from_model(spec: Any, outcomes: Outcomes, operating: Any = None) -> Curve:
+    """Score a router (a loaded one, a directory or ``models:/NAME@alias``) on ``outcomes``: its lambda sweep
+    and its operating point, marked (see :func:`router_curve`).
 
-    ``operating``: a lambda to include in the sweep (the router's operating point), so it can be
-    marked exactly. Relies on ``Router.sweep(embeddings=..., lambdas=..., models=...) -> (lambdas (S,),
-    choices (S, n), probs (S, n, m), predicted_quality (n, m))``.
+    ``operating``: the operating point to mark, when not the router's own saved one -- an
+    :class:`~router.calibration.OperatingPoint`, or a lambda.
     """
     router = _load_router(spec) if isinstance(spec, str) else spec
-    models = list(outcomes.models)
-    emb, lengths = router.embed(list(outcomes.prompts))
-    lambdas, choices, probs, predicted = router.sweep(embeddings=emb, lengths=lengths, models=models)
-    if operating is not None and not np.isclose(np.asarray(lambdas, dtype=float), operating).any():
-        grid = np.union1d(np.asarray(lambdas, dtype=float), [operating])
-        lambdas, choices, probs, predicted = router.sweep(embeddings=emb, lengths=lengths, lambdas=grid,
-                                                          models=models)
-    return Curve(settings=np.asarray(lambdas), choices=np.asarray(choices),
-                 probs=None if probs is None else np.asarray(probs),
-                 predicted_quality=None if predicted is None else np.asarray(predicted))
+    return router_curve(router, list(outcomes.prompts), list(outcomes.models), operating)
 
 
 def load_decisions(path: str | Path, outcomes: Outcomes) -> Curve:
-    """Read a decisions file (Parquet, JSONL or CSV: ``prompt_id``, ``setting``, ``chosen_model``) as a :class:`Curve`.
+    """Read a decisions file as a :class:`Curve`.
 
-    Every (prompt, setting) pair of the evaluated prompts must be present exactly once; extra prompt
-    ids (e.g. other splits) are ignored only when none of the evaluated prompts is missing.
+    The file (Parquet, CSV or JSONL) has ``prompt_id``, ``chosen_model`` and a numeric setting: a
+    ``setting`` column, else ``lam`` (what ``python -m router route`` writes). Other columns are
+    ignored. Every (prompt, setting) pair of the evaluated prompts must be present exactly once; extra
+    prompt ids (e.g. other splits) are ignored only when none of the evaluated prompts is missing.
 
     Example:
         >>> import polars as pl, tempfile
@@ -225,16 +266,24 @@ def load_decisions(path: str | Path, outcomes: Outcomes) -> Curve:
     if p.suffix in (".jsonl", ".ndjson", ".json"):
         df = pl.read_ndjson(p)
     elif p.suffix == ".csv":
-        df = pl.read_csv(p, schema_overrides={"prompt_id": pl.String, "chosen_model": pl.String})
+        df = pl.read_csv(p, infer_schema_length=None,
+                         schema_overrides={"prompt_id": pl.String, "chosen_model": pl.String})
     elif p.suffix == ".parquet" or p.is_dir():
         df = pl.read_parquet(p / "*.parquet" if p.is_dir() else p)
     else:
         raise SchemaError(f"{p}: decisions must be a .parquet, .jsonl or .csv file.")
-    missing = {"prompt_id", "setting", "chosen_model"} - set(df.columns)
+    setting = "setting" if "setting" in df.columns else "lam"
+    missing = sorted({"prompt_id", setting, "chosen_model"} - set(df.columns))
     if missing:
-        raise SchemaError(f"{p}: decisions file lacks column(s) {sorted(missing)}; "
-                          "expected prompt_id, setting, chosen_model.")
-    df = df.select(pl.col("prompt_id").cast(pl.String), pl.col("setting").cast(pl.Float64),
+        raise SchemaError(f"{p}: decisions file lacks column(s) {missing}; "
+                          "expected prompt_id, setting (or lam), chosen_model.")
+    values = df[setting].cast(pl.Float64, strict=False)
+    invalid = (values.is_null() | values.is_nan()).to_numpy()
+    if invalid.any():
+        i = int(np.flatnonzero(invalid)[0])
+        raise SchemaError(f"{p}: row {i + 1}: {setting!r} must be a number (the lambda of the decision), "
+                          f"got {df[setting][i]!r}; write the setting as a number, e.g. 0.5, not 'lam=0.5'.")
+    df = df.select(pl.col("prompt_id").cast(pl.String), values.alias("setting"),
                    pl.col("chosen_model").cast(pl.String))
     known_models = set(outcomes.models)
     bad_models = sorted(set(df["chosen_model"].unique().to_list()) - known_models)
@@ -324,13 +373,8 @@ def run(args: Args, inputs: tuple[Outcomes, str | None] | None = None) -> Any:
 
         log_lineage(outcomes, role="eval", split_seed=args.split_seed, split=split)
     curves: dict[str, Curve] = {}
-    operating: dict[str, float | None] = {}
-    if args.model:
-        from training.report import operating_point_of
-
-        router = _load_router(args.model)
-        operating[_router_name(args)] = operating_point_of(router)
-        curves[_router_name(args)] = load_curve_from_model(router, outcomes, operating[_router_name(args)])
+    if args.model:  # scored along its sweep and at its saved operating point, which the curve carries
+        curves[_router_name(args)] = load_curve_from_model(_load_router(args.model), outcomes)
     if args.decisions:
         curves[Path(args.decisions).stem] = load_decisions(args.decisions, outcomes)
     if not curves:
@@ -346,7 +390,7 @@ def run(args: Args, inputs: tuple[Outcomes, str | None] | None = None) -> Any:
     if args.log:
         ope_rows, diag = ope_from_log(str(args.log), str(args.model), seed=args.seed, n_bootstrap=args.n_bootstrap)
     write_report(res, args.out, dataset=args.dataset, split=split, ope_rows=ope_rows, ope_diagnostics=diag,
-                 operating_points=operating, budget=budget)
+                 budget=budget)
     log_to_mlflow(res, args.out)
     return res
 

@@ -1,7 +1,8 @@
 """The router as an MLflow ``pyfunc`` model, logged as *code* (MLflow's models-from-code), not a pickle.
 
 Input: a DataFrame with a ``prompt`` column (text) and optionally ``messages`` (a JSON list of chat
-messages, used when ``prompt`` is empty). Params (optional): ``lam``, ``mu``, ``max_cost``,
+messages, used when ``prompt`` is empty). Params (optional): ``lam``, ``mu`` (their defaults in the
+signature are the router's operating point, which decides when they are left as they are), ``max_cost``,
 ``max_latency``. Output: one row per prompt with ``chosen_model``, ``propensity``,
 ``probabilities`` (JSON object model -> probability), ``predicted_cost`` (USD of the chosen model),
 ``predicted_quality`` and ``reason``.
@@ -41,7 +42,10 @@ class RouterModel(mlflow.pyfunc.PythonModel):  # type: ignore[name-defined,misc]
                 prompts.append(json.loads(frame["messages"].iloc[i]))
             else:
                 raise ValueError(f"row {i}: give a non-empty 'prompt' or 'messages'.")
-        p = {k: v for k, v in (params or {}).items() if v is not None}
+        rule = self.router.rule
+        # the signature's defaults are the router's operating point: those values mean "as saved"
+        p = {k: v for k, v in (params or {}).items()
+             if v is not None and not (k in ("lam", "mu") and float(v) == float(getattr(rule, k)))}
         d = self.router.route(prompts, lam=p.get("lam"), mu=p.get("mu"), max_cost=p.get("max_cost"),
                               max_latency=p.get("max_latency"))
         rows = np.arange(len(d))

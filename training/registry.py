@@ -39,7 +39,7 @@ def model_card(router: Any, summary: dict[str, Any], test: Any | None = None) ->
         f"- AIQ: {r.get('aiq', 'n/a')}  (95% CI {r.get('aiq_ci', 'n/a')})",
         f"- cost saving at best single model's quality: {r.get('saving_at_best', 'n/a')}",
         f"- cost saving at 95% of it: {r.get('saving_at_95', 'n/a')}",
-        f"- default lambda: {router.rule.lam:g} quality points per USD",
+        f"- operating point: {router.operating_point.describe()}",
         "",
         "## Intended use",
         "Choosing, per request, which of the listed models answers, trading predicted quality against",
@@ -74,7 +74,7 @@ def log_router(router: Any, summary: dict[str, Any], *, register: str | None = N
         model = RouterModel()
         model.router = router
         output = model.predict(None, example)
-        signature = infer_signature(example, output, params={"lam": 0.0, "mu": 0.0})
+        signature = infer_signature(example, output, params={"lam": float(router.rule.lam), "mu": float(router.rule.mu)})
         card = model_card(router, summary, test)
         (Path(tmp) / "model_card.md").write_text(card)
         info = mlflow.pyfunc.log_model(

@@ -46,8 +46,11 @@ from training.report_plots import (
 
 __all__ = ["log_to_mlflow", "operating_point_of", "render_html", "summary_markdown", "write_report"]
 
-#: Operating points: router name -> the lambda it routes with (None when unknown).
-OperatingPoints = Mapping[str, float | None]
+#: Operating points given by the caller: router name -> the lambda it routes with, or its
+#: :class:`router.calibration.OperatingPoint` (or that as a dict); None when unknown. A router whose
+#: evaluation carries its own operating point (see :func:`training.evaluate.router_curve`) needs none.
+OperatingPoints = Mapping[str, Any]
+
 
 # --------------------------------------------------------------------------- text
 def _fmt(x: Any, nd: int = 3) -> str:
@@ -66,26 +69,51 @@ def _ci(v: Any, ci: Any, nd: int = 3) -> str:
     return f"{_fmt(v, nd)} [{_fmt(ci[0], nd)}, {_fmt(ci[1], nd)}]"
 
 
-def operating_point_of(router: Any) -> float | None:
-    """The lambda a router routes with, read defensively: a saved ``operating_point`` (an object or a
-    dict with ``lam``, or a number), else the decision rule's ``lam``; None when neither is there."""
-    op = getattr(router, "operating_point", None)
-    for value in (op.get("lam") if isinstance(op, Mapping) else getattr(op, "lam", op),
-                  getattr(getattr(router, "rule", None), "lam", None)):
-        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
-            return float(value)
+def _lam_of(op: Any) -> float | None:
+    """The lambda of an operating point given as an object with ``lam``, a dict with ``lam``, or a number."""
+    value = op.get("lam") if isinstance(op, Mapping) else getattr(op, "lam", op)
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
     return None
 
 
-def _operating_rows(res: EvaluationResult, operating: OperatingPoints | None) -> dict[str, dict[str, float]]:
-    """Router name -> {setting, cost, quality} at its operating point (routers whose sweep holds it)."""
-    out = {}
+def operating_point_of(router: Any) -> float | None:
+    """The lambda a router routes with, read defensively: its ``operating_point`` (a
+    :class:`router.calibration.OperatingPoint`, a dict with ``lam``, or a number), else the decision
+    rule's ``lam``; None when neither is there."""
+    lam = _lam_of(getattr(router, "operating_point", None))
+    return lam if lam is not None else _lam_of(getattr(router, "rule", None))
+
+
+def _operating_rows(res: EvaluationResult, operating: OperatingPoints | None) -> dict[str, dict[str, Any]]:
+    """Router name -> its operating point: ``{setting, cost, quality, ...}``.
+
+    A router's own, measured by the evaluation (its curve's ``operating_index``: the router's saved
+    :class:`~router.calibration.OperatingPoint`, with intervals, shares and the target behind it),
+    comes first; else the point ``operating`` gives for it, when its sweep holds that lambda.
+    """
+    out: dict[str, dict[str, Any]] = {}
     for name, r in res.routers.items():
-        k = operating_index(r.settings, (operating or {}).get(name))
-        if k is not None:
-            out[name] = {"setting": float(r.settings[k]), "cost": float(r.points[k, 0]),
-                         "quality": float(r.points[k, 1])}
+        if r.operating_point is not None:
+            out[name] = dict(r.operating_point)
+            continue
+        given = (operating or {}).get(name)
+        k = operating_index(r.settings, _lam_of(given))
+        if k is None:
+            continue
+        row: dict[str, Any] = {"setting": float(r.settings[k]), "cost": float(r.points[k, 0]),
+                               "quality": float(r.points[k, 1])}
+        info: dict[str, Any] = dict(given) if isinstance(given, Mapping) else {}
+        to_dict = getattr(given, "to_dict", None)  # a router.calibration.OperatingPoint
+        if callable(to_dict):
+            info = to_dict()
+        out[name] = {**info, **row}
     return out
+
+
+def _marks(res: EvaluationResult, operating: OperatingPoints | None) -> dict[str, float | None]:
+    """Router name -> the setting the figures mark as its operating point."""
+    return {name: op["setting"] for name, op in _operating_rows(res, operating).items()}
 
 
 def _summary_table(res: EvaluationResult, operating: OperatingPoints | None = None) -> tuple[list[str], list[list[str]]]:
@@ -111,6 +139,28 @@ def _summary_table(res: EvaluationResult, operating: OperatingPoints | None = No
         body.append(row)
     body.append(["zero router", _ci(res.zero_aiq, res.zero_aiq_ci), "", _fmt(float(res.zero_hull.max_quality)),
                  "", "", ""] + ([""] * 3 if ops else []) + ([""] * 3 if two else []))
+    return head, body
+
+
+def _operating_table(res: EvaluationResult) -> tuple[list[str], list[list[str]]]:
+    """Where each router's operating point came from: its lambda and mixing, and the target behind it.
+
+    One row per router whose evaluation carries a saved :class:`router.calibration.OperatingPoint`
+    (its cost and quality there are in the summary table).
+    """
+    head = ["router", "λ", "mixing", "source", "target", "calibrated (train)", "held-out (fit)", "met"]
+    body = []
+    for r in res.routers.values():
+        op = r.operating_point
+        if op is None or "source" not in op:
+            continue
+        mix = f"{op['mix']:.3f} at λ={op['mix_lam']:.4g}" if op.get("mix") else ""
+        tgt = op.get("target") or {}
+        goal = next((v for k, v in tgt.items() if k not in ("kind", "model", "confidence")), None)
+        body.append([r.name, f"{op['setting']:.4g}", mix, str(op.get("source", "")),
+                     f"{tgt.get('kind', '')} {goal:g}" if goal is not None else "",
+                     _fmt(op.get("calibrated")), _fmt(op.get("heldout")),
+                     "" if op.get("met") is None else ("yes" if op["met"] else "NO")])
     return head, body
 
 
@@ -158,6 +208,9 @@ def summary_markdown(res: EvaluationResult, dataset: str, split: str | None = No
     for j, m in enumerate(res.models):
         lines.append(f"| {m} | {1000 * res.model_points[j, 0]:.4f} | {res.model_points[j, 1]:.3f} |")
     lines += ["", *_md_table(*_summary_table(res, operating))]
+    ohead, obody = _operating_table(res)
+    if obody:
+        lines += ["", "## Operating points (each router's default decisions)", "", *_md_table(ohead, obody)]
     brows = _budget_rows(res, budget)
     if brows:
         lines += ["", "## Budget knob fidelity", "", *_md_table(*_budget_table(brows))]
@@ -213,6 +266,13 @@ def render_html(res: EvaluationResult, dataset: str, split: str | None = None,
              f"{res.n_bootstrap} bootstrap replicates (seed {res.seed}), {int(res.confidence * 100)}% intervals</p>"]
     head, body = _summary_table(res, operating)
     parts += ["<h2>Summary</h2>", _table_html(head, body)]
+    ohead, obody = _operating_table(res)
+    if obody:
+        parts.append("<h2>Operating points</h2><p class='meta'>Where each router decides by default (circled in "
+                     "the figures; its cost and quality there are in the summary): its saved lambda and mixing, "
+                     "the target it was calibrated for, its value on the training split and the value `training "
+                     "fit` measured on its held-out split.</p>")
+        parts.append(_table_html(ohead, obody))
     mhead = ["model", "cost per 1k requests (USD)", "quality"]
     mbody = [[m, f"{1000 * res.model_points[j, 0]:.4f}", f"{res.model_points[j, 1]:.3f}"]
              for j, m in enumerate(res.models)]
@@ -227,13 +287,13 @@ def render_html(res: EvaluationResult, dataset: str, split: str | None = None,
             parts.append(f"<p class='meta'>{html.escape(note)}</p>")
         parts.append(f"<img alt='{html.escape(title)}' src=\"data:image/png;base64,{b64}\">")
 
-    marked = " Circles: each router's operating point (the lambda it routes with)." if _operating_rows(
-        res, operating) else ""
-    img("Cost-quality curves", plot_cost_quality(res, operating),
+    marks = _marks(res, operating)
+    marked = " Circles: each router's operating point (the lambda it routes with)." if marks else ""
+    img("Cost-quality curves", plot_cost_quality(res, marks),
         "Lines: non-decreasing convex hulls (linear cost). Shaded: the single models' cost span over which AIQ is "
         "taken. Each model has its own colour and shape, the same in every figure." + marked)
-    img("Setting -> cost and quality", plot_settings(res, operating))
-    img("Routing share per model", plot_shares(res, operating))
+    img("Setting -> cost and quality", plot_settings(res, marks))
+    img("Routing share per model", plot_shares(res, marks))
     if res.task_models:
         img("Per-task AIQ", plot_tasks(res),
             "Gain of each router's AIQ over the zero router on the task's prompts, with paired bootstrap intervals.")
@@ -262,7 +322,9 @@ def write_report(
 ) -> dict[str, Path]:
     """Write ``report.html``, ``metrics.json`` and ``summary.md`` to ``out_dir``; returns their paths.
 
-    ``operating_points``: router name -> the lambda it routes with (marked when its sweep holds it);
+    ``operating_points``: router name -> the lambda it routes with, or its
+    :class:`~router.calibration.OperatingPoint` (marked when its sweep holds it), for routers whose
+    evaluation does not carry its own (a ``--model`` scored by ``training evaluate`` does);
     ``budget``: budget-knob fidelity ``{"router", "target", "rows": [...]}`` (see ``training.evaluate``).
     """
     out = Path(out_dir)

@@ -63,6 +63,10 @@ class Curve:
             as the two-model APGR score).
         scores: (n,) strong-model score for APGR, or None (then derived, see :func:`evaluate_curves`).
         targets: (S,) what each setting asked for (spend per 1,000 requests in USD), or None.
+        operating_index: index of the setting at which the router decides by default (its operating
+            point), or None.
+        operating_info: what to report about that point beside its cost and quality (e.g.
+            :meth:`router.calibration.OperatingPoint.to_dict`), or None.
     """
 
     settings: Any
@@ -71,6 +75,8 @@ class Curve:
     predicted_quality: Any = None
     scores: Any = None
     targets: Any = None
+    operating_index: Any = None
+    operating_info: Any = None
 
 
 @dataclass
@@ -99,6 +105,7 @@ class RouterEvaluation:
     cpt80: float | None = None
     per_task: dict[str, dict[str, Any]] = field(default_factory=dict)
     budget: list[dict[str, float]] = field(default_factory=list)
+    operating_point: dict[str, Any] | None = None
     predicted_quality: np.ndarray | None = None
     realised_quality: np.ndarray | None = None
 
@@ -250,6 +257,8 @@ class EvaluationResult:
                 entry.update(apgr=r.apgr, apgr_ci=list(r.apgr_ci), cpt50=r.cpt50, cpt80=r.cpt80)
             if r.budget:
                 entry["budget"] = r.budget
+            if r.operating_point is not None:
+                entry["operating_point"] = r.operating_point
             doc["routers"][r.name] = entry
         return dict(_nan_to_none(doc))
 
@@ -356,7 +365,10 @@ def evaluate_curves(
         else:
             per_prompt_q[name] = Q[rows, ch]
             per_prompt_c[name] = C[rows, ch]
-        parsed[name] = Curve(settings, ch, probs, pq, cv.scores, cv.targets)
+        if cv.operating_index is not None and not 0 <= int(cv.operating_index) < settings.shape[0]:
+            raise ValidationError(f"router {name!r}: operating_index {cv.operating_index} is not one of its "
+                                  f"{settings.shape[0]} settings.")
+        parsed[name] = Curve(settings, ch, probs, pq, cv.scores, cv.targets, cv.operating_index, cv.operating_info)
 
     oc, oq = _oracle_per_prompt(Q, C)
     mp = np.stack([C.mean(axis=0), Q.mean(axis=0)], axis=1)
@@ -510,6 +522,14 @@ def evaluate_curves(
             from router.metrics.curves import budget_fidelity
 
             ev.budget = budget_fidelity(1000.0 * pts[:, 0], tg)
+        if cv.operating_index is not None:
+            i = int(cv.operating_index)
+            ev.operating_point = {
+                "setting": float(cv.settings[i]), "cost": float(pts[i, 0]), "quality": float(pts[i, 1]),
+                "cost_ci": [float(v) for v in ev.points_ci[i, 0]], "quality_ci": [float(v) for v in ev.points_ci[i, 1]],
+                "shares": {outcomes.models[j]: float(ev.shares[i, j]) for j in range(m)},
+                **dict(cv.operating_info or {}),
+            }
         if cv.predicted_quality is not None:
             ev.predicted_quality = cv.predicted_quality
             ev.realised_quality = Q
