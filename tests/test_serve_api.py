@@ -11,27 +11,12 @@ import time
 import numpy as np
 import openai
 import pytest
-from serve_support import MATH, Service, http, tiny_router
+from serve_support import MATH, Service, http
 
 from router.router import Router
 
 CHEAP = "small-8b"  # the synthetic pool's cheapest model
 PROMPT = [{"role": "user", "content": MATH}]
-
-
-@pytest.fixture(scope="module")
-def provider():
-    from serve.provider import running
-
-    with running(data="demo", latency_ms=5) as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
-def router_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("router")
-    tiny_router(path)
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import warnings
 
 import numpy as np
 import pytest
-from serve_support import MATH, Service, http, tiny_router
+from serve_support import MATH, Service, http
 
 from router.data.logs import conform_log, read_log, scan_log
 from router.data.schema import TRAFFIC_LOG_SCHEMA
@@ -27,13 +27,6 @@ def provider():
 
     with running(data="demo", latency_ms=2) as url:
         yield url
-
-
-@pytest.fixture(scope="module")
-def router_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("router")
-    tiny_router(path)
-    return path
 
 
 def _config(provider: str, log_dir, **logbook) -> dict:

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import openai
 import pytest
-from serve_support import MATH, ROOT, Service, http, tiny_router
+from serve_support import MATH, ROOT, Service, http
 
 from router.router import Router
 
@@ -31,13 +31,6 @@ def provider():
 
     with running(data="demo", latency_ms=2) as url:
         yield url
-
-
-@pytest.fixture(scope="module")
-def router_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("router")
-    tiny_router(path)
-    return path
 
 
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
