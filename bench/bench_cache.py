@@ -50,14 +50,9 @@ RESPONSE = {  # a typical chat completion body (~0.6 kB), the cached value
 def machine() -> dict[str, Any]:
     import faiss
 
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from bench.machine import cpu_model
+
+    model = cpu_model()
     return {"cpu": model, "cores": os.cpu_count(), "usable_cores": len(os.sched_getaffinity(0)),
             "load_avg_at_start": os.getloadavg()[0], "platform": platform.platform(),
             "python": platform.python_version(), "numpy": np.__version__, "faiss": faiss.__version__}

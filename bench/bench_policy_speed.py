@@ -169,14 +169,9 @@ def old_tree(commit: str, into: Path) -> Path:
 
 # --------------------------------------------------------------------------- report
 def machine() -> dict[str, Any]:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from bench.machine import cpu_model  # the project root is on sys.path once main() runs
+
+    cpu = cpu_model("unknown")
     return {"platform": platform.platform(), "cpu": cpu, "cpu_count": os.cpu_count(),
             "python": platform.python_version(), "numpy": np.__version__, "blas_threads": 1,
             "load_average_at_start": list(os.getloadavg()),

@@ -217,14 +217,9 @@ def server_side(n: int, concurrency: int, cpus: list[int]) -> dict[str, dict[str
 
 
 def machine() -> dict[str, Any]:
-    model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from bench.machine import cpu_model
+
+    model = cpu_model("")
     import aiohttp
     import litellm
 

@@ -213,14 +213,9 @@ def profile_summary(raw: str, top: int = 20) -> dict:
 
 
 def machine_info() -> dict:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from bench.machine import cpu_model
+
+    cpu = cpu_model("unknown")
     nproc = subprocess.run(["nproc"], capture_output=True, text=True, check=False).stdout.strip()
     try:
         load = os.getloadavg()
