@@ -43,7 +43,7 @@ from serve.api.chat import chat_completions
 from serve.api.errors import APIError
 from serve.api.feedback import feedback
 from serve.api.http import ClientGone, Receive, Scope, Send, header, new_request_id, send_error
-from serve.decide import Decider, MicroBatcher, encode_in_thread
+from serve.decide import Decider, encode_in_thread
 from serve.logbook import Logbook, make_logbook
 from serve.metrics import Metrics
 from serve.registry import AliasFollower, Policy, PolicyHolder, load_policy, parse_spec
@@ -71,7 +71,7 @@ class State:
     """Everything a request needs, built in the lifespan (never at import)."""
 
     def __init__(self, settings: Settings, holder: PolicyHolder, decider: Decider, pool: Any,
-                 provider_error: type[BaseException], cache: Any, cache_embedder: Any, metrics: Metrics,
+                 provider_error: type[BaseException], cache: Any, lookup: Any, metrics: Metrics,
                  logbook: Logbook, follower: AliasFollower | None, tenancy: Tenancy) -> None:
         self.settings = settings
         self.holder = holder
@@ -79,7 +79,7 @@ class State:
         self.pool = pool
         self.provider_error = provider_error
         self.cache = cache
-        self.cache_embedder = cache_embedder
+        self.lookup = lookup  # serve.lookup.Lookup when the cache is on
         self.metrics = metrics
         self.logbook = logbook
         self.follower = follower
@@ -287,18 +287,20 @@ async def build_state(settings: Settings) -> State:
     metrics.policy_version = policy.version
     loop = asyncio.get_running_loop()
     cache: Any = None
-    cache_embedder: Any = None
+    lookup: Any = None
     if settings.cache.enabled:
         cache = await asyncio.to_thread(_build_cache, settings)
-        cache_embedder = MicroBatcher(lambda texts: embed_for_cache(cache, texts), max_batch=settings.batch_max,
-                                      window_s=settings.batch_window_ms / 1000.0,
-                                      in_thread=encode_in_thread(settings.encode_in_thread, cache.encoder_),
-                                      name="cache-embed")
     decider = Decider(holder, fallbacks=settings.fallbacks, max_batch=settings.batch_max,
                       window_s=settings.batch_window_ms / 1000.0,
                       in_thread=encode_in_thread(settings.encode_in_thread, policy.router.encoder),
                       on_batch=metrics.batch_sizes.observe,
                       shared_encoder=_identity(cache.encoder_) if cache is not None else None)
+    if cache is not None:
+        from serve.lookup import Lookup
+
+        lookup = Lookup(cache, decider, embed_for_cache, max_batch=settings.batch_max,
+                        window_s=settings.batch_window_ms / 1000.0, encode_in_thread_setting=settings.encode_in_thread,
+                        on_batch=metrics.batch_sizes.observe)
     from serve.providers import SUPPORTED_PARAMS, ProviderError, ProviderPool
 
     pool = ProviderPool.from_config(settings.providers or None, settings.provider_url, list(policy.router.models))
@@ -335,7 +337,7 @@ async def build_state(settings: Settings) -> State:
 
         follower = AliasFollower(spec, holder, settings.registry_poll_s, on_swap=swapped, on_error=failed)
         follower.start()
-    state = State(settings, holder, decider, pool, ProviderError, cache, cache_embedder, metrics,
+    state = State(settings, holder, decider, pool, ProviderError, cache, lookup, metrics,
                   make_logbook(settings.logbook, on_commit=metrics.committed), follower, tenancy)
     state.supported_params = frozenset(SUPPORTED_PARAMS)
     if tenancy.shared_cache is not None and cache is not None:
@@ -470,8 +472,8 @@ async def close_state(state: State) -> None:
         await asyncio.to_thread(state.follower.stop)
     await state.pool.aclose()
     state.decider.close()
-    if state.cache_embedder is not None:
-        state.cache_embedder.close()
+    if state.lookup is not None:
+        state.lookup.close()
     await asyncio.to_thread(state.logbook.close)
     state.tenancy.audit.record("service.stop", "service", None)
     if state.tenancy.experiment is not None:

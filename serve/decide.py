@@ -264,6 +264,12 @@ class Decider:
     def close(self) -> None:
         self.batcher.close()
 
+    def decide_many(self, requests: Sequence[tuple[list[Any], RouteOptions, str, dict[str, np.ndarray] | None]]
+                    ) -> list[Decision | BaseException]:
+        """Decide a batch now, on the calling thread: per request ``(messages, options, tenant, known)``
+        as for :meth:`decide`; a request that cannot be decided gets its exception in its place."""
+        return self._compute([_Item(m, o, t, k) for m, o, t, k in requests])
+
     def decide_now(self, messages: list[Any], options: RouteOptions = DEFAULT_OPTIONS) -> Decision:
         """Decide one conversation synchronously (no batching); raises on bad input."""
         res = self._compute([_Item(messages, options)])[0]

@@ -246,6 +246,54 @@ def test_scope_index_matches_brute_force_with_removals():
         assert label == live[int(np.argmax(sims))] and sim == pytest.approx(float(sims.max()), abs=1e-5)
 
 
+@pytest.mark.parametrize("ivf", [False, True])
+def test_batched_search_finds_what_one_by_one_search_finds(ivf):
+    rng = np.random.default_rng(1)
+    vecs = rng.normal(size=(600, 16)).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    idx = ScopeIndex(16, ivf_from=300 if ivf else 10**9, nprobe=64)
+    for i, v in enumerate(vecs):
+        idx.add(i, v)
+    if ivf:
+        from serve.cache.index import build_ivf
+
+        idx.install(build_ivf(*idx.plan_rebuild(), nprobe=64))
+    assert idx.kind == ("ivf" if ivf else "flat")
+    for i in rng.choice(600, 250, replace=False).tolist():
+        idx.remove(i)
+    queries = rng.normal(size=(40, 16)).astype(np.float32)
+    queries[:20] = vecs[:20] + 0.01 * queries[:20]  # some near stored (or removed) vectors
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    one = [idx.search(q) for q in queries]
+    many = idx.search_many(queries)
+    assert [f[0] for f in many] == [f[0] for f in one]  # type: ignore[index]
+    assert np.allclose([f[1] for f in many], [f[1] for f in one], atol=1e-5)  # type: ignore[index]
+
+
+def test_get_many_answers_as_get_does(static):
+    cache = SemanticCache(static, background_rebuild=False)
+    stored = ["What is the capital of France?", "How do I sort a list in Python?", "Who wrote Hamlet?"]
+    for tenant in ("acme", "globex"):
+        for text in stored:
+            put_q(cache, tenant, text, answer=f"{tenant}:{text}")
+    asks = [("acme", "What is the capital of France?"), ("acme", "what's the capital city of France?"),
+            ("globex", "Who wrote Hamlet?"), ("acme", "How many legs does a spider have?"),
+            ("initech", "Who wrote Hamlet?"), ("globex", "How do I sort a list in python")]
+    queries = [(SemanticCache.scope(t, body(q)), q, cache.embed([q])[0]) for t, q in asks]
+    before = cache.stats()
+    many = cache.get_many(queries)
+    after_many = cache.stats()
+    one = [cache.get(s, q, embedding=e) for s, q, e in queries]
+    assert [None if h is None else (h.value, h.exact) for h in many] == \
+        [None if h is None else (h.value, h.exact) for h in one]
+    assert sum(h is not None for h in many) >= 3  # exact hits at least; no cross-tenant answer
+    assert all(h is None or h.value["answer"].startswith(t + ":") for (t, _), h in zip(asks, many))
+    counted = {k: after_many[k] - before[k] for k in ("hits_exact", "hits_semantic", "misses")}
+    assert counted == {"hits_exact": sum(h is not None and h.exact for h in one),
+                       "hits_semantic": sum(h is not None and not h.exact for h in one),
+                       "misses": sum(h is None for h in one)}
+
+
 # ---------------------------------------------------------------------- invalidation
 def test_invalidate_by_id_text_scope_and_tenant(static):
     cache = SemanticCache(static, threshold=0.5)

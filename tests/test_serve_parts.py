@@ -150,6 +150,55 @@ def test_batched_decisions_equal_router_route(policy):
     assert all(set(got[i].candidates) <= allowed for i in range(2, len(prompts), 3))
 
 
+def test_lookup_batch_equals_embed_then_get_then_decide(policy):
+    """One batch of cache lookups and decisions gives what the step-by-step path gives."""
+    from router.data.synthetic import generate
+    from serve.app import embed_for_cache
+    from serve.cache import SemanticCache
+    from serve.lookup import Lookup, LookupItem
+
+    cache = SemanticCache(policy.router.encoder, threshold=0.95)
+    prompts = [str(p) for p in generate(30, seed=5).outcomes.prompts]
+    for text in prompts[:10]:
+        req = {"model": "router", "messages": [{"role": "user", "content": text}]}
+        cache.put(SemanticCache.scope("acme", req), text, {"text": "cached " + text})
+    options = [RouteOptions(), RouteOptions(lam=1e6)]
+    items = []
+    for i, text in enumerate(prompts):
+        req = {"model": "router", "messages": [{"role": "user", "content": text}]}
+        tenant = "acme" if i % 2 else "globex"  # globex has nothing cached: every globex item misses
+        items.append(LookupItem(SemanticCache.scope(tenant, req), text, req["messages"], options[i % 2], tenant,
+                                route=i % 5 != 0))
+    decider = Decider(PolicyHolder(policy), fallbacks=4)
+    lookup = Lookup(cache, decider, embed_for_cache)
+
+    async def main() -> list:
+        return list(await asyncio.gather(*(lookup.submit(it) for it in items)))
+
+    got = asyncio.run(main())
+    assert any(r.hit is not None for r in got) and any(r.hit is None for r in got)
+    missed = [it for it, r in zip(items, got) if r.hit is None and it.route]
+
+    async def step_by_step() -> list:  # the same requests decided as one Decider batch
+        return list(await asyncio.gather(*(decider.decide(it.messages, it.options, it.tenant) for it in missed)))
+
+    refs = iter(asyncio.run(step_by_step()))
+    for it, res in zip(items, got):
+        raw, unit = embed_for_cache(cache, [it.text])[0]
+        assert np.allclose(res.raw, raw, atol=1e-6) and np.allclose(res.embedding, unit, atol=1e-6)
+        hit = cache.get(it.scope, it.text, embedding=unit)
+        assert (res.hit is None) == (hit is None)
+        if hit is not None:
+            assert res.hit.value == hit.value and res.decision is None
+        elif it.route:
+            ref = next(refs)
+            assert res.decision is not None and res.error is None
+            assert (res.decision.chosen, res.decision.candidates, res.decision.propensity) == \
+                (ref.chosen, ref.candidates, ref.propensity)
+        else:
+            assert res.decision is None  # not routed: the cache lookup only
+
+
 def test_candidates_are_chosen_first_then_by_utility_within_limits(policy):
     decider = Decider(PolicyHolder(policy), fallbacks=10)
     prompt = [{"role": "user", "content": MATH}]

@@ -98,7 +98,9 @@ class KNNPredictor(BasePredictor):
         """(scores (n, k), indices (n, k)) of the ``k`` nearest training rows, best first."""
         if self._xb is None:
             return self._index.search(xq, k)  # type: ignore[no-any-return]
-        sims = xq @ self._xb.T  # float32 inner products, as IndexFlatIP computes them
+        # float32 inner products, as IndexFlatIP computes them; (n_train, d) @ (d, n) then transposed is the
+        # same arithmetic as xq @ xb.T but BLAS runs it 2-3x faster for a few queries (it packs the small side)
+        sims = (self._xb @ xq.T).T
         n_train = sims.shape[1]
         idx = np.argpartition(sims, n_train - k, axis=1)[:, n_train - k:] if k < n_train else \
             np.broadcast_to(np.arange(n_train), sims.shape).copy()

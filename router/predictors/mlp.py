@@ -70,7 +70,14 @@ def _gelu(h: np.ndarray) -> np.ndarray:
     costs six times as much."""
     import torch
 
-    return torch.nn.functional.gelu(torch.from_numpy(np.ascontiguousarray(h))).numpy()
+    # torch's own CPU kernel, not oneDNN's: the same values, without building a oneDNN primitive per call
+    # (~25 us of a ~35 us call for a few rows)
+    enabled = torch._C._get_mkldnn_enabled()
+    torch._C._set_mkldnn_enabled(False)
+    try:
+        return torch.nn.functional.gelu(torch.from_numpy(np.ascontiguousarray(h))).numpy()
+    finally:
+        torch._C._set_mkldnn_enabled(enabled)
 
 
 class MLPPredictor(BasePredictor):

@@ -25,6 +25,7 @@ from serve.api.http import ClientGone, Receive, Scope, Send, send_bytes, sse_sta
 from serve.api.parse import ChatRequest, parse_chat
 from serve.decide import Decision, RouteOptions
 from serve.logbook import DecisionRecord
+from serve.lookup import LookupItem
 from serve.tenants import budget_refusal, downgrade
 from serve.tenants.explain import Explanation
 from serve.tenants.limits import Limits
@@ -118,6 +119,7 @@ async def _chat(state: State, receive: Receive, send: Send, rid: str, t0: float,
     key: tuple[str, str] | None = None
     embedding = None
     known: dict[str, Any] | None = None  # the cache encoder's vector of the text, for the router to reuse
+    looked_up: Decision | None = None  # decided in the same batch as the cache lookup (serve.lookup)
     if cache is not None and req.use_cache:
         try:
             key = (cache.scope(tenant, req.body), cache.text(req.messages))
@@ -132,9 +134,16 @@ async def _chat(state: State, receive: Receive, send: Send, rid: str, t0: float,
                     hit = SharedHit(value)
                     exp.cache_detail = "shared tier (redis)"
             if hit is None:
-                raw, embedding = await state.cache_embedder.submit(key[1])
-                known = {key[1]: raw}
-                hit = cache.get(key[0], key[1], embedding=embedding)
+                fused = req.routed and (exp.experiment is None or exp.experiment["arm"] != "challenger")
+                t_look = time.perf_counter()
+                found = await state.lookup.submit(LookupItem(key[0], key[1], req.messages, req.options, tenant, fused))
+                embedding, hit = found.embedding, found.hit
+                known = {key[1]: found.raw}
+                if found.error is not None:
+                    raise _unroutable(found.error)
+                looked_up = found.decision
+                if looked_up is not None:
+                    metrics.decide_latency.observe(time.perf_counter() - t_look)
             if hit is not None:
                 outcome = "hit_exact" if hit.exact else "hit_semantic"
                 metrics.cache[outcome] += 1
@@ -159,12 +168,13 @@ async def _chat(state: State, receive: Receive, send: Send, rid: str, t0: float,
             if ex_info is not None and ex_info["arm"] == "challenger":
                 decision = await state.tenancy.experiment.decider.decide(req.messages, req.options)
             else:
-                decision = await state.decider.decide(req.messages, req.options, tenant, known)
+                decision = looked_up or await state.decider.decide(req.messages, req.options, tenant, known)
                 if ex_info is not None and ex_info["mode"] == "shadow":
                     state.tenancy.experiment.shadow(req.messages, req.options, decision, exp)
         except RoutingError as exc:
-            raise APIError(400, f"cannot route this request: {exc}", param="messages") from None
-        metrics.decide_latency.observe(time.perf_counter() - t_dec)
+            raise _unroutable(exc) from None
+        if decision is not looked_up:
+            metrics.decide_latency.observe(time.perf_counter() - t_dec)
         candidates = list(decision.candidates)
         chosen = decision.chosen
         metrics.decisions[(chosen, "routed")] += 1
@@ -249,6 +259,13 @@ async def _chat(state: State, receive: Receive, send: Send, rid: str, t0: float,
     await send_bytes(send, 200, body, headers)
     metrics.added_latency.observe(max(time.perf_counter() - t0 - provider_s, 0.0))
     return 200
+
+
+def _unroutable(exc: BaseException) -> APIError:
+    """A decision error as the client sees it: bad input is a 400; anything else is the service's own fault."""
+    if isinstance(exc, RoutingError):
+        return APIError(400, f"cannot route this request: {exc}", param="messages")
+    raise exc
 
 
 async def _budget(state: State, tenant: str, req: ChatRequest, limits: Limits, decision: Decision | None,

@@ -263,6 +263,41 @@ class SemanticCache:
                 return None
         return self._hit(entry, min(found[1], 1.0), exact=False)
 
+    def get_many(self, queries: list[tuple[str, str, np.ndarray]]) -> list[CacheHit | None]:
+        """:meth:`get` for a batch of ``(scope, text, embedding)``: one index pass per scope.
+
+        Same answers as calling :meth:`get` on each (exact key first, then the nearest text of the
+        scope at or above the threshold), with the queries of one scope searched together.
+        """
+        keys = [self._check(scope, text) for scope, text, _ in queries]
+        vecs = [self._vector(text, emb) for _, text, emb in queries]
+        entries: list[tuple[Entry, float, bool] | None] = [None] * len(queries)
+        with self._lock:
+            self._expire_locked()
+            by_scope: dict[str, list[int]] = {}
+            for i, (scope, _, _) in enumerate(queries):
+                entry = self._exact_locked(scope, keys[i])
+                if entry is not None:
+                    entries[i] = (entry, 1.0, True)
+                    continue
+                index = self._indexes.get(scope)
+                if keys[i] and vecs[i] is not None and index is not None and len(index) > 0:
+                    by_scope.setdefault(scope, []).append(i)
+                else:
+                    self._counts["misses"] += 1
+            for scope, rows in by_scope.items():
+                found = self._indexes[scope].search_many(np.stack([vecs[i] for i in rows]))  # type: ignore[misc]
+                for i, f in zip(rows, found):
+                    if f is not None and f[1] >= self.threshold_:
+                        entry = self.store_.get(self._ids[f[0]])
+                        assert entry is not None
+                        self.store_.touch(entry.entry_id)
+                        self._counts["hits_semantic"] += 1
+                        entries[i] = (entry, min(f[1], 1.0), False)
+                    else:
+                        self._counts["misses"] += 1
+        return [None if e is None else self._hit(e[0], e[1], exact=e[2]) for e in entries]
+
     def _exact_locked(self, scope: str, key: str) -> Entry | None:
         entry = self.store_.find_exact(scope, key)
         if entry is not None:

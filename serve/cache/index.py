@@ -157,6 +157,42 @@ class ScopeIndex:
                 return None
             k = min(total, k * 8)
 
+    def search_many(self, vectors: np.ndarray) -> list[tuple[int, float] | None]:
+        """:meth:`search` for each row of ``vectors`` (b, d), sharing one pass over the scope.
+
+        An exact scope is scanned once for the whole batch (one float32 matrix product, memory-bound
+        like a single query's scan); inverted lists are searched as one FAISS batch.
+        """
+        total = int(self._index.ntotal)
+        if total == len(self._dead):
+            return [None] * len(vectors)
+        if len(vectors) == 1:
+            return [self.search(vectors[0])]
+        if self._ivf:
+            return self._ivf_many(vectors, total)
+        faiss = _faiss()
+        flat = faiss.downcast_index(self._index.index)
+        xb = faiss.rev_swig_ptr(flat.get_xb(), total * self.dim).reshape(total, self.dim)
+        sims = xb @ np.ascontiguousarray(vectors, dtype=np.float32).T  # (n, b); the view is read under the caller's lock
+        labels = faiss.rev_swig_ptr(self._index.id_map.data(), total)
+        if self._dead:
+            sims[np.isin(labels, np.fromiter(self._dead, dtype=np.int64, count=len(self._dead)))] = -np.inf
+        best = sims.argmax(axis=0)
+        return [(int(labels[r]), float(sims[r, j])) for j, r in enumerate(best)]
+
+    def _ivf_many(self, vectors: np.ndarray, total: int) -> list[tuple[int, float] | None]:
+        k = min(total, 1 + min(len(self._dead), 7))
+        with _one_thread():
+            sims, labels = self._index.search(np.ascontiguousarray(vectors, dtype=np.float32), k)
+        out: list[tuple[int, float] | None] = []
+        for j, vector in enumerate(vectors):
+            found = next(((int(lab), float(sim)) for sim, lab in zip(sims[j], labels[j])
+                          if lab >= 0 and int(lab) not in self._dead), None)
+            if found is None and k < total and labels[j][-1] >= 0:  # everything it saw was dead: look further
+                found = self.search(vector)
+            out.append(found)
+        return out
+
     # ------------------------------------------------------------------ rebuilding (inverted lists)
     def plan_rebuild(self) -> tuple[np.ndarray, np.ndarray] | None:
         """When the scope is due a (re)training: a snapshot (vectors (n, d), labels (n,)); else None.
