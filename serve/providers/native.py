@@ -15,12 +15,24 @@ from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+import orjson
+
 from serve.providers.calls import CallError, Piece, Result, classify_status, redact
 from serve.providers.types import Deployment
 
 __all__ = ["CODECS", "NativeClient"]
 
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+_std_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+def _dumps(obj: Any) -> bytes:
+    """Compact UTF-8 JSON of a request body (orjson; the standard library for what orjson refuses,
+    such as integers beyond 64 bits)."""
+    try:
+        return orjson.dumps(obj)
+    except TypeError:
+        return _std_dumps(obj).encode()
+
 _ERR_BODY_LIMIT = 4096
 
 
@@ -44,8 +56,8 @@ def _text(content: Any) -> str:
 
 def _loads(data: bytes, what: str) -> Any:
     try:
-        return json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
+        return orjson.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:  # orjson.JSONDecodeError is a ValueError
         raise CallError("malformed", None, f"{what} is not valid JSON ({exc})") from None
 
 
@@ -365,6 +377,7 @@ class NativeClient:
     def __init__(self, connections: int = 0) -> None:
         self.connections = connections
         self._session: Any = None
+        self._http1: Any = None  # serve.providers.http1.Http1Client, for whole answers
 
     def _get_session(self) -> Any:
         if self._session is None or self._session.closed:
@@ -377,25 +390,26 @@ class NativeClient:
         return self._session
 
     async def aclose(self) -> None:
+        if self._http1 is not None:
+            await self._http1.aclose()
         if self._session is not None:
             await self._session.close()
             self._session = None
 
     async def complete(self, dep: Deployment, key: str | None, messages: list[dict], params: dict) -> Result:
-        import aiohttp
-
+        """One whole answer, over :class:`~serve.providers.http1.Http1Client` (not aiohttp: see there)."""
         codec = CODECS[dep.protocol]
-        data = _dumps(codec.body(dep, messages, params, False)).encode()
+        data = _dumps(codec.body(dep, messages, params, False))
+        if self._http1 is None:
+            from serve.providers.http1 import Http1Client
+
+            self._http1 = Http1Client()
         try:
-            async with self._get_session().post(codec.url(dep, False), data=data,
-                                                headers=codec.headers(key)) as resp:
-                body = await resp.read()
-                if resp.status != 200:
-                    raise classify_status(resp.status, resp.headers, body[:_ERR_BODY_LIMIT], key)
-        except aiohttp.ClientPayloadError as exc:
-            raise CallError("truncated", None, f"the answer body was cut ({redact(str(exc), key)})") from None
-        except aiohttp.ClientError as exc:
-            raise CallError("connection", None, redact(f"{type(exc).__name__}: {exc}", key)) from None
+            status, headers, body = await self._http1.post(codec.url(dep, False), data, codec.headers(key))
+        except CallError as err:
+            raise CallError(err.kind, err.status, redact(err.message, key), err.retry_after_s) from None
+        if status != 200:
+            raise classify_status(status, headers, body[:_ERR_BODY_LIMIT], key)
         return codec.whole(_loads(body, "the answer"))  # type: ignore[no-any-return]
 
     async def stream(self, dep: Deployment, key: str | None, messages: list[dict],
@@ -404,7 +418,7 @@ class NativeClient:
 
         codec = CODECS[dep.protocol]
         parser = codec.parser()
-        data = _dumps(codec.body(dep, messages, params, True)).encode()
+        data = _dumps(codec.body(dep, messages, params, True))
         try:
             async with self._get_session().post(codec.url(dep, True), data=data,
                                                 headers=codec.headers(key)) as resp:
