@@ -167,14 +167,17 @@ async def _chat(state: State, receive: Receive, send: Send, rid: str, t0: float,
             ex_info = exp.experiment
             if ex_info is not None and ex_info["arm"] == "challenger":
                 decision = await state.tenancy.experiment.decider.decide(req.messages, req.options)
+                metrics.decide_latency.observe(time.perf_counter() - t_dec)
             else:
-                decision = looked_up or await state.decider.decide(req.messages, req.options, tenant, known)
+                if looked_up is not None:
+                    decision = looked_up
+                else:
+                    decision = await state.decider.decide(req.messages, req.options, tenant, known)
+                    metrics.decide_latency.observe(time.perf_counter() - t_dec)
                 if ex_info is not None and ex_info["mode"] == "shadow":
                     state.tenancy.experiment.shadow(req.messages, req.options, decision, exp)
         except RoutingError as exc:
             raise _unroutable(exc) from None
-        if decision is not looked_up:
-            metrics.decide_latency.observe(time.perf_counter() - t_dec)
         candidates = list(decision.candidates)
         chosen = decision.chosen
         metrics.decisions[(chosen, "routed")] += 1
