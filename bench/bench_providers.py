@@ -1,4 +1,4 @@
-"""Client CPU per provider call: our ProviderPool (plain aiohttp) against litellm, the OpenAI SDK and raw clients.
+"""Client CPU per provider call: our ProviderPool against litellm, the OpenAI SDK and raw clients.
 
 Run: ``python bench/bench_providers.py [--quick]`` -> ``bench/results/providers.json`` and
 ``bench/results/providers.md`` (with the machine's details).
@@ -10,9 +10,10 @@ process's CPU time (all threads, ``time.process_time``) per call -- the cost a c
 hot path -- and the calls per second. Clients, all against the same provider in the same run:
 
 * ``aiohttp raw``: one pooled ``aiohttp.ClientSession``, POST + ``json.loads`` (the floor);
+* ``http1 raw``: the same with the service's own client of whole answers (:mod:`serve.providers.http1`);
 * ``httpx raw``: the same with ``httpx.AsyncClient``;
 * ``pool native openai`` / ``pool native anthropic``: :class:`serve.providers.ProviderPool` (breaker,
-  timeouts, retries bookkeeping, cost) over aiohttp;
+  timeouts, retries bookkeeping, cost) over that client (streams over aiohttp);
 * ``openai SDK``: ``openai.AsyncOpenAI(...).chat.completions.create``;
 * ``litellm openai`` / ``litellm anthropic``: ``litellm.acompletion(..., num_retries=0)``;
 * ``pool via litellm``: the pool with a ``litellm``-protocol deployment;
@@ -76,6 +77,15 @@ async def run(url: str, n: int, n_slow: int, concurrency: int) -> dict[str, dict
             async with s.post(url + "/v1/chat/completions", data=body, headers=hdr) as r:
                 return json.loads(await r.read())
         out["aiohttp raw"] = await _measure(aio, n, concurrency, 200)
+
+    from serve.providers.http1 import Http1Client
+
+    h1 = Http1Client()
+
+    async def http1() -> Any:
+        return json.loads((await h1.post(url + "/v1/chat/completions", body, hdr))[2])
+    out["http1 raw (serve.providers.http1)"] = await _measure(http1, n, concurrency, 200)
+    await h1.aclose()
 
     async with httpx.AsyncClient(limits=httpx.Limits(max_connections=concurrency * 2)) as hc:
         async def hx() -> Any:
@@ -260,8 +270,9 @@ def write_markdown(doc: dict[str, Any], path: Path) -> None:
         lines.append(f"| {name} | {r['requests']} | {r['server_cpu_ms_per_request']:.3f} | "
                      f"{r['requests_per_s']:.0f} |")
     lines += ["", "The pool's hot path (OpenAI-compatible endpoints, and text conversations on Anthropic, Gemini "
-              "and Ollama) is the native aiohttp one; litellm is used only where its translation is needed "
-              "(protocol `litellm`, tools or non-text content on the non-OpenAI protocols)."]
+              "and Ollama) is the native one: whole answers on `serve.providers.http1`, streams on aiohttp; litellm is "
+              "used only where its translation is needed (protocol `litellm`, tools or non-text content on the "
+              "non-OpenAI protocols)."]
     path.write_text("\n".join(lines) + "\n")
 
 

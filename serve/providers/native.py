@@ -1,7 +1,8 @@
-"""Calls over a plain keep-alive aiohttp session, for the four wire protocols, text conversations.
+"""Calls over plain keep-alive HTTP, for the four wire protocols, text conversations.
 
-One :class:`NativeClient` per pool owns one ``aiohttp.ClientSession`` (made on first use, in the running
-loop). Each protocol is a small codec: the URL, headers and body of a request, and a parser for the whole
+One :class:`NativeClient` per pool sends whole (non-streamed) calls over its own small HTTP/1.1 client
+(:mod:`serve.providers.http1`) and streams over one ``aiohttp.ClientSession``, both made on first use in
+the running loop. Each protocol is a small codec: the URL, headers and body of a request, and a parser for the whole
 answer or for its stream. A stream parser only reports the finish once the provider's end marker arrived
 (OpenAI ``data: [DONE]`` or a clean end after the finish chunk, Anthropic ``message_stop``, Gemini the chunk
 with ``finishReason`` then a clean end, Ollama ``done: true``), so a cut or truncated stream is an error,
@@ -372,7 +373,8 @@ CODECS: dict[str, Any] = {"openai": _OpenAI(), "anthropic": _Anthropic(), "gemin
 
 # ============================================================================ the client
 class NativeClient:
-    """Calls deployments of the four wire protocols over one pooled aiohttp session."""
+    """Calls deployments of the four wire protocols: whole answers over :class:`~serve.providers.http1.Http1Client`,
+    streams over one pooled aiohttp session."""
 
     def __init__(self, connections: int = 0) -> None:
         self.connections = connections
