@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 
 from router.base import Encoder
 from router.encoders._common import check_texts, l2_normalize
@@ -307,7 +308,7 @@ class SemanticCache:
 
     def _hit(self, entry: Entry, similarity: float, *, exact: bool) -> CacheHit:
         """The hit for ``entry``, its value decoded outside the lock (entries are immutable)."""
-        return CacheHit(entry.entry_id, json.loads(entry.value_json), similarity, exact,
+        return CacheHit(entry.entry_id, orjson.loads(entry.value_json), similarity, exact,
                         max(0.0, self.clock() - entry.created))
 
     # ------------------------------------------------------------------ writes

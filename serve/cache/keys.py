@@ -25,12 +25,13 @@ space stripped; inner white space and case are kept (they matter in code and nam
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import re
 import unicodedata
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+import orjson
 
 from router.errors import ConfigError
 
@@ -46,7 +47,7 @@ _SCOPE = re.compile(rf"(.+)#[0-9a-f]{{{_DIGEST_CHARS}}}", re.DOTALL)
 
 
 def _canonical(value: Any, path: str) -> Any:
-    """JSON-able value with numbers unified (1 == 1.0) and keys sorted later by json.dumps."""
+    """JSON-able value with numbers unified (1 == 1.0) and keys sorted later when serialised."""
     if value is None or isinstance(value, bool | str):
         return value
     if isinstance(value, int | float):
@@ -147,8 +148,11 @@ def request_scope(tenant: str, request: Mapping[str, Any]) -> str:
         "after": msgs[last + 1 :],
         "params": params,
     }
-    blob = json.dumps(_canonical(key, "request"), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    return f"{tenant}#{hashlib.sha256(blob.encode()).hexdigest()[:_DIGEST_CHARS]}"
+    try:
+        blob = orjson.dumps(_canonical(key, "request"), option=orjson.OPT_SORT_KEYS)  # compact UTF-8, keys sorted
+    except orjson.JSONEncodeError as exc:  # e.g. a lone surrogate in a string
+        raise ConfigError(f"request cannot be keyed: {exc}; send valid UTF-8 text.") from None
+    return f"{tenant}#{hashlib.sha256(blob).hexdigest()[:_DIGEST_CHARS]}"
 
 
 def parse_scope(scope: Any) -> str:
