@@ -22,7 +22,6 @@ JSON = (b"content-type", b"application/json")
 SSE_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache"),
                (b"x-accel-buffering", b"no")]
 _SAFE_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,64}$")
-_PID = f"{os.getpid():x}"
 
 
 class ClientGone(Exception):
@@ -38,6 +37,8 @@ def header(scope: Scope, name: bytes) -> bytes | None:
 
 
 _counter = 0
+_PREFIX = ""  # "req-<pid>-<random>-", drawn once per process; ids add a counter
+_PREFIX_PID = -1
 
 
 def new_request_id(scope: Scope) -> str:
@@ -45,9 +46,12 @@ def new_request_id(scope: Scope) -> str:
     given = header(scope, b"x-request-id")
     if given is not None and _SAFE_ID.match(given):
         return given.decode()
-    global _counter
+    global _counter, _PREFIX, _PREFIX_PID
+    pid = os.getpid()
+    if pid != _PREFIX_PID:  # first id of this process (a forked worker too): a new random prefix
+        _PREFIX, _PREFIX_PID = f"req-{pid:x}-{os.urandom(6).hex()}-", pid
     _counter += 1
-    return f"req-{_PID}-{os.urandom(4).hex()}-{_counter:x}"
+    return f"{_PREFIX}{_counter:x}"
 
 
 async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
