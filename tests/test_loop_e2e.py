@@ -68,7 +68,7 @@ def run_loop(tmp: Path, *, name: str, v1_dir: Path, served: Any, fresh: Any, ser
     log_dir = tmp / "log"
     config: dict[str, Any] = {"cache": {"enabled": False}, "registry_poll_s": 0.2,
               "logbook": {"dir": str(log_dir), "commit_ms": 10},
-              "online": {"enabled": True, "epsilon": 0.3, "warm_prompts": 50, "warm_weight": 0.1}}
+              "online": {"enabled": True, "epsilon": 0.5, "warm_prompts": 50, "warm_weight": 0.1}}
     out: dict[str, Any] = {"seconds": {}}
     t0 = time.monotonic()
 
