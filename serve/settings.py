@@ -83,8 +83,10 @@ class LogbookSettings:
 
     ``dir``: the traffic log (training schema, with feedback; see :mod:`serve.trafficlog`), written
     with group commit every ``commit_ms`` (the most a ``kill -9`` can lose) and rotated after
-    ``rotate_mb`` MiB or ``rotate_s`` seconds. ``path``: a plain JSON-lines file of the raw
-    decision records (debugging). Neither: nothing is logged and ``/v1/feedback`` is off.
+    ``rotate_mb`` MiB or ``rotate_s`` seconds. ``answer_after_commit``: an answer leaves only once
+    its record is on disk (a kill then loses no answered request; answers wait up to one window).
+    ``path``: a plain JSON-lines file of the raw decision records (debugging). Neither: nothing is
+    logged and ``/v1/feedback`` is off.
     """
 
     path: str | None = None
@@ -92,6 +94,7 @@ class LogbookSettings:
     commit_ms: float = 50.0
     rotate_mb: float = 64.0
     rotate_s: float = 3600.0
+    answer_after_commit: bool = False
 
 
 @dataclass(frozen=True)
@@ -217,6 +220,9 @@ class Settings:
         _check(lb.commit_ms, 0 < lb.commit_ms <= 1000, "logbook.commit_ms", "in (0, 1000] milliseconds")
         _check(lb.rotate_mb, lb.rotate_mb > 0, "logbook.rotate_mb", "> 0")
         _check(lb.rotate_s, lb.rotate_s > 0, "logbook.rotate_s", "> 0")
+        if lb.answer_after_commit and not lb.dir:
+            raise SettingsError("logbook.answer_after_commit needs logbook.dir: only the traffic log commits "
+                                "records to disk; set logbook.dir too.")
         on = self.online
         if on.enabled and not lb.dir:
             raise SettingsError("online.enabled needs logbook.dir: the online policy learns from feedback, which is "

@@ -14,8 +14,15 @@ that prompt are the truth. A ``--feedback-share`` of the requests (chosen with t
 
 The summary printed (JSON) holds ``requests``, ``ok``, ``errors`` (by kind), ``feedback_sent``,
 ``feedback_ok``, ``mean_quality`` (true), ``spend`` (true USD), ``mean_cost``, ``reward`` (mean
-of ``quality - lam * cost``), ``lam``, ``models`` (answers per model), ``achieved_rate`` and
-``wall_s``. ``--out`` writes one JSON line per request (row, request id, model, quality, cost).
+of ``quality - lam * cost``), ``lam``, ``models`` (answers per model), ``versions`` (answers per
+policy version, the response's ``x-route-policy-version``), ``achieved_rate`` and ``wall_s``.
+``--out`` writes one JSON line per request, in the order they were sent (row, request id, model,
+policy version, quality, cost, and ``sent_s`` / ``answered_s``: when the request was sent and its
+answer (or error) arrived, in seconds since the simulation started, on one clock).
+
+In a program, :func:`simulate` also takes ``on_result`` (called with each request's row as its
+answer and feedback are done) and ``stop`` (a ``threading.Event``: once set, no further request is
+sent; those in flight finish), e.g. to keep traffic flowing until the service swaps its policy.
 """
 
 from __future__ import annotations
@@ -24,9 +31,11 @@ import argparse
 import asyncio
 import json
 import sys
+import threading
 import time
 from collections import Counter
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -58,6 +67,9 @@ class _Result:
     row: int
     request_id: str | None = None
     model: str | None = None
+    policy_version: str | None = None
+    sent_s: float | None = None
+    answered_s: float | None = None
     quality: float | None = None
     cost: float | None = None
     error: str | None = None
@@ -74,10 +86,11 @@ def _messages(outcomes: Any, row: int) -> list[dict[str, Any]]:
 
 
 async def _one(client: Any, http: Any, outcomes: Any, pos: dict[str, int], row: int, send_feedback: bool,
-               args: argparse.Namespace) -> _Result:
+               args: argparse.Namespace, t0: float) -> _Result:
     import openai
 
-    res = _Result(row)
+    loop = asyncio.get_running_loop()
+    res = _Result(row, sent_s=loop.time() - t0)
     extra = {"routing": {"cache": False}} if args.no_cache else None
     try:
         raw = await client.chat.completions.with_raw_response.create(
@@ -89,7 +102,10 @@ async def _one(client: Any, http: Any, outcomes: Any, pos: dict[str, int], row: 
     except openai.APIError as exc:
         res.error = type(exc).__name__
         return res
+    finally:
+        res.answered_s = loop.time() - t0
     res.request_id = raw.headers.get("x-request-id")
+    res.policy_version = raw.headers.get("x-route-policy-version")
     model = done.model or raw.headers.get("x-route-model")
     res.model = model
     j = pos.get(model or "")
@@ -116,12 +132,15 @@ async def _one(client: Any, http: Any, outcomes: Any, pos: dict[str, int], row: 
     return res
 
 
-async def _run(args: argparse.Namespace, outcomes: Any, rows: np.ndarray, fb: np.ndarray) -> list[_Result]:
+async def _run(args: argparse.Namespace, outcomes: Any, rows: np.ndarray, fb: np.ndarray,
+               stop: threading.Event | None, on_result: Callable[[dict[str, Any]], None] | None) -> list[_Result]:
     import httpx
     import openai
 
     base = args.url.rstrip("/")
-    limits = httpx.Limits(max_connections=1000, max_keepalive_connections=200)
+    # idle connections are dropped well before a server's keep-alive timeout (uvicorn: 5 s, the same as httpx's
+    # default), so a request never races the server closing the connection it is sent on
+    limits = httpx.Limits(max_connections=1000, max_keepalive_connections=200, keepalive_expiry=1.0)
     client = openai.AsyncOpenAI(base_url=base + "/v1", api_key="simulator", max_retries=0, timeout=args.timeout,
                                 http_client=httpx.AsyncClient(limits=limits, timeout=args.timeout))  # type: ignore[arg-type]
     pos = {m: j for j, m in enumerate(outcomes.models)}
@@ -133,14 +152,29 @@ async def _run(args: argparse.Namespace, outcomes: Any, rows: np.ndarray, fb: np
             delay = t0 + i / args.rate - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
-            tasks.append(asyncio.ensure_future(_one(client, http, outcomes, pos, int(row), bool(fb[i]), args)))
+            if stop is not None and stop.is_set():
+                break
+            task = asyncio.ensure_future(_one(client, http, outcomes, pos, int(row), bool(fb[i]), args, t0))
+            if on_result is not None:
+                task.add_done_callback(lambda t: on_result(_row(outcomes, t.result())))  # type: ignore[misc]
+            tasks.append(task)
         results = list(await asyncio.gather(*tasks))
     await client.close()
     return results
 
 
-def simulate(args: argparse.Namespace) -> dict[str, Any]:
-    """Run the simulation ``args`` describes (see the module docs); returns the summary."""
+def _row(outcomes: Any, r: _Result) -> dict[str, Any]:
+    """One request's line of ``--out`` (and what ``on_result`` receives)."""
+    return {"row": r.row, "prompt_id": str(outcomes.prompt_ids[r.row]), **{k: v for k, v in asdict(r).items() if k != "row"}}
+
+
+def simulate(args: argparse.Namespace, *, stop: threading.Event | None = None,
+             on_result: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Run the simulation ``args`` describes (see the module docs); returns the summary.
+
+    ``on_result(row)`` is called (from the simulator's own thread) as each request is done; once ``stop``
+    is set no further request is sent, and the summary counts the requests that were.
+    """
     from router.data.registry import load_source
     from router.errors import ConfigError
 
@@ -159,7 +193,7 @@ def simulate(args: argparse.Namespace) -> dict[str, Any]:
     rows = np.resize(order, args.requests)  # repeats the data when more requests than prompts are asked
     fb = rng.random(args.requests) < args.feedback_share
     t0 = time.perf_counter()
-    results = asyncio.run(_run(args, outcomes, rows, fb))
+    results = asyncio.run(_run(args, outcomes, rows, fb, stop, on_result))
     wall = time.perf_counter() - t0
     ok = [r for r in results if r.error is None]
     q = np.array([r.quality for r in ok], dtype=float)
@@ -175,16 +209,14 @@ def simulate(args: argparse.Namespace) -> dict[str, Any]:
         "spend": float(c.sum()), "mean_cost": float(c.mean()) if c.size else None,
         "reward": float((q - args.lam * c).mean()) if q.size else None, "lam": args.lam,
         "models": dict(Counter(r.model for r in ok)),
+        "versions": dict(Counter(r.policy_version for r in ok)),
         "achieved_rate": len(results) / wall if wall > 0 else None, "wall_s": wall,
         "data": args.data, "tasks": args.task, "seed": args.seed,
     }
     if args.out:
         with open(args.out, "w", encoding="utf-8") as fh:
             for r in results:
-                fh.write(json.dumps({"row": r.row, "prompt_id": str(outcomes.prompt_ids[r.row]),
-                                     "request_id": r.request_id, "model": r.model, "quality": r.quality,
-                                     "cost": r.cost, "error": r.error, "feedback": r.feedback,
-                                     "feedback_error": r.feedback_error}) + "\n")
+                fh.write(json.dumps(_row(outcomes, r)) + "\n")
     return summary
 
 

@@ -19,6 +19,12 @@ Durability (one writer thread, one commit per ``commit_ms`` window):
   reader, and the next start opens new parts, so it appends cleanly;
 * ``submit_feedback`` returns a future that resolves only after the commit holding the feedback
   (and, since the queue is ordered, the request it rates) was fsync'd: a 200 means it is on disk;
+* ``committed()`` is the same barrier without a line: it returns once everything queued before it
+  is on disk. With ``logbook.answer_after_commit`` the service awaits it before an answer leaves,
+  so an answered request is never lost to a ``kill -9`` (at the price of up to one window of
+  latency); by default answers leave at once and a kill loses at most the last window's records;
+* the queue is first in, first out and every commit is whole before the next begins, so what a
+  kill leaves on disk is always a prefix of the records in the order they were queued;
 * ``close`` commits everything still queued (clean shutdown loses nothing).
 
 Parts rotate when they pass ``rotate_mb`` or ``rotate_s``; names carry the start time, the process
@@ -48,7 +54,7 @@ import orjson
 
 from serve.logbook import DecisionRecord
 
-__all__ = ["FeedbackItem", "TrafficLog"]
+__all__ = ["Barrier", "FeedbackItem", "TrafficLog"]
 
 log = logging.getLogger("serve")
 
@@ -62,6 +68,15 @@ class FeedbackItem:
 
     def __init__(self, row: dict[str, Any]) -> None:
         self.row = row
+        self.done: Future[None] = Future()
+
+
+class Barrier:
+    """A marker through the writer's queue: ``done`` resolves once everything queued before it is on disk."""
+
+    __slots__ = ("done",)
+
+    def __init__(self) -> None:
         self.done: Future[None] = Future()
 
 
@@ -203,6 +218,14 @@ class TrafficLog:
         for fn in self.feedback_listeners:
             fn(row)
 
+    async def committed(self) -> None:
+        """Wait until every record queued so far is on disk (raises OSError when the commit failed)."""
+        if not self._thread.is_alive():
+            raise OSError(self.failed_ or "the traffic log is closed")
+        item = Barrier()
+        self._queue.put(item)
+        await asyncio.wrap_future(item.done)
+
     def close(self) -> None:
         """Commit everything queued, close the parts (a clean shutdown loses nothing)."""
         self._queue.put(_STOP)
@@ -244,9 +267,12 @@ class TrafficLog:
         t0 = time.perf_counter()
         traffic: list[bytes] = []
         feedback: list[FeedbackItem] = []
+        barriers: list[Barrier] = []
         for item in batch:
             if isinstance(item, FeedbackItem):
                 feedback.append(item)
+            elif isinstance(item, Barrier):
+                barriers.append(item)
             else:
                 try:
                     traffic.append(orjson.dumps(traffic_row(item), option=orjson.OPT_SERIALIZE_NUMPY) + b"\n")
@@ -262,11 +288,11 @@ class TrafficLog:
         except OSError as exc:
             self.failed_ = f"{type(exc).__name__}: {exc}"
             log.error("traffic log: commit of %d line(s) failed: %s", len(batch), exc)
-            for f in feedback:
-                f.done.set_exception(exc)
+            for done in (*(f.done for f in feedback), *(b.done for b in barriers)):
+                done.set_exception(exc)
             return
-        for f in feedback:
-            f.done.set_result(None)
+        for done in (*(f.done for f in feedback), *(b.done for b in barriers)):
+            done.set_result(None)
         self.committed_ += len(traffic) + len(feedback)
         if self.on_commit is not None:
             self.on_commit(len(traffic) + len(feedback), time.perf_counter() - t0)

@@ -40,6 +40,27 @@ def tiny_router(directory: Path, *, lam: float = 0.0, seed: int = 0) -> Any:
     return router
 
 
+def register_router(name: str, router_dir: Path, root: Path) -> str:
+    """Register a saved router directory as a new version of ``name`` in the MLflow registry
+    (``MLFLOW_TRACKING_URI``); returns the version number.
+
+    The version is laid out as ``training fit --register`` lays it out (``<source>/artifacts/router``), so
+    ``models:/NAME/N`` loads as usual, but without the pyfunc packaging (tests/test_lifecycle.py covers that):
+    a second, not ten.
+    """
+    import shutil
+
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    if not client.search_registered_models(f"name='{name}'"):
+        client.create_registered_model(name)
+    n = len(client.search_model_versions(f"name='{name}'")) + 1
+    source = root / f"{name}-{n}"
+    shutil.copytree(router_dir, source / "artifacts" / "router")
+    return str(client.create_model_version(name, source=str(source)).version)
+
+
 class Service:
     """``python -m serve`` in a subprocess on a free port; ``stop()`` sends SIGTERM and returns the exit code."""
 

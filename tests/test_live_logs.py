@@ -144,6 +144,35 @@ def test_training_bandit_learns_a_router_from_the_log(traffic, routers, tmp_path
     assert res.returncode == 2 and "--warm-start" in res.stderr
 
 
+@pytest.mark.slow  # the pyfunc packaging of a registered version (as in tests/test_lifecycle.py)
+def test_training_bandit_from_the_log_registers_the_candidate(traffic, routers, tmp_path):
+    """``--track --register NAME`` with ``--log``: an MLflow run with the log's numbers and a new registry
+    version of NAME that loads as the router written to ``--out`` (what ``training promote --log`` judges)."""
+    import mlflow
+
+    from router.registry_io import load_router
+
+    log_dir, data, _ = traffic
+    good, _ = routers
+    out = tmp_path / "from-log"
+    res = subprocess.run([sys.executable, "-m", "training", "bandit", "--log", str(log_dir), "--warm-start", str(good),
+                          "--warm-weight", "0", "--policy", "linucb", "--alpha", "0.0", "--out", str(out),
+                          "--track", "--register", "from-log", "--experiment", "from-log"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert "registered as version 1 of from-log" in res.stdout, res.stdout + res.stderr
+    client = mlflow.MlflowClient()
+    version = client.get_model_version("from-log", "1")
+    run = client.get_run(version.run_id)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert run.data.metrics["bandit/steps"] == 1500
+    assert run.data.metrics["bandit/mean_logged_reward"] == pytest.approx(metrics["mean_logged_reward"])
+    assert run.data.params["log"] == str(log_dir) and run.data.tags["command"] == "bandit"
+    registered = load_router("models:/from-log/1")
+    prompts = [str(p) for p in data.prompts[:200]]
+    assert list(registered.route(prompts, explain=False).chosen) == list(Router.load(out).route(prompts, explain=False).chosen)
+
+
 def test_replay_environment_reads_the_service_log_by_name(traffic):
     import gymnasium
     from gymnasium.utils.env_checker import check_env

@@ -214,15 +214,21 @@ def test_reader_skips_and_reports_a_torn_tail(tmp_path):
         assert read_log(tmp_path).height == 3
 
 
-def test_kill_9_under_load_loses_at_most_the_commit_window(provider, router_dir, tmp_path):
-    """SIGKILL while requests and feedback flow: every readable record is complete, acknowledged
-    feedback is all there, requests answered well before the kill are all there, a restart appends."""
+@pytest.mark.parametrize("answer_after_commit", [False, True], ids=["answer-at-once", "answer-after-commit"])
+def test_kill_9_under_load_loses_at_most_the_commit_window(provider, router_dir, tmp_path, answer_after_commit):
+    """SIGKILL while requests and feedback flow: every readable record is complete, acknowledged feedback is
+    all there, a restart appends; and what is lost is only the last, uncommitted window -- checked by order,
+    not by clock. The clients note, before sending each request, how many answers they had received: those
+    answers were queued before this request arrived, so the log (a prefix of the queue, see
+    serve.trafficlog) holds all of them whenever it holds this request. With ``answer_after_commit`` an
+    answer leaves only once its record is on disk, so no answered request may be missing at all."""
     log_dir = tmp_path / "traffic"
     commit_ms = 50
-    svc = Service(str(router_dir), provider_url=provider, config=_config(provider, log_dir, commit_ms=commit_ms),
-                  tmp=tmp_path)
+    svc = Service(str(router_dir), provider_url=provider, tmp=tmp_path,
+                  config=_config(provider, log_dir, commit_ms=commit_ms, answer_after_commit=answer_after_commit))
     svc.wait_ready()
-    answered: list[tuple[str, float]] = []  # (request id, time the answer arrived)
+    answered: list[str] = []  # request ids in the order their answers arrived
+    seen_before: dict[str, int] = {}  # request id -> answers received before it was sent
     acked: list[str] = []
     stop = threading.Event()
     lock = threading.Lock()
@@ -230,34 +236,37 @@ def test_kill_9_under_load_loses_at_most_the_commit_window(provider, router_dir,
     def load(k: int) -> None:
         i = 0
         while not stop.is_set():
+            with lock:
+                seen = len(answered)
             try:
                 status, h, _ = _chat(svc.url, f"{PROMPTS[i % len(PROMPTS)]} (client {k}, request {i})")
             except OSError:
                 return
             i += 1
-            if status == 200:
-                with lock:
-                    answered.append((h["x-request-id"], time.monotonic()))
-                if i % 3 == 0:
-                    try:
-                        fs, _ = _feedback(svc.url, {"request_id": h["x-request-id"], "score": 0.5})
-                    except OSError:
-                        return
-                    if fs == 200:
-                        with lock:
-                            acked.append(h["x-request-id"])
+            if status != 200:
+                continue
+            with lock:
+                answered.append(h["x-request-id"])
+                seen_before[h["x-request-id"]] = seen
+            if i % 3 == 0:
+                try:
+                    fs, _ = _feedback(svc.url, {"request_id": h["x-request-id"], "score": 0.5})
+                except OSError:
+                    return
+                if fs == 200:
+                    with lock:
+                        acked.append(h["x-request-id"])
 
     threads = [threading.Thread(target=load, args=(k,)) for k in range(4)]
     for t in threads:
         t.start()
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 60
     while len(answered) < 150 and time.monotonic() < deadline:
         time.sleep(0.05)
     svc.proc.send_signal(signal.SIGKILL)
-    t_kill = time.monotonic()
     stop.set()
     for t in threads:
-        t.join(10)
+        t.join(30)
     svc.stop()
     assert len(answered) >= 150, svc.output()
     with warnings.catch_warnings():
@@ -272,13 +281,16 @@ def test_kill_9_under_load_loses_at_most_the_commit_window(provider, router_dir,
     assert set(acked) <= logged and len(acked) > 10  # acknowledged feedback: its request is on disk...
     rated = df.filter(df["quality"].is_not_null())["request_id"].to_list()
     assert set(acked) <= set(rated)  # ...and so is the feedback itself
-    # requests answered more than one commit window (plus scheduling slack on a shared machine)
-    # before the kill are all on disk
-    old = [rid for rid, t in answered if t < t_kill - commit_ms / 1000 - 1.0]
-    missing = [rid for rid in old if rid not in logged]
-    assert not missing, f"{len(missing)} of {len(old)} requests answered before the window were lost"
-    lost = [t_kill - t for rid, t in answered if rid not in logged]
-    assert all(age < commit_ms / 1000 + 1.0 for age in lost)
+    # what is on disk is a prefix of what was answered: nothing answered before the last logged request was
+    # sent is missing, so only the tail after the last commit can be lost
+    through = max(seen_before[rid] for rid in logged if rid in seen_before)
+    missing = [rid for rid in answered[:through] if rid not in logged]
+    assert not missing, f"{len(missing)} of {through} requests answered before a logged one was sent are lost"
+    lost = [rid for rid in answered if rid not in logged]
+    print(f"answered {len(answered)}, logged {len(logged)}, answered but lost {len(lost)} "
+          f"(answer_after_commit={answer_after_commit})")
+    if answer_after_commit:
+        assert not lost  # an answer left only after its record was on disk
     # the next start appends cleanly to new parts
     svc = Service(str(router_dir), provider_url=provider, config=_config(provider, log_dir), tmp=tmp_path)
     svc.wait_ready()
@@ -327,6 +339,10 @@ def test_simulator_replays_prompts_and_sends_true_feedback(provider, router_dir,
     assert summary["reward"] == pytest.approx(np.mean(truth) - 100 * np.mean(cost))
     assert sum(summary["models"].values()) == 40
     df = read_log(log_dir)
+    version = df["policy_version"][0]
+    assert summary["versions"] == {version: 40} and {r["policy_version"] for r in rows} == {version}
+    assert all(0 <= r["sent_s"] <= r["answered_s"] for r in rows)
+    assert [r["sent_s"] for r in rows] == sorted(r["sent_s"] for r in rows)  # written in the order sent
     q = dict(zip(df["request_id"].to_list(), df["quality"].to_list()))
     rated = [r for r in rows if r["feedback"] == 200]
     assert len(rated) == summary["feedback_ok"]

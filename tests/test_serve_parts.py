@@ -45,6 +45,7 @@ SETTINGS_ERRORS = [
     ({"model": "m", "profiles": {"x": {"allowed_models": []}}}, {}, "profiles.x.allowed_models is empty"),
     ({"model": "m", "profiles": {"x": {"lamb": 1}}}, {}, "profiles.x.lamb: unknown setting 'lamb'"),
     ({"model": "m", "encode_in_thread": "sometimes"}, {}, "must be one of auto, always, never"),
+    ({"model": "m", "logbook": {"answer_after_commit": True}}, {}, "logbook.answer_after_commit needs logbook.dir"),
     ({}, {}, "model: no router given"),
 ]
 

@@ -8,7 +8,7 @@ import threading
 import time
 
 import pytest
-from serve_support import MATH, Service, http, tiny_router
+from serve_support import MATH, Service, http, register_router, tiny_router
 
 pytestmark = pytest.mark.slow
 
@@ -16,15 +16,10 @@ NAME = "serve-follow"
 
 
 def _register(tmp, router_version: str, lam: float) -> str:
-    """A registry version laid out as ``training fit --register`` lays it out (``artifacts/router``), without
-    the pyfunc packaging (tests/test_lifecycle.py covers that), so the setup takes a second, not thirty."""
-    import mlflow
-
-    tiny_router(tmp / router_version / "artifacts" / "router", lam=lam)
-    client = mlflow.MlflowClient()
-    if not client.search_registered_models(f"name='{NAME}'"):
-        client.create_registered_model(NAME)
-    return str(client.create_model_version(NAME, source=str(tmp / router_version)).version)
+    """A registry version laid out as ``training fit --register`` lays it out, without the pyfunc packaging
+    (tests/test_lifecycle.py covers that), so the setup takes a second, not thirty."""
+    tiny_router(tmp / router_version, lam=lam)
+    return register_router(NAME, tmp / router_version, tmp / "registry")
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import pytest
 
 from router.data.reduce import logging_probabilities, to_traffic_log
 from router.data.schema import TRAFFIC_LOG_SCHEMA, Outcomes
-from router.data.synthetic import _SKILL, FAMILIES, MODELS, SyntheticData, generate
+from router.data.synthetic import _SKILL, EMERGING_FAMILIES, FAMILIES, MODELS, SyntheticData, generate
 from router.data.validate import validate_traffic_log
 from router.errors import ConfigError
 
@@ -113,6 +113,30 @@ def test_drift_moves_the_drifting_model_only() -> None:
     assert down.true_quality[-1, j] == pytest.approx(0.01)
 
 
+def test_emerging_family_appears_only_after_the_shift_and_changes_the_best_model() -> None:
+    data = generate(6000, seed=4, emerging="translation", emerging_at=0.6, emerging_share=0.5)
+    o, new = data.outcomes, data.family == data.families.index("translation")
+    assert data.families == (*FAMILIES, "translation") and data.features.shape == (6000, 2 * (len(FAMILIES) + 1))
+    ts = o.timestamps
+    frac = (ts - np.datetime64(dt.datetime(2026, 1, 1), "us")) / np.timedelta64(30 * 86400, "s")
+    np.testing.assert_array_equal(data.after_shift, frac >= 0.6)
+    assert not new[~data.after_shift].any()  # absent before the shift ...
+    assert abs(new[data.after_shift].mean() - 0.5) < 0.03  # ... half of the traffic after it
+    assert set(o.tasks[new]) == {"translation"}
+    subjects, easy, hard, _ = EMERGING_FAMILIES["translation"]
+    assert all(any(s in p for s in subjects) for p in o.prompts[new])
+    np.testing.assert_array_equal(data.true_quality[new & data.hard], np.tile(_SKILL["translation"][1], ((new & data.hard).sum(), 1)))
+    # the shift is in which model is best: the small model on translation, never the best on any old family
+    best = data.best_model_per_context(lam=0.0)
+    assert best[("translation", False)] == best[("translation", True)] == "small-8b"
+    assert "small-8b" not in {m for (fam, _), m in best.items() if fam != "translation"}
+    # the old families keep their skills; the knob off leaves the default data as it was
+    assert generate(300, seed=4).after_shift is not None and not generate(300, seed=4).after_shift.any()
+    a, b = generate(300, seed=4), generate(300, seed=4, emerging="translation", emerging_at=0.5)
+    np.testing.assert_array_equal(a.hard, b.hard)
+    np.testing.assert_array_equal(a.family[~b.after_shift], b.family[~b.after_shift])
+
+
 def test_unlogged_pairs_are_masked() -> None:
     pairs = [("coding", "small-8b"), ("math", "frontier-xl")]
     data = generate(500, seed=2, unlogged=pairs)
@@ -140,6 +164,9 @@ def test_families_subset_and_options() -> None:
         ({"drift": 0.1, "drift_model": "gpt-9"}, r"drift_model 'gpt-9' is not one of"),
         ({"unlogged": [("coding", "gpt-9")]}, r"unlogged pair \('coding', 'gpt-9'\) names an unknown family or model"),
         ({"unlogged": [("legal", "small-8b")], "families": ["coding"]}, r"unlogged pair \('legal', 'small-8b'\)"),
+        ({"emerging": "cooking"}, r"unknown emerging family 'cooking'; choose from \['translation'\]"),
+        ({"emerging": "translation", "emerging_at": 1.0}, r"emerging_at must be in \[0, 1\), got 1\.0"),
+        ({"emerging": "translation", "emerging_share": 0.0}, r"emerging_share must be in \(0, 1\], got 0\.0"),
     ],
 )
 def test_generate_errors(kwargs: dict[str, object], message: str) -> None:

@@ -229,9 +229,12 @@ def run(args: Args, tracker: Tracker | None = None) -> dict[str, Any]:
 
     check_args(args)
     if args.log:
-        from training.bandit_log import run_from_log
+        from training.bandit_log import run_from_log, track_log_run
 
-        return run_from_log(args)
+        learnt = run_from_log(args)
+        if args.track or tracker is not None:
+            track_log_run(args, learnt, tracker)
+        return learnt
     t0 = time.perf_counter()
     envs = make_env(args)
     outcomes = envs.data.outcomes
@@ -378,8 +381,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if args.log:
+        reg = metrics.get("registered")
         print(f"{args.policy}: learnt from {metrics['steps']} logged decisions of {args.log} "
-              f"(mean logged reward {metrics['mean_logged_reward']:.4f}) -> {args.out}")
+              f"(mean logged reward {metrics['mean_logged_reward']:.4f}) -> {args.out}"
+              + (f"; registered as version {reg['version']} of {args.register}" if reg else ""))
         return 0
     print(
         f"{args.policy}: steps={metrics['steps']} reward={metrics['policy_reward']:.2f} "

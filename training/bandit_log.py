@@ -10,7 +10,11 @@ overlap the off-policy evaluation of the result reports).
 The served router (``--warm-start``) supplies the encoder, prefix stripper and cost model, so the
 new router sees requests exactly as the served one does; with ``--warm-weight`` > 0 the policy
 starts from its quality predictions on the logged prompts. The result is a normal router directory
-(``--out``) that ``training evaluate --log`` judges and ``training promote`` registers.
+(``--out``) that ``training evaluate --log`` judges and ``training promote`` moves an alias to.
+
+``--track`` logs ``vars(args)``, ``bandit/steps`` and ``bandit/mean_logged_reward`` and
+``metrics.json`` to MLflow; with ``--register NAME`` the router becomes a new version of NAME (the
+candidate ``training promote --log`` judges).
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import numpy as np
 
 from router.errors import ConfigError, ValidationError
 
-__all__ = ["run_from_log"]
+__all__ = ["run_from_log", "track_log_run"]
 
 
 def run_from_log(args: Any) -> dict[str, Any]:
@@ -79,3 +83,35 @@ def run_from_log(args: Any) -> dict[str, Any]:
                "router_saved": True, "args": vars(args), "wall_s": time.perf_counter() - t0}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1, default=str))
     return metrics
+
+
+def track_log_run(args: Any, metrics: dict[str, Any], tracker: Any = None) -> None:
+    """Send a finished ``--log`` run to ``tracker(params, [(name, value, step)])``, or to MLflow (one run;
+    with ``args.register`` the router at ``args.out`` is registered as a new version). A tracking failure
+    is reported on stderr and in ``metrics["tracking_error"]``; the router on disk is kept either way."""
+    import sys
+
+    rows = [("bandit/steps", float(metrics["steps"]), int(metrics["steps"])),
+            ("bandit/mean_logged_reward", float(metrics["mean_logged_reward"]), int(metrics["steps"]))]
+    try:
+        if tracker is not None:
+            tracker(dict(vars(args)), rows)
+            return
+        import mlflow
+
+        from router.router import Router
+        from training import tracking
+        from training.registry import log_router
+
+        tracking.setup()
+        name, tags = tracking.run_label("bandit", f"log:{args.log}", policy=args.policy, encoder="served")
+        with tracking.run(args, experiment=args.experiment, run_name=name, tags=tags,
+                          nested=mlflow.active_run() is not None):
+            mlflow.log_metrics({k: v for k, v, _ in rows}, step=int(metrics["steps"]))
+            mlflow.log_artifact(str(Path(args.out) / "metrics.json"))
+            if args.register:
+                summary = {k: v for k, v in metrics.items() if k != "args"}
+                metrics["registered"] = log_router(Router.load(args.out), summary, register=args.register)
+    except Exception as err:  # tracking must never lose a finished run: the router is on disk
+        print(f"warning: tracking failed ({type(err).__name__}: {err}); the router is in {args.out}", file=sys.stderr)
+        metrics["tracking_error"] = f"{type(err).__name__}: {err}"

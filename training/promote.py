@@ -18,7 +18,7 @@ candidate is promoted only when all hold:
 
 With ``--log PATH`` (a traffic log with propensities) the comparison uses the doubly-robust
 off-policy estimate of each router's value at its saved lambda instead of AIQ, with the same
-interval rule.
+interval rule: the lower end of the 95% paired-bootstrap interval of the DR gain must be above zero.
 
 Whatever the outcome, the evidence is recorded on the candidate version (tags ``promotion.*`` and
 a description paragraph); a refusal lists every failed check. ``--alias challenger`` sets the
@@ -171,8 +171,12 @@ def compare(candidate: Any, champion: Any | None, outcomes: Any, *, task_toleran
 
 def compare_on_log(candidate: Any, champion: Any | None, log: Any, *, n_boot: int = 500,
                    latency_budget_ms: float = 15.0) -> Evidence:
-    """Judge by doubly-robust off-policy value on a traffic log (paired bootstrap of the difference)."""
+    """Judge by doubly-robust off-policy value on a traffic log: both routers are scored on the same logged
+    rounds with one cross-fitted reward model, and the interval is a paired bootstrap over rounds of the
+    difference of their per-round DR values (the champion: uniform mixing when there is none)."""
+    from router.metrics.bootstrap import bootstrap_indices, percentile_interval
     from router.ope import DoublyRobust
+    from router.ope.reward_model import CrossFitRewardModel
 
     prompts = [p if p is not None else "" for p in log["prompt"].to_list()]
     models = list(candidate.models)
@@ -190,30 +194,27 @@ def compare_on_log(candidate: Any, champion: Any | None, log: Any, *, n_boot: in
     embedded = candidate.embed(prompts)
     emb = embedded[0]
     pi_c = candidate.route(prompts, explain=False, embedded=embedded).probabilities
-    est = DoublyRobust()
-    rng = np.random.default_rng(0)
-    n = len(actions)
-    a = est.estimate_policy_value(reward=reward, action=actions, propensity=prop, action_dist=pi_c, context=emb)
     if champion is not None:
         pi_b = champion.route(prompts, explain=False).probabilities
-        b = est.estimate_policy_value(reward=reward, action=actions, propensity=prop, action_dist=pi_b, context=emb)
     else:
         pi_b = np.full_like(pi_c, 1.0 / pi_c.shape[1])
-        b = est.estimate_policy_value(reward=reward, action=actions, propensity=prop, action_dist=pi_b, context=emb)
-    deltas = []
-    for _ in range(n_boot):
-        idx = rng.integers(0, n, n)
-        w_c = pi_c[idx, actions[idx]] / prop[idx]
-        w_b = pi_b[idx, actions[idx]] / prop[idx]
-        deltas.append(float(np.mean((w_c - w_b) * reward[idx])))
-    lo, hi = (float(x) for x in np.percentile(deltas, [2.5, 97.5]))
+    q_hat = CrossFitRewardModel().fit_predict(emb, actions, reward, n_actions=len(models))
+    est = DoublyRobust()
+    v_c = est.round_rewards(reward, actions, prop, pi_c, q_hat=q_hat)
+    v_b = est.round_rewards(reward, actions, prop, pi_b, q_hat=q_hat)
+    a, b = float(v_c.mean()), float(v_b.mean())
+    diff = v_c - v_b
+    deltas = np.concatenate([np.take(diff, ix).mean(axis=1) for ix in bootstrap_indices(len(diff), n_boot, 0)])
+    lo, hi = percentile_interval(deltas, 0.95)
     ok = lo > 0
-    reasons = [f"DR value {a:.4f} vs {b:.4f}; IPS gain interval [{lo:+.4f}, {hi:+.4f}]"]
+    against = "the champion" if champion is not None else "uniform mixing"
+    reasons = [f"DR value {a:.4f} vs {against} {b:.4f}; 95% interval of the gain [{lo:+.4f}, {hi:+.4f}]"
+               + ("" if ok else " includes or is below 0")]
     lat = _decision_latency_ms(candidate, prompts)
     if lat > latency_budget_ms:
         ok = False
         reasons.append(f"decision latency p50 {lat:.2f} ms exceeds the budget of {latency_budget_ms} ms")
-    return Evidence(ok, reasons, float(a), float(b), (lo, hi), "dr_value", {}, lat)
+    return Evidence(ok, reasons, a, b, (float(lo), float(hi)), "dr_value", {}, lat)
 
 
 def candidate_version(client: Any, name: str, version: str) -> Any:

@@ -14,6 +14,12 @@ Knobs:
 * ``unlogged`` -- a list of ``(family, model)`` pairs a logging policy never tried: they appear in
   :attr:`SyntheticData.logging_mask` as False, so reductions to traffic logs leave those actions
   without support (to test overlap diagnostics).
+* ``emerging`` -- the drift scenario of the loop tests: a family of :data:`EMERGING_FAMILIES` that is
+  absent before the time fraction ``emerging_at`` and makes up ``emerging_share`` of the prompts
+  after it (:attr:`SyntheticData.after_shift` marks those rows). Its best model is one a router
+  trained on the earlier traffic does not pick for it: in ``translation`` (short texts in
+  low-resource languages) the small model, fine-tuned on translation pairs, is right most often and
+  cheapest, the frontier model is mediocre, the mid-size model and the specialists mostly fail.
 
 Example:
     >>> data = generate(n_prompts=200, seed=0)
@@ -34,7 +40,7 @@ import numpy as np
 from router.data.schema import Outcomes
 from router.errors import ConfigError
 
-__all__ = ["FAMILIES", "MODELS", "ModelSpec", "SyntheticData", "generate"]
+__all__ = ["EMERGING_FAMILIES", "FAMILIES", "MODELS", "ModelSpec", "SyntheticData", "generate"]
 
 
 @dataclass(frozen=True)
@@ -98,6 +104,17 @@ FAMILIES: dict[str, tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...], flo
     ),
 }
 
+#: Families that only appear through the ``emerging`` knob (after a shift; never in the default mix).
+EMERGING_FAMILIES: dict[str, tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...], float]] = {
+    "translation": (
+        ("a Finnish folk poem", "a Basque proverb", "an Icelandic saga passage", "a Welsh road sign",
+         "a Maltese recipe", "a Yoruba greeting"),
+        ("Translate word for word", "Give the literal English of"),
+        ("Translate keeping the metre and idiom of", "Render with cultural notes"),
+        160.0,
+    ),
+}
+
 # skill[family][level] -> probability of a good answer per model (order of MODELS)
 _SKILL: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     "chitchat": ((0.92, 0.85, 0.85, 0.93, 0.96), (0.45, 0.40, 0.40, 0.70, 0.88)),
@@ -106,7 +123,11 @@ _SKILL: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     "legal": ((0.60, 0.50, 0.50, 0.86, 0.94), (0.15, 0.12, 0.12, 0.55, 0.88)),
     "science": ((0.80, 0.65, 0.75, 0.90, 0.95), (0.25, 0.20, 0.35, 0.60, 0.90)),
     "summarize": ((0.90, 0.80, 0.80, 0.92, 0.94), (0.50, 0.45, 0.45, 0.78, 0.90)),
+    # emerging (see EMERGING_FAMILIES): the small model is best, the mid-size one and the specialists fail
+    "translation": ((0.92, 0.15, 0.15, 0.25, 0.60), (0.82, 0.05, 0.05, 0.15, 0.45)),
 }
+
+_PHRASES = {**FAMILIES, **EMERGING_FAMILIES}
 
 
 @dataclass(frozen=True, eq=False)
@@ -122,6 +143,7 @@ class SyntheticData:
         features: (n, 2 * n_families) one-hot (family, level) context, an exact representation.
         logging_mask: (n, m) False where a logging policy never tried the model.
         models: the model specs used.
+        after_shift: (n,) bool, rows at or after the ``emerging`` shift (all False without it).
     """
 
     outcomes: Outcomes
@@ -132,6 +154,7 @@ class SyntheticData:
     features: np.ndarray
     logging_mask: np.ndarray
     models: tuple[ModelSpec, ...] = field(default=MODELS)
+    after_shift: np.ndarray | None = None
 
     @property
     def prices(self) -> tuple[np.ndarray, np.ndarray]:
@@ -161,6 +184,9 @@ def generate(
     drift: float = 0.0,
     drift_model: str = "medium-70b",
     unlogged: Sequence[tuple[str, str]] = (),
+    emerging: str | None = None,
+    emerging_at: float = 0.5,
+    emerging_share: float = 0.5,
     start: dt.datetime = dt.datetime(2026, 1, 1),
     days: float = 30.0,
     source: str = "synthetic",
@@ -175,6 +201,9 @@ def generate(
         drift: change of ``drift_model``'s skill from the first to the last timestamp.
         drift_model: the model whose skill drifts.
         unlogged: (family, model) pairs never tried by the logging policy.
+        emerging: a family of :data:`EMERGING_FAMILIES` that appears only from ``emerging_at`` on.
+        emerging_at: time fraction in [0, 1) of the shift.
+        emerging_share: share of the prompts from the shift on that belong to ``emerging``.
         start: first timestamp; ``days``: time span of the traffic.
         source: the outcomes' source name.
     """
@@ -186,6 +215,13 @@ def generate(
     unknown = [f for f in fam_names if f not in FAMILIES]
     if unknown:
         raise ConfigError(f"unknown families {unknown}; choose from {list(FAMILIES)}.")
+    if emerging is not None:
+        if emerging not in EMERGING_FAMILIES:
+            raise ConfigError(f"unknown emerging family {emerging!r}; choose from {list(EMERGING_FAMILIES)}.")
+        if not 0.0 <= emerging_at < 1.0:
+            raise ConfigError(f"emerging_at must be in [0, 1), got {emerging_at}.")
+        if not 0.0 < emerging_share <= 1.0:
+            raise ConfigError(f"emerging_share must be in (0, 1], got {emerging_share}.")
     model_names = [s.name for s in MODELS]
     if drift and drift_model not in model_names:
         raise ConfigError(f"drift_model {drift_model!r} is not one of {model_names}.")
@@ -198,13 +234,18 @@ def generate(
     family = rng.integers(0, nf, size=n)
     hard = rng.random(n) < hard_fraction
     time_frac = np.sort(rng.random(n))
+    after_shift = np.zeros(n, dtype=bool)
+    if emerging is not None:  # drawn only with the knob on, so the default data stays as it was
+        after_shift = time_frac >= emerging_at
+        family[after_shift & (rng.random(n) < emerging_share)] = nf
+        fam_names, nf = (*fam_names, emerging), nf + 1
     timestamps = np.datetime64(start, "us") + (time_frac * days * 86400e6).astype("timedelta64[us]")
 
     prompts = np.empty(n, dtype=object)
     mean_tokens = np.empty(n)
     true_q = np.empty((n, m))
     for i in range(n):
-        subjects, easy, hard_phr, toks = FAMILIES[fam_names[family[i]]]
+        subjects, easy, hard_phr, toks = _PHRASES[fam_names[family[i]]]
         phrase = hard_phr if hard[i] else easy
         prompts[i] = (
             f"{phrase[rng.integers(len(phrase))]} {subjects[rng.integers(len(subjects))]}"
@@ -250,7 +291,7 @@ def generate(
         quality_kind="binary",
         cost_kind="tokens",
     )
-    for arr in (true_q, family, hard, features, logging_mask):
+    for arr in (true_q, family, hard, features, logging_mask, after_shift):
         arr.setflags(write=False)
     return SyntheticData(
         outcomes=outcomes,
@@ -260,4 +301,5 @@ def generate(
         families=fam_names,
         features=features,
         logging_mask=logging_mask,
+        after_shift=after_shift,
     )

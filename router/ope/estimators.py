@@ -99,6 +99,22 @@ class OffPolicyEstimator:
         r, a, p, pi, qh = self._prepare(reward, action, propensity, action_dist, q_hat, context)
         return self._value(r, a, p, pi, qh)
 
+    def round_rewards(
+        self, reward: Any, action: Any, propensity: Any, action_dist: Any, q_hat: Any = None, context: Any = None
+    ) -> np.ndarray:
+        """The (n,) per-round values whose mean is the estimate (see the module docs' table).
+
+        Two target policies scored on the same log with the same ``q_hat`` give paired values: the
+        difference of their means, and a bootstrap over rounds of it, compares the policies.
+
+        Example:
+            >>> n = 4; a = np.array([0, 1, 0, 1]); r = np.array([0.0, 1.0, 0.0, 1.0]); p = np.full(n, 0.5)
+            >>> IPS().round_rewards(r, a, p, np.tile([0.0, 1.0], (n, 1))).tolist()
+            [0.0, 2.0, 0.0, 2.0]
+        """
+        r, a, p, pi, qh = self._prepare(reward, action, propensity, action_dist, q_hat, context)
+        return self._estimate_round_rewards(r, a, p, pi, qh)
+
     def estimate_interval(
         self, reward: Any, action: Any, propensity: Any, action_dist: Any, q_hat: Any = None, context: Any = None,
         *, method: str = "normal", confidence: float = 0.95, n_bootstrap: int = 1000, seed: int = 0,

@@ -258,7 +258,7 @@ async def _chat(state: State, receive: Receive, send: Send, rid: str, t0: float,
     headers.append((b"x-request-id", rid.encode()))
     if record is not None:  # queued before the answer leaves, so feedback on it always finds the request
         _finish(record, done.model, done.cost_usd, provider_s, t0, done.input_tokens, done.output_tokens)
-        state.logbook.on_decision(record)
+        await _log_answered(state, record)
     await send_bytes(send, 200, body, headers)
     metrics.added_latency.observe(max(time.perf_counter() - t0 - provider_s, 0.0))
     return 200
@@ -364,7 +364,7 @@ async def _from_cache(state: State, send: Send, req: ChatRequest, rid: str, t0: 
         record.cache = outcome
         record.chosen_model = model
         _finish(record, model, 0.0, 0.0, t0, itok, otok)
-        state.logbook.on_decision(record)
+        await _log_answered(state, record)
     if req.stream:
         await sse_start(send, headers)
         cid = "chatcmpl-" + rid
@@ -467,8 +467,12 @@ async def _stream(state: State, receive: Receive, send: Send, req: ChatRequest, 
         tail.append(_DONE)
         if record is not None:  # queued before [DONE] leaves, so feedback on it always finds the request
             _finish(record, model, cost, time.perf_counter() - t_call, t0, itok, otok)
-            state.logbook.on_decision(record)
+            queued: DecisionRecord = record
             record = None
+            try:
+                await _log_answered(state, queued)
+            except APIError as err:  # not recorded as promised: the stream ends with the error, not [DONE]
+                tail, status = [b"data: " + orjson.dumps(err.payload()) + b"\n\n"], err.status
         await send({"type": "http.response.body", "body": b"".join(tail)})
         text = "".join(parts)
         if key is not None and state.cache is not None and finish in ("stop", "length"):
@@ -551,6 +555,18 @@ def _finish(record: DecisionRecord, model: str, cost: float | None, provider_s: 
     record.total_s = time.perf_counter() - t0
     record.input_tokens = itok
     record.output_tokens = otok
+
+
+async def _log_answered(state: State, record: DecisionRecord) -> None:
+    """Queue the record of an answer about to leave; with ``logbook.answer_after_commit``, wait until it is
+    on disk first (a failed commit is a 503: the answer could not be recorded as promised)."""
+    state.logbook.on_decision(record)
+    if state.settings.logbook.answer_after_commit:
+        try:
+            await state.logbook.committed()  # type: ignore[attr-defined]
+        except OSError as exc:
+            raise APIError(503, f"the answer could not be recorded in the traffic log ({exc}); retry later.",
+                           code="log_unavailable") from None
 
 
 def _failed(state: State, record: DecisionRecord | None, t0: float, err: APIError) -> APIError:
