@@ -88,7 +88,8 @@ def arm_estimates(rows: list[dict[str, Any]], lam: float) -> dict[str, Any]:
     out: dict[str, Any] = {"decisions": len(rows), "rated": len(rated), "policy_versions": dict(versions),
                            "on_policy": None, "off_policy": None, "notes": []}
     if not rated:
-        out["notes"].append("no feedback on this arm's decisions yet (POST /v1/feedback).")
+        out["notes"].append("no decision of this arm in the log yet." if not rows else
+                            "no feedback on this arm's decisions yet (POST /v1/feedback).")
         return out
     q = np.array([float(r["quality"]) for r in rated])
     c = np.array([float(r.get("cost") or 0.0) for r in rated])

@@ -9,8 +9,11 @@ path                                           method  permission   what
 ``/v1/admin/keys/{key_id}``                    DELETE  admin        revoke
 ``/v1/admin/tenants``                          GET     admin        every known tenant's limits and usage
 ``/v1/admin/tenants/{tenant}/limits``          PUT     admin        set limits (see :class:`~serve.tenants.limits.Limits`)
-``/v1/admin/reload``                           POST    admin        check the model registry alias now
+``/v1/admin/reload``                           POST    admin        check the model registry alias now (and an
+                                                                    experiment challenger's)
 ``/v1/admin/audit``                            GET     admin        verify the audit log; its head hash
+``/v1/admin/experiments``                      GET     admin        the experiment's per-arm report, with the
+                                                                    off-policy estimates from the traffic log
 ``/v1/decisions/{request_id}``                 GET     decisions    why the request went where it did
                                                                     (own tenant's only; admins see all)
 =============================================  ======  ===========  =========================================
