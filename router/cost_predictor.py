@@ -34,6 +34,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from router._numeric import pad_rows
 from router.base import CostModel, check_embeddings
 from router.errors import ConfigError
 
@@ -140,7 +141,8 @@ class CostPredictor(CostModel):
         if self.mode_ == "cost":
             assert self.coef_ is not None and self.price_in_ is not None
             x = check_embeddings(embeddings, dim=self.coef_.shape[0] - 2)
-            log_cost = self._features(x, lengths) @ self.coef_
+            f = self._features(x, lengths)
+            log_cost = (pad_rows(f) @ self.coef_)[: f.shape[0]]  # batch-invariant (router._numeric.pad_rows)
             if self.log_range_ is not None:
                 log_cost = np.clip(log_cost, self.log_range_[0], self.log_range_[1])
             return np.asarray(np.exp(log_cost) * self.price_in_)

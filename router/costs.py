@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from router._numeric import pad_rows
 from router.base import Component, check_embeddings
 from router.errors import ConfigError
 
@@ -124,7 +125,7 @@ class TokenCostModel(Component):
         assert self.coef_ is not None
         x = check_embeddings(embeddings, dim=self.coef_.shape[0] - 2)
         f = self._features(x, _check_lengths(prompt_lengths, x.shape[0]))
-        pred = f @ self.coef_
+        pred = (pad_rows(f) @ self.coef_)[: f.shape[0]]  # batch-invariant (router._numeric.pad_rows)
         if self.range_ is not None:
             return np.asarray(np.clip(pred, self.range_[0], self.range_[1]))
         return np.asarray(np.maximum(pred, 0.0))

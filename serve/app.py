@@ -310,33 +310,34 @@ async def build_state(settings: Settings) -> State:
     if ex.name:
         from serve.experiments import Experiment
 
-        challenger = await asyncio.to_thread(load_policy, parse_spec(ex.challenger))
-        c_decider = Decider(PolicyHolder(challenger), fallbacks=settings.fallbacks, max_batch=settings.batch_max,
+        c_spec = parse_spec(ex.challenger)
+        challenger = await asyncio.to_thread(load_policy, c_spec)
+        c_holder = PolicyHolder(challenger)
+        c_decider = Decider(c_holder, fallbacks=settings.fallbacks, max_batch=settings.batch_max,
                             window_s=settings.batch_window_ms / 1000.0,
                             in_thread=encode_in_thread(settings.encode_in_thread, challenger.router.encoder))
-        tenancy.experiment = Experiment(ex.name, ex.mode, ex.split, ex.sticky, c_decider, challenger.version)
+        experiment = tenancy.experiment = Experiment(ex.name, ex.mode, ex.split, ex.sticky, c_decider, c_holder,
+                                                     lam=ex.lam)
+        if c_spec.kind == "alias" and settings.registry_poll_s > 0:
+            def challenger_swapped(new: Policy) -> None:
+                experiment.swaps_ += 1
+
+            def challenger_failed() -> None:
+                experiment.follow_errors_ += 1
+            experiment.follower = follow(c_spec, c_holder, settings.registry_poll_s, tenancy.audit, loop,
+                                         challenger_swapped, challenger_failed, name="challenger-follower")
         log.info("experiment %s (%s): challenger %s, split %g by %s", ex.name, ex.mode, challenger.version,
                  ex.split, ex.sticky)
     follower = None
     if spec.kind == "alias" and settings.registry_poll_s > 0:
-        def swapped(old: Policy, new: Policy) -> None:
-            tenancy.audit.record("model.swap", "registry-follower", None, old=old.version, new=new.version,
-                        source=settings.model)
+        def champion_swapped(new: Policy) -> None:
+            metrics.policy_swaps += 1
+            metrics.policy_version = new.version
 
-            def apply() -> None:
-                metrics.policy_swaps += 1
-                metrics.policy_version = new.version
-            loop.call_soon_threadsafe(apply)
-
-        def failed(message: str) -> None:
-            log.warning("%s", message)
-
-            def count() -> None:
-                metrics.policy_errors += 1
-            loop.call_soon_threadsafe(count)
-
-        follower = AliasFollower(spec, holder, settings.registry_poll_s, on_swap=swapped, on_error=failed)
-        follower.start()
+        def champion_failed() -> None:
+            metrics.policy_errors += 1
+        follower = follow(spec, holder, settings.registry_poll_s, tenancy.audit, loop, champion_swapped,
+                          champion_failed)
     state = State(settings, holder, decider, pool, ProviderError, cache, lookup, metrics,
                   make_logbook(settings.logbook, on_commit=metrics.committed), follower, tenancy)
     state.supported_params = frozenset(SUPPORTED_PARAMS)
@@ -348,6 +349,27 @@ async def build_state(settings: Settings) -> State:
             state._snapshots = asyncio.create_task(_snapshot_every(state))
     log.info("serving %s (%s) after %.1f s", policy.version, settings.model, time.perf_counter() - t0)
     return state
+
+
+def follow(spec: Any, holder: PolicyHolder, poll_s: float, audit: Any, loop: asyncio.AbstractEventLoop,
+           on_swap: Callable[[Policy], None], on_error: Callable[[], None],
+           name: str = "alias-follower") -> AliasFollower:
+    """Start following ``spec``'s registry alias into ``holder`` (the champion's, or an experiment challenger's).
+
+    Each swap is audited (``model.swap``: old and new version, the followed URI) and ``on_swap(new)``
+    runs on the event loop; each failure is logged and ``on_error()`` runs on the event loop.
+    """
+    def swapped(old: Policy, new: Policy) -> None:
+        audit.record("model.swap", "registry-follower", None, old=old.version, new=new.version, source=spec.text)
+        loop.call_soon_threadsafe(on_swap, new)
+
+    def failed(message: str) -> None:
+        log.warning("%s", message)
+        loop.call_soon_threadsafe(on_error)
+
+    follower = AliasFollower(spec, holder, poll_s, on_swap=swapped, on_error=failed, name=name)
+    follower.start()
+    return follower
 
 
 def embed_for_cache(cache: Any, texts: list[str]) -> list[tuple[Any, Any]]:
@@ -477,7 +499,7 @@ async def close_state(state: State) -> None:
     await asyncio.to_thread(state.logbook.close)
     state.tenancy.audit.record("service.stop", "service", None)
     if state.tenancy.experiment is not None:
-        state.tenancy.experiment.close()
+        await asyncio.to_thread(state.tenancy.experiment.close)
     await state.tenancy.close()
 
 

@@ -166,7 +166,8 @@ class Decision:
     """One request's routing decision.
 
     ``candidates`` is the provider order (chosen first, then fallbacks by utility); ``quality``,
-    ``cost`` and ``latency`` are (m,) predictions for every model of ``models``.
+    ``cost`` and ``latency`` are (m,) predictions for every model of ``models``, ``probabilities``
+    the rule's (m,) probability of each (what an experiment records to score this policy off-policy).
     """
 
     chosen: str
@@ -184,6 +185,7 @@ class Decision:
     latency: np.ndarray
     ood: bool | None = None  # beyond the router's out-of-distribution threshold (None: no guard)
     online: Any = None  # the online policy's pick (serve.online.OnlineChoice) when it decided
+    probabilities: np.ndarray | None = None  # (m,) the rule's probability of every model (None: online pick)
 
     def predictions(self) -> dict[str, dict[str, float]]:
         """Per model: predicted quality, cost (USD) and latency (s), for logging."""
@@ -375,5 +377,6 @@ class Decider:
             res.append(Decision(models[ci], tuple(cands), prop, float(cost[ci]),
                                 float(d.quality[k, ci]), float(lat[ci]), reason, version,
                                 float(d.lam), models, d.quality[k], cost, lat,
-                                None if d.ood is None else bool(d.ood[k]), None if picks is None else picks[k]))
+                                None if d.ood is None else bool(d.ood[k]), None if picks is None else picks[k],
+                                d.probabilities[k] if picks is None else None))
         return res

@@ -3,7 +3,7 @@
 Configured by the ``experiment`` settings (off while ``name`` is unset)::
 
     experiment: {name: lam-test, challenger: models:/demo-router@challenger, split: 0.1,
-                 sticky: user, mode: ab}
+                 sticky: user, mode: ab, lam: null}
 
 * ``mode: ab`` -- a share ``split`` of routed requests is decided by the challenger instead of the
   served policy (the champion); the response's ``x-route-experiment-arm`` header and the decision's
@@ -13,26 +13,43 @@ Configured by the ``experiment`` settings (off while ``name`` is unset)::
 * ``sticky``: ``tenant`` (a tenant always gets the same arm) or ``user`` (the OpenAI ``user`` field,
   within its tenant; requests without one fall back to the tenant). Assignment is a hash of the
   experiment name and that key, so it is the same on every replica and after restarts.
+* A challenger given as ``models:/NAME@ALIAS`` follows its alias exactly as the champion does
+  (:class:`serve.registry.AliasFollower`, every ``registry_poll_s``): a new version is loaded and
+  warmed in the background and swapped in with one reference assignment; responses, explanations
+  and the report name the version that decided.
 
-The report (``GET /v1/admin/experiments``) gives per arm: requests, errors, spend, and the mean
-*predicted* quality and cost of the chosen models with a 95% normal interval; in shadow mode how
-often the challenger agreed with the champion, and a direct-method estimate of both policies' utility
-(quality - lam * cost) on the same requests, each choice scored by the champion's predictions (one
-yardstick for both), with 95% intervals. Estimates from observed quality (feedback joined to the
-traffic log, inverse propensity weighting) are not computed here.
+**Counterfactual scores.** With a traffic log (``logbook.dir``) the policy that did *not* act on a
+routed request decides it too, in the background: the challenger on the champion's requests (in
+both modes) and, in ``ab`` mode, the champion on the challenger's (skipped while online learning
+runs, whose draws have side effects). Its probabilities for every model and its predictions are
+written as a ``shadow-*.jsonl`` line joined to the request (:mod:`serve.trafficlog`), so each arm's
+logged traffic can score the other policy off-policy. This costs one more decision per experiment
+request, off the hot path.
+
+The report (``GET /v1/admin/experiments``) gives per arm: requests, errors, spend, the policy
+versions that decided, and the mean *predicted* quality and cost of the chosen models with a 95%
+normal interval; in shadow mode how often the challenger agreed with the champion and a
+direct-method estimate of both policies' utility (quality - lam * cost) on the same requests, each
+choice scored by the champion's predictions. Under ``off_policy`` it adds the estimates from
+*observed* feedback in the traffic log (:mod:`serve.experiment_report`): per arm the realised
+on-policy mean reward with its interval, and the other policy's value on that arm's traffic by IPS,
+SNIPS and DR with intervals and overlap diagnostics.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import hashlib
 import math
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["ArmStats", "Experiment"]
+__all__ = ["ArmStats", "Experiment", "shadow_row"]
 
 ARMS = ("champion", "challenger")
+OTHER = {"champion": "challenger", "challenger": "champion"}
 
 
 @dataclass
@@ -65,29 +82,69 @@ class ArmStats:
     quality: _Mean = field(default_factory=_Mean)
     cost: _Mean = field(default_factory=_Mean)
     models: dict[str, int] = field(default_factory=dict)
+    versions: dict[str, int] = field(default_factory=dict)
     agree: int = 0
+
+    def add(self, decision: Any) -> None:
+        self.quality.add(decision.predicted_quality)
+        self.cost.add(decision.predicted_cost)
+        self.models[decision.chosen] = self.models.get(decision.chosen, 0) + 1
+        self.versions[decision.version] = self.versions.get(decision.version, 0) + 1
 
     def report(self) -> dict[str, Any]:
         return {"requests": self.requests, "errors": self.errors, "spend_usd": self.spend_usd,
                 "predicted_quality": self.quality.summary(), "predicted_cost_usd": self.cost.summary(),
-                "models": dict(sorted(self.models.items()))}
+                "models": dict(sorted(self.models.items())), "policy_versions": dict(sorted(self.versions.items()))}
+
+
+def shadow_row(request_id: str, experiment: str, arm: str, acted: Any, shadow: Any) -> dict[str, Any]:
+    """The ``shadow-*.jsonl`` line of one request: ``shadow`` (the policy of ``arm``, which did not act)
+    scored on the request ``acted`` decided; see :mod:`serve.trafficlog` for the fields."""
+    probs = shadow.probabilities
+    pmap = None if probs is None else {m: float(probs[j]) for j, m in enumerate(shadow.models)}
+    return {
+        "request_id": request_id, "timestamp": dt.datetime.fromtimestamp(time.time(), dt.UTC).isoformat(),
+        "experiment": experiment, "shadow_arm": arm, "shadow_version": shadow.version,
+        "shadow_model": shadow.chosen,
+        "shadow_propensity": None if pmap is None else pmap.get(acted.chosen, 0.0),
+        "shadow_probabilities": pmap,
+        "shadow_quality": {m: float(shadow.quality[j]) for j, m in enumerate(shadow.models)},
+        "shadow_cost": {m: float(shadow.cost[j]) for j, m in enumerate(shadow.models)},
+    }
 
 
 class Experiment:
-    """One experiment (see the module docs); ``decider`` decides for the challenger."""
+    """One experiment (see the module docs).
 
-    def __init__(self, name: str, mode: str, split: float, sticky: str, decider: Any, version: str) -> None:
+    ``decider`` decides for the challenger over ``holder`` (a :class:`serve.registry.PolicyHolder`,
+    swapped by ``follower`` when the challenger follows a registry alias); ``lam`` is the cost weight
+    of the reported reward (None: the champion's saved operating point).
+    """
+
+    def __init__(self, name: str, mode: str, split: float, sticky: str, decider: Any, holder: Any,
+                 lam: float | None = None) -> None:
         self.name = name
         self.mode = mode
         self.split = split
         self.sticky = sticky
         self.decider = decider
-        self.version = version
+        self.holder = holder
+        self.lam = lam
+        self.follower: Any = None  # serve.registry.AliasFollower of the challenger's alias, when it follows one
+        self.swaps_ = 0
+        self.follow_errors_ = 0
         self.arms = {a: ArmStats() for a in ARMS}
         self.shadow_ = ArmStats()
+        self.scored_ = dict.fromkeys(ARMS, 0)  # counterfactual scores written, by the arm that was scored
+        self.score_errors_ = 0
         self.dm_champion_ = _Mean()
         self.dm_challenger_ = _Mean()
         self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def version(self) -> str:
+        """The challenger's version now (it changes when its alias moves)."""
+        return str(self.holder.current.version)
 
     def arm(self, tenant: str, user: Any) -> str:
         """The arm of a request: a stable hash of the experiment and the sticky key, below ``split`` = challenger."""
@@ -105,27 +162,43 @@ class Experiment:
             st.errors += 1
         st.spend_usd += spend
         if decision is not None:
-            st.quality.add(decision.predicted_quality)
-            st.cost.add(decision.predicted_cost)
-            st.models[decision.chosen] = st.models.get(decision.chosen, 0) + 1
+            st.add(decision)
 
-    def shadow(self, messages: list[Any], options: Any, champion: Any, exp: Any) -> None:
-        """Let the challenger decide the same request in the background; record its choice only."""
-        task = asyncio.get_running_loop().create_task(self._shadow(messages, options, champion, exp))
+    def score_other(self, acted_arm: str, messages: list[Any], options: Any, acted: Any, other: Any, exp: Any,
+                    logbook: Any) -> None:
+        """Let ``other`` (the decider of the arm that did not act) decide the same request in the background.
+
+        ``acted`` is the decision of ``acted_arm`` that was served; ``exp`` the request's explanation.
+
+        In shadow mode its choice is counted and explained; with a traffic log its scores are written
+        (:func:`shadow_row`). Never delays nor fails the request.
+        """
+        task = asyncio.get_running_loop().create_task(
+            self._score(acted_arm, messages, options, acted, other, exp, logbook))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _shadow(self, messages: list[Any], options: Any, champion: Any, exp: Any) -> None:
+    async def _score(self, acted_arm: str, messages: list[Any], options: Any, acted: Any, other: Any, exp: Any,
+                     logbook: Any) -> None:
+        shadow = self.mode == "shadow"
         try:
-            d = await self.decider.decide(messages, options)
-        except Exception:  # a challenger that cannot decide is counted, never surfaced to the caller
-            self.shadow_.errors += 1
+            d = await other.decide(messages, options)
+        except Exception:  # a policy that cannot decide is counted, never surfaced to the caller
+            self.score_errors_ += 1
+            if shadow:
+                self.shadow_.errors += 1
             return
+        scored = OTHER[acted_arm]
+        if logbook is not None and logbook.keeps_shadow:
+            logbook.on_shadow(shadow_row(exp.request_id, self.name, scored, acted, d))
+            self.scored_[scored] += 1
+        if shadow:
+            self._shadowed(d, acted, exp)
+
+    def _shadowed(self, d: Any, champion: Any, exp: Any) -> None:
         st = self.shadow_
         st.requests += 1
-        st.quality.add(d.predicted_quality)
-        st.cost.add(d.predicted_cost)
-        st.models[d.chosen] = st.models.get(d.chosen, 0) + 1
+        st.add(d)
         st.agree += d.chosen == champion.chosen
         # direct-method estimate on a common yardstick: both choices scored by the champion's predictions
         if d.chosen in champion.models:
@@ -134,12 +207,16 @@ class Experiment:
             self.dm_champion_.add(champion.predicted_quality - champion.lam * champion.predicted_cost)
         if exp.experiment is not None:
             exp.experiment["shadow_choice"] = d.chosen
+            exp.experiment["shadow_version"] = d.version
             exp.experiment["shadow_predicted_quality"] = d.predicted_quality
             exp.experiment["shadow_predicted_cost"] = d.predicted_cost
 
     def report(self) -> dict[str, Any]:
+        """The in-memory part of the report (this process's requests since it started)."""
         out: dict[str, Any] = {"name": self.name, "mode": self.mode, "split": self.split, "sticky": self.sticky,
-                               "challenger_version": self.version,
+                               "challenger_version": self.version, "challenger_source": self.holder.current.source,
+                               "challenger_swaps": self.swaps_, "challenger_follow_errors": self.follow_errors_,
+                               "counterfactual_scores": dict(self.scored_), "score_errors": self.score_errors_,
                                "arms": {a: s.report() for a, s in self.arms.items()}}
         if self.mode == "shadow":
             sh = self.shadow_.report()
@@ -149,5 +226,14 @@ class Experiment:
             out["shadow"] = sh
         return out
 
+    def offpolicy(self, log_dir: Any, champion_lam: float) -> dict[str, Any]:
+        """The ``off_policy`` part of the report, from the traffic log in ``log_dir`` (blocking: reads files)."""
+        from serve.experiment_report import offpolicy_report
+
+        return offpolicy_report(log_dir, self.name, self.lam if self.lam is not None else champion_lam)
+
     def close(self) -> None:
+        """Stop following the challenger's alias and close its decider (blocking)."""
+        if self.follower is not None:
+            self.follower.stop()
         self.decider.close()

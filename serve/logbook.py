@@ -23,7 +23,13 @@ what off-policy evaluation and online learning need later (the columns of
 ``status``                HTTP status returned; ``error`` the message when it failed
 ``explored``              True when the online policy explored (chose other than its greedy pick)
 ``ood``                   True when the prompt was beyond the router's out-of-distribution threshold
+``experiment``, ``arm``   the running experiment's name and the arm that decided (``champion`` or
+                          ``challenger``); None outside experiments
 ========================  ====================================================================
+
+During an experiment the policy that did *not* act decides the same request in the background (see
+:mod:`serve.experiments`); its result reaches ``logbook.on_shadow(row)``, which the traffic log
+writes as a ``shadow-*.jsonl`` line joined to the request by id (the other logbooks drop it).
 
 :class:`NullLogbook` drops records (the default); :class:`JsonlLogbook` appends them to a JSON-lines
 file from a writer thread (group commit: one write per batch of records);
@@ -68,6 +74,8 @@ class DecisionRecord:
     lam: float | None = None
     explored: bool = False
     ood: bool | None = None
+    experiment: str | None = None
+    arm: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -77,8 +85,11 @@ class Logbook(Protocol):
     """Receives every decision record; ``close`` flushes at shutdown."""
 
     enabled: bool
+    keeps_shadow: bool  # writes shadow scores (only the traffic log does)
 
     def on_decision(self, record: DecisionRecord) -> None: ...
+
+    def on_shadow(self, row: dict[str, Any]) -> None: ...
 
     def close(self) -> None: ...
 
@@ -87,8 +98,12 @@ class NullLogbook:
     """Drops every record (the default). ``enabled`` False lets the hot path skip building records."""
 
     enabled = False
+    keeps_shadow = False
 
     def on_decision(self, record: DecisionRecord) -> None:
+        return None
+
+    def on_shadow(self, row: dict[str, Any]) -> None:
         return None
 
     def close(self) -> None:
@@ -99,6 +114,7 @@ class JsonlLogbook:
     """Appends records as JSON lines to ``path`` from a background thread (one write per batch)."""
 
     enabled = True
+    keeps_shadow = False
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -109,6 +125,9 @@ class JsonlLogbook:
 
     def on_decision(self, record: DecisionRecord) -> None:
         self._queue.put(record)
+
+    def on_shadow(self, row: dict[str, Any]) -> None:
+        return None  # raw decision records only; experiments' shadow scores need the traffic log (logbook.dir)
 
     def close(self) -> None:
         self._queue.put(None)

@@ -151,12 +151,13 @@ def load_policy(spec: ModelSpec, *, version: str | None = None, warm: bool = Tru
 class AliasFollower:
     """Polls ``NAME@ALIAS`` every ``poll_s`` seconds; when it moves, loads, warms and swaps in a thread.
 
-    ``on_swap(old, new)`` and ``on_error(message)`` are called from the follower thread.
+    ``on_swap(old, new)`` and ``on_error(message)`` are called from the follower thread; ``name``
+    names the thread (the champion's and an experiment challenger's followers run side by side).
     """
 
     def __init__(self, spec: ModelSpec, holder: PolicyHolder, poll_s: float,
                  on_swap: Callable[[Policy, Policy], None] | None = None,
-                 on_error: Callable[[str], None] | None = None) -> None:
+                 on_error: Callable[[str], None] | None = None, name: str = "alias-follower") -> None:
         if spec.kind != "alias":
             raise PersistenceError(f"only models:/NAME@ALIAS can be followed, not {spec.text}.")
         self.spec = spec
@@ -164,12 +165,13 @@ class AliasFollower:
         self.poll_s = poll_s
         self.on_swap = on_swap
         self.on_error = on_error
+        self.name = name
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._failed: str | None = None  # version whose load failed; not retried until the alias moves again
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="alias-follower", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
@@ -192,7 +194,7 @@ class AliasFollower:
                 self.on_error(f"cannot load {target}: {exc}; still serving {current}")
             return False
         old = self.holder.swap(policy)
-        log.info("policy %s swapped in (was %s)", policy.version, old.version)
+        log.info("%s: policy %s swapped in (was %s)", self.spec.text, policy.version, old.version)
         if self.on_swap is not None:
             self.on_swap(old, policy)
         return True

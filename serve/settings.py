@@ -161,6 +161,7 @@ class ExperimentSettings:
     mode: str = "ab"
     split: float = 0.1
     sticky: str = "tenant"
+    lam: float | None = None  # cost weight of the reported reward quality - lam * cost; None: the champion's
 
 
 @dataclass(frozen=True)
@@ -247,6 +248,9 @@ class Settings:
             _check(ex.mode, ex.mode in ("ab", "shadow"), "experiment.mode", "ab or shadow")
             _check(ex.split, 0 <= ex.split <= 1, "experiment.split", "a share in [0, 1]")
             _check(ex.sticky, ex.sticky in ("tenant", "user"), "experiment.sticky", "tenant or user")
+            if ex.lam is not None:
+                _check(ex.lam, ex.lam >= 0 and ex.lam != float("inf"), "experiment.lam",
+                       "a finite number >= 0 (quality points per USD), or null for the champion's own")
         _check(self.auth.reload_s, self.auth.reload_s >= 0, "auth.reload_s", ">= 0 (0: never reload)")
         _check(self.audit.checkpoint_every, self.audit.checkpoint_every >= 1, "audit.checkpoint_every", ">= 1")
         if self.audit.path and not (self.audit.hmac_key or self.audit.hmac_key_file):

@@ -1,7 +1,7 @@
 """``python -m serve.simulate``: replay a data set's prompts against the service, with true feedback.
 
     python -m serve.simulate --url http://127.0.0.1:8000 --data routerbench --rate 20 --requests 500 \\
-        [--feedback-share 1.0] [--seed 0] [--task mbpp] [--lam 0] [--no-cache] [--out rows.jsonl]
+        [--feedback-share 1.0] [--seed 0] [--task mbpp] [--lam 0] [--users 50] [--no-cache] [--out rows.jsonl]
 
 Prompts come from a registered source (:func:`router.data.registry.load_source`: ``demo``,
 ``routerbench``, ...) or an outcomes file, optionally only some tasks (``--task``, repeatable),
@@ -11,6 +11,8 @@ Python client with ``model: "router"``. The model that answered (the response's 
 ``x-route-model`` header when absent) is looked up in the data: its logged quality and cost on
 that prompt are the truth. A ``--feedback-share`` of the requests (chosen with the seed) get
 ``POST /v1/feedback`` with that quality as the score, so the service's log holds true rewards.
+``--users N`` sends each request as one of N end users (the OpenAI ``user`` field ``user-<k>``,
+drawn with the seed), so an experiment sticky by user splits the simulated traffic.
 
 The summary printed (JSON) holds ``requests``, ``ok``, ``errors`` (by kind), ``feedback_sent``,
 ``feedback_ok``, ``mean_quality`` (true), ``spend`` (true USD), ``mean_cost``, ``reward`` (mean
@@ -55,6 +57,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the prompt order and the feedback draw")
     p.add_argument("--task", action="append", default=None, help="only prompts of this task (repeatable)")
     p.add_argument("--lam", type=float, default=0.0, help="cost weight of the reported reward (per USD)")
+    p.add_argument("--users", type=int, default=0,
+                   help="send each request as one of this many users (the OpenAI user field; 0: none)")
     p.add_argument("--model", default="router", help="the model field sent (default router)")
     p.add_argument("--no-cache", dest="no_cache", action="store_true", help="ask the service not to use its cache")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds per request")
@@ -65,6 +69,7 @@ def _parser() -> argparse.ArgumentParser:
 @dataclass
 class _Result:
     row: int
+    user: str | None = None
     request_id: str | None = None
     model: str | None = None
     policy_version: str | None = None
@@ -86,15 +91,16 @@ def _messages(outcomes: Any, row: int) -> list[dict[str, Any]]:
 
 
 async def _one(client: Any, http: Any, outcomes: Any, pos: dict[str, int], row: int, send_feedback: bool,
-               args: argparse.Namespace, t0: float) -> _Result:
+               args: argparse.Namespace, t0: float, user: str | None = None) -> _Result:
     import openai
 
     loop = asyncio.get_running_loop()
-    res = _Result(row, sent_s=loop.time() - t0)
+    res = _Result(row, user=user, sent_s=loop.time() - t0)
     extra = {"routing": {"cache": False}} if args.no_cache else None
+    who = {"user": user} if user is not None else {}
     try:
         raw = await client.chat.completions.with_raw_response.create(
-            model=args.model, messages=_messages(outcomes, row), extra_body=extra)
+            model=args.model, messages=_messages(outcomes, row), extra_body=extra, **who)
         done = raw.parse()
     except openai.APIStatusError as exc:
         res.error = f"http_{exc.status_code}"
@@ -133,7 +139,8 @@ async def _one(client: Any, http: Any, outcomes: Any, pos: dict[str, int], row: 
 
 
 async def _run(args: argparse.Namespace, outcomes: Any, rows: np.ndarray, fb: np.ndarray,
-               stop: threading.Event | None, on_result: Callable[[dict[str, Any]], None] | None) -> list[_Result]:
+               stop: threading.Event | None, on_result: Callable[[dict[str, Any]], None] | None,
+               users: list[str | None]) -> list[_Result]:
     import httpx
     import openai
 
@@ -154,7 +161,8 @@ async def _run(args: argparse.Namespace, outcomes: Any, rows: np.ndarray, fb: np
                 await asyncio.sleep(delay)
             if stop is not None and stop.is_set():
                 break
-            task = asyncio.ensure_future(_one(client, http, outcomes, pos, int(row), bool(fb[i]), args, t0))
+            task = asyncio.ensure_future(_one(client, http, outcomes, pos, int(row), bool(fb[i]), args, t0,
+                                              users[i]))
             if on_result is not None:
                 task.add_done_callback(lambda t: on_result(_row(outcomes, t.result())))  # type: ignore[misc]
             tasks.append(task)
@@ -182,6 +190,9 @@ def simulate(args: argparse.Namespace, *, stop: threading.Event | None = None,
         raise ConfigError("--rate must be > 0 and --requests >= 1.")
     if not 0.0 <= args.feedback_share <= 1.0:
         raise ConfigError(f"--feedback-share {args.feedback_share} must be in [0, 1].")
+    n_users = int(getattr(args, "users", 0) or 0)  # callers building the Namespace themselves may leave it out
+    if n_users < 0:
+        raise ConfigError(f"--users {n_users} must be >= 0 (0: requests name no user).")
     outcomes = load_source(args.data)
     idx = np.arange(outcomes.n_prompts)
     if args.task:
@@ -192,8 +203,10 @@ def simulate(args: argparse.Namespace, *, stop: threading.Event | None = None,
     order = rng.permutation(idx)
     rows = np.resize(order, args.requests)  # repeats the data when more requests than prompts are asked
     fb = rng.random(args.requests) < args.feedback_share
+    users: list[str | None] = ([f"user-{k}" for k in rng.integers(0, n_users, args.requests)] if n_users
+                               else [None] * args.requests)
     t0 = time.perf_counter()
-    results = asyncio.run(_run(args, outcomes, rows, fb, stop, on_result))
+    results = asyncio.run(_run(args, outcomes, rows, fb, stop, on_result, users))
     wall = time.perf_counter() - t0
     ok = [r for r in results if r.error is None]
     q = np.array([r.quality for r in ok], dtype=float)

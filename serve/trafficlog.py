@@ -6,9 +6,17 @@ line are those of :data:`router.data.schema.TRAFFIC_LOG_SCHEMA` (``messages`` as
 ``timestamp`` ISO-8601 UTC, ``quality`` absent until feedback is joined by the reader) plus the
 service's optional ones: ``cache``, ``routed``, ``answered_model``, ``status``, ``error``,
 ``predicted_cost``, ``lam``, ``stream``, ``total_s``, ``ood`` (beyond the router's out-of-distribution
-threshold) and -- for the online policy -- ``explored``.
+threshold), -- for the online policy -- ``explored``, and -- during an experiment -- ``experiment`` (its
+name) and ``arm`` (``champion`` or ``challenger``, the policy that decided).
 A feedback line is ``{"request_id", "timestamp", "quality", "score" | "thumbs", "comment"}``.
-:func:`router.data.logs.scan_log` reads a log directory with the feedback joined.
+During an experiment the policy that did not act decides each routed request too (in the background,
+:mod:`serve.experiments`); its scores go to ``shadow-*.jsonl`` parts, one line per request:
+``{"request_id", "timestamp", "experiment", "shadow_arm", "shadow_version", "shadow_model",
+"shadow_propensity", "shadow_probabilities", "shadow_quality", "shadow_cost"}`` -- the arm it stood
+for, its version, what it would have chosen, its probability of the model the acting policy chose
+(the logged ``chosen_model``), and per model its probability, predicted quality and predicted USD.
+Shadow lines are written when they are ready, not durably awaited, and may precede their request's.
+:func:`router.data.logs.scan_log` reads a log directory with the feedback and shadow scores joined.
 
 Durability (one writer thread, one commit per ``commit_ms`` window):
 
@@ -54,11 +62,20 @@ import orjson
 
 from serve.logbook import DecisionRecord
 
-__all__ = ["Barrier", "FeedbackItem", "TrafficLog"]
+__all__ = ["Barrier", "FeedbackItem", "ShadowItem", "TrafficLog"]
 
 log = logging.getLogger("serve")
 
 _STOP = object()
+
+
+class ShadowItem:
+    """One shadow-score line (an experiment's policy that did not act, scored on a request)."""
+
+    __slots__ = ("row",)
+
+    def __init__(self, row: dict[str, Any]) -> None:
+        self.row = row
 
 
 class FeedbackItem:
@@ -94,7 +111,7 @@ def traffic_row(rec: DecisionRecord) -> dict[str, Any]:
         "policy_version": rec.policy_version, "cache": rec.cache, "routed": rec.routed,
         "answered_model": rec.answered_model, "status": rec.status, "error": rec.error,
         "predicted_cost": rec.predicted_cost, "lam": rec.lam, "stream": rec.stream, "total_s": rec.total_s,
-        "explored": rec.explored, "ood": rec.ood,
+        "explored": rec.explored, "ood": rec.ood, "experiment": rec.experiment, "arm": rec.arm,
     }
 
 
@@ -163,6 +180,7 @@ class TrafficLog:
     """
 
     enabled = True
+    keeps_shadow = True
 
     def __init__(self, directory: str | Path, *, commit_ms: float = 50.0, rotate_mb: float = 64.0,
                  rotate_s: float = 3600.0, max_batch: int = 4096,
@@ -182,6 +200,7 @@ class TrafficLog:
         rb = int(rotate_mb * 1024 * 1024)
         self._traffic = _Part(self.directory, "traffic", rb, rotate_s)
         self._feedback = _Part(self.directory, "feedback", rb, rotate_s)
+        self._shadow = _Part(self.directory, "shadow", rb, rotate_s)
         self.committed_ = 0
         self.failed_: str | None = None
         self._thread = threading.Thread(target=self._run, name="traffic-log-writer", daemon=True)
@@ -203,6 +222,10 @@ class TrafficLog:
         if owner is None or (tenant is not None and owner != tenant):
             return "unknown"
         return "rated" if request_id in self.rated_ else "open"
+
+    def on_shadow(self, row: dict[str, Any]) -> None:
+        """Queue one experiment's shadow score of a request (never blocks; written with the next commit)."""
+        self._queue.put(ShadowItem(row))
 
     async def submit_feedback(self, row: dict[str, Any]) -> None:
         """Queue one feedback line and wait until it is on disk (raises OSError when the commit failed)."""
@@ -259,6 +282,7 @@ class TrafficLog:
                         self._commit([rest])
                 self._traffic.close()
                 self._feedback.close()
+                self._shadow.close()
                 return
 
     def _commit(self, batch: list[Any]) -> None:
@@ -268,11 +292,17 @@ class TrafficLog:
         traffic: list[bytes] = []
         feedback: list[FeedbackItem] = []
         barriers: list[Barrier] = []
+        shadow: list[bytes] = []
         for item in batch:
             if isinstance(item, FeedbackItem):
                 feedback.append(item)
             elif isinstance(item, Barrier):
                 barriers.append(item)
+            elif isinstance(item, ShadowItem):
+                try:
+                    shadow.append(orjson.dumps(item.row, option=orjson.OPT_SERIALIZE_NUMPY) + b"\n")
+                except Exception as exc:  # reported, never fatal to the batch
+                    log.error("traffic log: shadow score of %s cannot be written: %s", item.row.get("request_id"), exc)
             else:
                 try:
                     traffic.append(orjson.dumps(traffic_row(item), option=orjson.OPT_SERIALIZE_NUMPY) + b"\n")
@@ -285,6 +315,9 @@ class TrafficLog:
             if feedback:
                 self._feedback.write(b"".join(orjson.dumps(f.row) + b"\n" for f in feedback))
                 self._feedback.sync()
+            if shadow:
+                self._shadow.write(b"".join(shadow))
+                self._shadow.sync()
         except OSError as exc:
             self.failed_ = f"{type(exc).__name__}: {exc}"
             log.error("traffic log: commit of %d line(s) failed: %s", len(batch), exc)
@@ -293,9 +326,9 @@ class TrafficLog:
             return
         for done in (*(f.done for f in feedback), *(b.done for b in barriers)):
             done.set_result(None)
-        self.committed_ += len(traffic) + len(feedback)
+        self.committed_ += len(traffic) + len(feedback) + len(shadow)
         if self.on_commit is not None:
-            self.on_commit(len(traffic) + len(feedback), time.perf_counter() - t0)
+            self.on_commit(len(traffic) + len(feedback) + len(shadow), time.perf_counter() - t0)
 
 
 def _known_ids(directory: Path) -> tuple[dict[str, str], set[str]]:

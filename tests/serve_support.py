@@ -25,8 +25,11 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def tiny_router(directory: Path, *, lam: float = 0.0, seed: int = 0) -> Any:
-    """A hashing-encoder kNN router over the synthetic pool, saved to ``directory``; returns the Router."""
+def tiny_router(directory: Path, *, lam: float = 0.0, seed: int = 0, epsilon: float = 0.0) -> Any:
+    """A hashing-encoder kNN router over the synthetic pool, saved to ``directory``; returns the Router.
+
+    ``epsilon`` > 0 makes its rule explore (epsilon-greedy), so its traffic can score other policies off-policy.
+    """
     from router.data.synthetic import generate
     from router.decision import DecisionRule
     from router.encoders import HashingEncoder
@@ -35,7 +38,7 @@ def tiny_router(directory: Path, *, lam: float = 0.0, seed: int = 0) -> Any:
 
     data = generate(600, seed=seed)
     router = Router.fit(data.outcomes, encoder=HashingEncoder(dim=128), predictor=KNNPredictor(k=10),
-                        rule=DecisionRule(lam=lam))
+                        rule=DecisionRule(lam=lam, strategy="epsilon" if epsilon else "greedy", epsilon=epsilon))
     router.save(directory)
     return router
 

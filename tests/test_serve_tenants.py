@@ -396,6 +396,7 @@ SETTINGS_ERRORS = [
     ({"auth": {"oidc": {"issuer": "https://id.example"}}}, "auth.oidc.audience"),
     ({"experiment": {"name": "x"}}, "experiment.challenger"),
     ({"experiment": {"name": "x", "challenger": "d", "split": 2}}, "experiment.split = 2.0 is invalid"),
+    ({"experiment": {"name": "x", "challenger": "d", "lam": -1}}, "experiment.lam = -1.0 is invalid: it must be a finite"),
 ]
 
 

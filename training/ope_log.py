@@ -17,7 +17,6 @@ comparison, and the overlap diagnostics (effective sample size, weight tail, uns
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -42,11 +41,11 @@ def feedback_rows(log: str | Path | pl.DataFrame) -> pl.DataFrame:
 
 
 def _realised(name: str, x: np.ndarray) -> dict[str, Any]:
-    n = x.shape[0]
-    mean = float(x.mean())
-    half = 1.96 * float(x.std(ddof=1)) / math.sqrt(n) if n > 1 else float("nan")
-    return {"policy": "logging policy (realised)", "metric": name, "estimator": "on_policy_mean", "method": "normal",
-            "value": mean, "low": mean - half, "high": mean + half, "confidence": 0.95}
+    from router.ope import on_policy_mean
+
+    e = on_policy_mean(x)
+    return {"policy": "logging policy (realised)", "metric": name, "estimator": e.estimator, "method": e.method,
+            "value": e.value, "low": e.low, "high": e.high, "confidence": e.confidence}
 
 
 def ope_on_log(log: str | Path | pl.DataFrame, router: Any, *, seed: int = 0,

@@ -10,6 +10,11 @@ module reads such a directory into one frame:
 * feedback is **joined** to its request: ``quality`` is the feedback's quality (``score``, or 1/0
   for thumbs up/down), and ``feedback_comment`` its comment; feedback for an id with no request,
   and a second feedback for one id, are reported and not used;
+* an experiment's **shadow scores** (``shadow-*.jsonl``: the policy that did not act, scored on the
+  same request) are joined the same way: their ``shadow_*`` columns (see :mod:`serve.trafficlog`)
+  are added to the request's row, ``shadow_probabilities`` / ``shadow_quality`` / ``shadow_cost``
+  as structs keyed by model; a score for an id with no request is counted (``orphan_shadow``) --
+  the process ended before writing the request -- and not used;
 * by default only the **routing decisions** are kept -- rows the policy routed (``routed``), not
   answered from the cache (``cache`` not ``hit_*``) and answered (``status`` 200): pass-through
   requests and cache hits were not chosen by the policy, so they carry no information about it;
@@ -69,6 +74,8 @@ class ServiceLogReport:
         orphan_feedback: request ids of feedback with no request in the log.
         duplicate_feedback: request ids with more than one feedback line (the first is used).
         excluded: rows left out as not routing decisions, by reason (``passthrough``, ``cache_hit``, ``failed``).
+        shadow: shadow-score lines joined to a request.
+        orphan_shadow: shadow-score lines whose request is not in the log.
     """
 
     parts: int = 0
@@ -79,6 +86,8 @@ class ServiceLogReport:
     orphan_feedback: list[str] = field(default_factory=list)
     duplicate_feedback: list[str] = field(default_factory=list)
     excluded: dict[str, int] = field(default_factory=dict)
+    shadow: int = 0
+    orphan_shadow: int = 0
 
     @property
     def torn_bytes(self) -> int:
@@ -163,10 +172,22 @@ def read_service_log(path: str | os.PathLike[str], *,
                 report.duplicate_feedback.append(rid)
             else:
                 fb[rid] = obj
+    shadows: dict[str, dict[str, Any]] = {}
+    for part in sorted(p.glob("shadow-*.jsonl")):
+        for obj in _read_lines(part, report):
+            rid = obj.get("request_id")
+            if isinstance(rid, str):
+                shadows.setdefault(rid, obj)
+            else:
+                report.bad_lines.append((str(part), -1))
     seen = set()
     for r in rows:
         rid = r.get("request_id")
         seen.add(rid)
+        sh = shadows.get(rid) if isinstance(rid, str) else None
+        if sh is not None:
+            r.update({k: v for k, v in sh.items() if k.startswith("shadow_")})
+            report.shadow += 1
         f = fb.get(rid) if isinstance(rid, str) else None
         if f is not None:
             r["quality"] = f.get("quality")
@@ -178,6 +199,7 @@ def read_service_log(path: str | os.PathLike[str], *,
             except Exception:  # left empty; validation names the row
                 r["prompt"] = None
     report.orphan_feedback = [rid for rid in fb if rid not in seen]
+    report.orphan_shadow = sum(rid not in seen for rid in shadows)
     if decisions_only:
         kept = []
         for r in rows:

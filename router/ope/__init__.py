@@ -25,6 +25,7 @@ from router.ope.estimators import (
     SwitchDoublyRobust,
     SwitchDR,
     evaluate_policy,
+    on_policy_mean,
 )
 from router.ope.reward_model import CrossFitRewardModel
 
@@ -47,5 +48,6 @@ __all__ = [
     "OverlapDiagnostics",
     "SwitchDR",
     "evaluate_policy",
+    "on_policy_mean",
     "overlap_diagnostics",
 ]

@@ -45,7 +45,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from router.errors import ConfigError
+from router.errors import ConfigError, ValidationError
 from router.metrics.bootstrap import bootstrap_indices, percentile_interval
 from router.ope._validate import check_inputs
 from router.ope.diagnostics import OverlapDiagnostics, overlap_diagnostics
@@ -62,6 +62,7 @@ __all__ = [
     "OPEResult",
     "SwitchDR",
     "evaluate_policy",
+    "on_policy_mean",
     "DirectMethod",
     "DoublyRobust",
     "InverseProbabilityWeighting",
@@ -323,6 +324,30 @@ def evaluate_policy(
                                            n_bootstrap=n_bootstrap, seed=seed))
     diag = overlap_diagnostics(a, p, pi)
     return OPEResult(out, diag, list(diag.warnings))
+
+
+def on_policy_mean(values: Any, confidence: float = 0.95) -> Estimate:
+    """The mean of rewards a policy realised on its own traffic (n,), with a normal (CLT) interval.
+
+    This is the on-policy value the off-policy estimates of other policies are compared with; with
+    one round the interval is undefined (NaN bounds).
+
+    Example:
+        >>> e = on_policy_mean([1.0, 0.0, 1.0, 1.0])
+        >>> e.value, round(e.high - e.value, 3)
+        (0.75, 0.49)
+    """
+    if not 0 < confidence < 1:
+        raise ConfigError(f"confidence must be in (0, 1), got {confidence}.")
+    x = np.asarray(values, dtype=np.float64)
+    if x.ndim != 1 or x.shape[0] == 0:
+        raise ValidationError(f"on_policy_mean needs a non-empty 1-D array of rewards (n,), got shape {x.shape}.")
+    if not np.isfinite(x).all():
+        raise ValidationError("on_policy_mean: rewards have NaN or infinite values; drop rows without feedback.")
+    mean = float(x.mean())
+    z = NormalDist().inv_cdf(0.5 + confidence / 2.0)
+    half = z * float(x.std(ddof=1)) / float(np.sqrt(x.shape[0])) if x.shape[0] > 1 else float("nan")
+    return Estimate("on_policy_mean", mean, mean - half, mean + half, "normal", confidence)
 
 
 # OBP's class names, for readers coming from Open Bandit Pipeline.

@@ -28,6 +28,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from router._numeric import pad_rows, rows_matmul
 from router.base import Policy
 from router.errors import ConfigError
 from router.registry import FloatParam
@@ -413,7 +414,7 @@ class LinearPolicy(Policy):
     def _design(self, x: np.ndarray) -> np.ndarray:
         """Contexts (n, dim) -> the rows the linear models see (n, D): reduced, then a constant 1."""
         if self.basis_ is not None:
-            x = x @ self.basis_
+            x = (pad_rows(x) @ self.basis_)[: x.shape[0]]  # batch-invariant (router._numeric.pad_rows)
         return np.hstack([x, np.ones((x.shape[0], 1))]) if self.intercept else x
 
     def sample(self, probs: Any, rng: np.random.Generator | None = None) -> np.ndarray | int:
@@ -436,7 +437,7 @@ class LinearPolicy(Policy):
     def expected_reward(self, context: np.ndarray) -> np.ndarray:
         """Posterior-mean reward (n, m) of every action for contexts (n, d) (no exploration bonus)."""
         x, _ = check_context(np.atleast_2d(context), int(self.dim))
-        return np.asarray(self._design(x) @ self._theta.T)
+        return np.asarray(rows_matmul(self._design(x), self._theta.T))
 
     def _check_update(self, context: Any, action: Any, reward: Any,
                       propensity: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

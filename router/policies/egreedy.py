@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from router._numeric import rows_matmul
 from router.errors import ConfigError
 from router.policies._common import LinearPolicy, masked_argmax
 from router.registry import FloatParam
@@ -55,7 +56,7 @@ class EpsilonGreedy(LinearPolicy):
                          context_rank=context_rank)
 
     def _select(self, x: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        scores = x @ self._theta.T
+        scores = rows_matmul(x, self._theta.T)
         best = masked_argmax(scores, mask)
         n_allowed = mask.sum(axis=1, keepdims=True)
         p = np.where(mask, float(self.epsilon) / n_allowed, 0.0)

@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from router._numeric import rows_matmul
 from router.errors import ConfigError
 from router.policies._common import LinearPolicy, masked_argmax, quad_forms
 from router.registry import FloatParam
@@ -31,7 +32,7 @@ __all__ = ["LinUCB", "ucb_scores"]
 
 def ucb_scores(x: np.ndarray, theta: np.ndarray, a_inv: np.ndarray, alpha: float) -> np.ndarray:
     """UCB scores (n, m) for design rows x (n, D), weights (m, D) and inverses (m, D, D)."""
-    mean = x @ theta.T
+    mean = rows_matmul(x, theta.T)
     if alpha == 0:
         return np.asarray(mean)
     return np.asarray(mean + alpha * np.sqrt(np.maximum(quad_forms(x, a_inv), 0.0)))

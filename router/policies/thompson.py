@@ -28,6 +28,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from router._numeric import rows_matmul
 from router.errors import ConfigError
 from router.policies._common import LinearPolicy, quad_forms
 from router.registry import FloatParam
@@ -72,7 +73,7 @@ class LinearThompson(LinearPolicy):
 
     def _select(self, x: np.ndarray, mask: np.ndarray) -> np.ndarray:
         n, m, s = x.shape[0], int(self.n_actions), int(self.n_samples)
-        mean = np.where(mask, x @ self._theta.T, -np.inf)  # (n, m); a masked action never wins
+        mean = np.where(mask, rows_matmul(x, self._theta.T), -np.inf)  # (n, m); a masked action never wins
         sd = float(self.v) * np.sqrt(np.maximum(quad_forms(x, self.A_inv_), 0.0))  # (n, m)
         scores = self.rng_.standard_normal((n, s, m))
         scores *= sd[:, None, :]

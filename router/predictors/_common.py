@@ -7,10 +7,11 @@ from typing import Any
 
 import numpy as np
 
+from router._numeric import ROW_BLOCK, pad_rows
 from router.base import QualityPredictor, check_embeddings
 from router.errors import ConfigError
 
-__all__ = ["BasePredictor", "check_quality"]
+__all__ = ["ROW_BLOCK", "BasePredictor", "check_quality", "pad_rows"]
 
 
 def check_quality(quality: Any, n: int) -> np.ndarray:

@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from router.errors import ConfigError
-from router.predictors._common import BasePredictor
+from router.predictors._common import BasePredictor, pad_rows
 
 __all__ = ["KNNPredictor"]
 
@@ -98,9 +98,11 @@ class KNNPredictor(BasePredictor):
         """(scores (n, k), indices (n, k)) of the ``k`` nearest training rows, best first."""
         if self._xb is None:
             return self._index.search(xq, k)  # type: ignore[no-any-return]
-        # float32 inner products, as IndexFlatIP computes them; (n_train, d) @ (d, n) then transposed is the
-        # same arithmetic as xq @ xb.T but BLAS runs it 2-3x faster for a few queries (it packs the small side)
-        sims = (self._xb @ xq.T).T
+        # float32 inner products, as IndexFlatIP computes them; (n_train, d) @ (d, n) runs 2-3x faster than
+        # xq @ xb.T for a few queries (BLAS packs the small side), and the queries padded to a whole block keep
+        # each query's similarities independent of the batch it came in (see pad_rows)
+        n = xq.shape[0]
+        sims = (self._xb @ pad_rows(xq).T)[:, :n].T
         n_train = sims.shape[1]
         idx = np.argpartition(sims, n_train - k, axis=1)[:, n_train - k:] if k < n_train else \
             np.broadcast_to(np.arange(n_train), sims.shape).copy()

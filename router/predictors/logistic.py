@@ -8,7 +8,7 @@ import numpy as np
 from scipy.optimize import minimize
 
 from router.errors import ConfigError
-from router.predictors._common import BasePredictor
+from router.predictors._common import BasePredictor, pad_rows
 
 __all__ = ["LogisticPredictor"]
 
@@ -67,7 +67,7 @@ class LogisticPredictor(BasePredictor):
 
     def _predict(self, x: np.ndarray) -> np.ndarray:
         assert self.coef_ is not None and self.intercept_ is not None
-        z = x.astype(np.float64) @ self.coef_ + self.intercept_
+        z = (pad_rows(x.astype(np.float64)) @ self.coef_)[: x.shape[0]] + self.intercept_  # batch-invariant (pad_rows)
         return np.asarray(1.0 / (1.0 + np.exp(-z)))
 
     def get_state(self) -> dict[str, np.ndarray]:

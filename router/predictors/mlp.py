@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from router.errors import ConfigError
-from router.predictors._common import BasePredictor
+from router.predictors._common import BasePredictor, pad_rows
 from router.predictors._torch import (
     numpy_to_state,
     split_validation,
@@ -182,14 +182,15 @@ class MLPPredictor(BasePredictor):
 
     def _predict(self, x: np.ndarray) -> np.ndarray:
         layers = self._numpy_layers()
-        h = x.astype(np.float32)
+        n = x.shape[0]
+        h = pad_rows(x.astype(np.float32))  # batch-invariant products (see pad_rows); padding rows dropped below
         if self.per_model:
             h = np.broadcast_to(h, (len(layers[0][0]), *h.shape))  # (m, n, d)
         for i, (w, b) in enumerate(layers):
             h = h @ w + b  # float32, as torch's linear / bmm
             if i < len(layers) - 1:
                 h = _gelu(h)
-        logits = h[..., 0].T if self.per_model else h
+        logits = h[..., :n, 0].T if self.per_model else h[:n]
         return 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
 
     def _predict_torch(self, x: np.ndarray) -> np.ndarray:

@@ -165,17 +165,24 @@ async def _chat(state: State, receive: Receive, send: Send, rid: str, t0: float,
         t_dec = time.perf_counter()
         try:
             ex_info = exp.experiment
+            experiment = state.tenancy.experiment
+            other = None  # the decider of the arm that does not act, scored in the background
             if ex_info is not None and ex_info["arm"] == "challenger":
-                decision = await state.tenancy.experiment.decider.decide(req.messages, req.options)
+                decision = await experiment.decider.decide(req.messages, req.options)
                 metrics.decide_latency.observe(time.perf_counter() - t_dec)
+                other = state.decider if state.online is None else None  # online draws have side effects
             else:
                 if looked_up is not None:
                     decision = looked_up
                 else:
                     decision = await state.decider.decide(req.messages, req.options, tenant, known)
                     metrics.decide_latency.observe(time.perf_counter() - t_dec)
-                if ex_info is not None and ex_info["mode"] == "shadow":
-                    state.tenancy.experiment.shadow(req.messages, req.options, decision, exp)
+                other = experiment.decider if ex_info is not None else None
+            if ex_info is not None:
+                ex_info["version"] = decision.version
+                if other is not None and (ex_info["mode"] == "shadow" or state.logbook.keeps_shadow):
+                    experiment.score_other(ex_info["arm"], req.messages, req.options, decision, other, exp,
+                                           state.logbook)
         except RoutingError as exc:
             raise _unroutable(exc) from None
         candidates = list(decision.candidates)
@@ -219,6 +226,8 @@ async def _chat(state: State, receive: Receive, send: Send, rid: str, t0: float,
             record.lam = decision.lam
             record.ood = decision.ood
             record.explored = decision.online is not None and decision.online.explored
+            if exp.experiment is not None:
+                record.experiment, record.arm = exp.experiment["name"], exp.experiment["arm"]
     if decision is not None and decision.online is not None:  # the online policy decided: learn from feedback
         state.online.remember(rid, decision.online, decision.predicted_cost, tenant)  # type: ignore[union-attr]
         metrics.online_explored += decision.online.explored

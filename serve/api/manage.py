@@ -9,8 +9,11 @@ path                                           method  permission   what
 ``/v1/admin/keys/{key_id}``                    DELETE  admin        revoke
 ``/v1/admin/tenants``                          GET     admin        every known tenant's limits and usage
 ``/v1/admin/tenants/{tenant}/limits``          PUT     admin        set limits (see :class:`~serve.tenants.limits.Limits`)
-``/v1/admin/reload``                           POST    admin        check the model registry alias now
+``/v1/admin/reload``                           POST    admin        check the model registry alias now (and an
+                                                                    experiment challenger's)
 ``/v1/admin/audit``                            GET     admin        verify the audit log; its head hash
+``/v1/admin/experiments``                      GET     admin        the experiment's per-arm report, with the
+                                                                    off-policy estimates from the traffic log
 ``/v1/decisions/{request_id}``                 GET     decisions    why the request went where it did
                                                                     (own tenant's only; admins see all)
 =============================================  ======  ===========  =========================================
@@ -135,12 +138,21 @@ async def dispatch_admin(state: State, scope: Scope, receive: Receive, send: Sen
                                 "nothing to reload.", code="no_registry")
         swapped = await asyncio.to_thread(follower.check_once)
         t.audit.record("model.reload", actor, None, swapped=bool(swapped), version=state.holder.current.version)
-        return await _ok(send, {"swapped": bool(swapped), "policy_version": state.holder.current.version})
+        out: dict[str, Any] = {"swapped": bool(swapped), "policy_version": state.holder.current.version}
+        ex = t.experiment
+        if ex is not None and ex.follower is not None:  # the experiment's challenger follows its alias too
+            c_swapped = await asyncio.to_thread(ex.follower.check_once)
+            t.audit.record("model.reload", actor, None, swapped=bool(c_swapped), version=ex.version,
+                           source=ex.follower.spec.text)
+            out.update(challenger_swapped=bool(c_swapped), challenger_version=ex.version)
+        return await _ok(send, out)
     if parts == ["experiments"] and method == "GET":
         if t.experiment is None:
             raise APIError(409, "no experiment runs; configure the experiment settings (name, challenger, split).",
                            code="no_experiment")
-        return await _ok(send, t.experiment.report())
+        report = t.experiment.report()
+        report["off_policy"] = await _offpolicy(state, t.experiment)
+        return await _ok(send, report)
     if parts == ["audit"] and method == "GET":
         audit = t.audit
         if not audit.enabled:
@@ -152,6 +164,16 @@ async def dispatch_admin(state: State, scope: Scope, receive: Receive, send: Sen
                                 "head": rep.head, "problems": [str(p) for p in rep.problems]})
     raise APIError(404, f"no admin route {method} {scope['path'][:100]!r}; see serve/api/manage.py for the list.",
                    code="not_found")
+
+
+async def _offpolicy(state: State, experiment: Any) -> dict[str, Any]:
+    """The experiment's estimates from observed feedback in the traffic log (read in a thread)."""
+    directory = getattr(state.logbook, "directory", None)
+    if not state.logbook.keeps_shadow or directory is None:
+        return {"available": False, "reason": "the service keeps no traffic log, so there is no observed feedback "
+                                              "to estimate from; set logbook.dir and send POST /v1/feedback."}
+    lam = float(state.holder.current.router.rule.lam)
+    return await asyncio.to_thread(experiment.offpolicy, directory, lam)  # type: ignore[no-any-return]
 
 
 async def _ok(send: Send, body: Any, status: int = 200) -> int:

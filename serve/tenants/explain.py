@@ -51,6 +51,7 @@ class Explanation:
             "lam": o.lam, "mu": o.mu, "allowed_models": list(o.allowed) if o.allowed else None,
             "max_cost": o.max_cost, "max_latency": o.max_latency}
         if d is not None:
+            out["policy_version"] = d.version  # the policy that decided (an experiment's challenger, a new version)
             out["reason"] = d.reason
             out["lam_applied"] = d.lam
             out["propensity"] = d.propensity
