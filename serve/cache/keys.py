@@ -48,7 +48,19 @@ _SCOPE = re.compile(rf"(.+)#[0-9a-f]{{{_DIGEST_CHARS}}}", re.DOTALL)
 
 def _canonical(value: Any, path: str) -> Any:
     """JSON-able value with numbers unified (1 == 1.0) and keys sorted later when serialised."""
-    if value is None or isinstance(value, bool | str):
+    kind = type(value)
+    if kind is str or value is None or kind is bool:  # the common cases first, without ABC checks
+        return value
+    if kind is dict:
+        out = {}
+        for k, v in value.items():
+            if type(k) is not str:
+                raise ConfigError(f"request field {path} has a non-string key {k!r}; JSON objects have string keys.")
+            out[k] = v if type(v) is str else _canonical(v, f"{path}.{k}")
+        return out
+    if kind is list:
+        return [v if type(v) is str else _canonical(v, f"{path}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, bool | str):
         return value
     if isinstance(value, int | float):
         f = float(value)
