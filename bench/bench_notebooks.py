@@ -16,8 +16,8 @@ backend, a fresh temporary working directory. Recorded per notebook:
   where other jobs hold a core, a notebook gets about one core, so its wall time there is about its CPU time.
 
 Peers in the same run: an **empty notebook** (kernel start and ``import router, envs, training``), the fixed
-cost every notebook pays; with ``--before REV``, each notebook **as committed at REV**, executed against
-this checkout's code (the notebook's own changes, measured under the same load). ``--blas-threads 0``
+cost every notebook pays; with ``--before REV``, each notebook that changed since REV **as committed at
+REV**, executed against this checkout's code (the notebook's own changes, measured under the same load). ``--blas-threads 0``
 leaves the BLAS thread count to the library (what a user's kernel gets) instead of the test's one thread.
 
 The budget is issue 14's: each notebook under 120 s in CI. A notebook is within it when its CPU time is at
@@ -91,11 +91,13 @@ def tree_cpu(pid: int) -> float:
 def execute(nb: Any, label: str) -> dict[str, Any]:
     """Execute ``nb`` in place in a fresh temporary directory; wall and CPU seconds, in all and per code cell."""
     from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
 
     with tempfile.TemporaryDirectory(prefix="nb-bench-") as tmp:
         client = NotebookClient(nb, kernel_name=KERNEL, timeout=600, allow_errors=False,
                                 resources={"metadata": {"path": tmp}})
         cells: list[dict[str, Any]] = []
+        error = None
         cpu0, t0 = reaped_children_cpu(), time.perf_counter()
         with client.setup_kernel():
             started = time.perf_counter() - t0
@@ -104,13 +106,19 @@ def execute(nb: Any, label: str) -> dict[str, Any]:
                 if cell.cell_type != "code":
                     continue
                 t, c = time.perf_counter(), tree_cpu(pid)
-                client.execute_cell(cell, index)
+                try:
+                    client.execute_cell(cell, index)
+                except CellExecutionError as exc:  # recorded, and the notebook counts as not within budget
+                    error = f"cell {index}: {exc.ename}: {exc.evalue}".splitlines()[0][:200]
                 first = next((line for line in cell.source.splitlines() if line.strip()), "")
                 cells.append({"cell": index, "wall_s": time.perf_counter() - t, "cpu_s": tree_cpu(pid) - c,
                               "first_line": first[:70]})
+                if error:
+                    break
         # setup_kernel shut the kernel down and reaped it: its CPU time, and its reaped children's, is counted
         wall, cpu = time.perf_counter() - t0, reaped_children_cpu() - cpu0
-    return {"notebook": label, "wall_s": wall, "cpu_s": cpu, "kernel_start_s": started, "cells": cells}
+    return {"notebook": label, "wall_s": wall, "cpu_s": cpu, "kernel_start_s": started, "cells": cells,
+            "error": error}
 
 
 def notebook_at(rev: str, path: Path) -> str | None:
@@ -124,12 +132,12 @@ def machine() -> dict[str, Any]:
     from bench.machine import cpu_model
 
     return {"cpu": cpu_model(), "cores": os.cpu_count(), "usable_cores": len(os.sched_getaffinity(0)),
-            "load_avg_at_start": round(os.getloadavg()[0], 2), "platform": platform.platform(),
+            "load_avg_at_start": round(os.getloadavg()[0], 2), "nice": os.nice(0), "platform": platform.platform(),
             "python": platform.python_version()}
 
 
 def within_budget(row: dict[str, Any]) -> bool:
-    return row["cpu_s"] <= CPU_SHARE * BUDGET_S and row["wall_s"] <= BUDGET_S
+    return row["error"] is None and row["cpu_s"] <= CPU_SHARE * BUDGET_S and row["wall_s"] <= BUDGET_S
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -139,7 +147,8 @@ def markdown(report: dict[str, Any]) -> str:
         "# Tutorial notebooks: execution time against the CI budget",
         "",
         f"Run {report['started']} on {m['cpu']}, {m['cores']} cores ({m['usable_cores']} usable; load average "
-        f"{m['load_avg_at_start']} at start, {report['load_avg_at_end']} at end: cores shared with other jobs), "
+        f"{m['load_avg_at_start']} at start, {report['load_avg_at_end']} at end: cores shared with other jobs; "
+        f"this run at nice {m['nice']}), "
         f"Python {m['python']}, BLAS / OpenMP threads: {threads}. Command: `{report['command']}`.",
         "",
         f"Budget (issue 14): each notebook under {BUDGET_S:.0f} s in CI. Within budget = CPU time (the kernel and "
@@ -147,7 +156,8 @@ def markdown(report: dict[str, Any]) -> str:
         "busy 2-core box -- and wall time here under the budget. Wall time depends on the load above; CPU time "
         f"is the work. Fastest of {report['repeat']} run(s) by wall time. Peers in the same run: the empty "
         "notebook (kernel start and imports)"
-        + (f"; each notebook as committed at `{report['before']}` (its old text on this code)." if report["before"]
+        + (f"; each notebook changed since `{report['before']}` as committed there (its old text on this code)."
+           if report["before"]
            else "."),
         "",
         "| notebook | wall s | CPU s | kernel start s | slowest cell: wall s | within budget |",
@@ -156,6 +166,8 @@ def markdown(report: dict[str, Any]) -> str:
     for row in report["notebooks"]:
         slow = max(row["cells"], key=lambda c: c["wall_s"])
         ok = "-" if row["notebook"].startswith("(") else ("yes" if within_budget(row) else "**NO**")
+        if row["error"]:
+            ok = f"**FAILED** at {row['error']}"
         lines.append(f"| {row['notebook']} | {row['wall_s']:.1f} | {row['cpu_s']:.1f} | {row['kernel_start_s']:.1f} "
                      f"| [{slow['cell']}] {slow['wall_s']:.1f} | {ok} |")
     lines += ["", "## Per code cell", "",
@@ -203,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     jobs: list[tuple[str, str, Path]] = []  # (label, notebook text, name)
     for path in notebooks:
         old = notebook_at(args.before, path) if args.before else None
-        if old is not None:
+        if old is not None and old != path.read_text():  # an unchanged notebook is not run twice
             jobs.append((f"{path.name} @ {args.before}", old, path))
         jobs.append((path.name, path.read_text(), path))
 
@@ -223,12 +235,13 @@ def main(argv: list[str] | None = None) -> int:
                 nb = nbformat.reads(text, as_version=4)
                 runs.append(execute(nb, label))
                 r = runs[-1]
-                print(f"{label}: wall {r['wall_s']:.1f} s, CPU {r['cpu_s']:.1f} s  "
+                failed = f" FAILED at {r['error']}" if r["error"] else ""
+                print(f"{label}: wall {r['wall_s']:.1f} s, CPU {r['cpu_s']:.1f} s{failed}  "
                       + " ".join(f"[{c['cell']}]{c['wall_s']:.1f}/{c['cpu_s']:.1f}" for c in r["cells"]), flush=True)
                 if args.keep is not None and label == path.name:
                     args.keep.mkdir(parents=True, exist_ok=True)
                     nbformat.write(nb, args.keep / path.name)
-            report["notebooks"].append(min(runs, key=lambda r: r["wall_s"]))
+            report["notebooks"].append(min(runs, key=lambda r: (r["error"] is not None, r["wall_s"])))
     report["load_avg_at_end"] = round(os.getloadavg()[0], 2)
     text = markdown(report)
     print(text)
