@@ -79,9 +79,17 @@ def main(argv: list[str] | None = None) -> int:
             "model": args.model, "port": args.port, "host": args.host, "provider_url": args.provider_url,
             "workers": args.workers, "log_level": args.log_level})
         _preflight(settings.model)
+        from serve.tenants import workers_problem
+
+        problem, note = workers_problem(settings)
     except RoutingError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if problem is not None:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+    if note is not None:
+        print(f"warning: {note}", file=sys.stderr, flush=True)
 
     import uvicorn
 

@@ -177,6 +177,7 @@ class Settings:
     tenants: dict[str, Limits] = field(default_factory=dict)
     audit: AuditSettings = field(default_factory=AuditSettings)
     redis_url: str | None = None
+    per_worker_limits: bool = False
     decisions_kept: int = 10_000
     experiment: ExperimentSettings = field(default_factory=ExperimentSettings)
     online: OnlineSettings = field(default_factory=OnlineSettings)

@@ -45,20 +45,62 @@ def authenticate(scope: Scope) -> str:
 
 
 class Bill:
-    """What one request reserved (predicted USD) and what it spent (actual USD, tokens, the answering model)."""
+    """What one request holds in its tenant's budget (``reserved`` USD) and what it spent (actual USD,
+    tokens, the answering model). Settled once, at the end: the actual cost is charged and every
+    reservation made for the request (the first model's, and any fallback's top-up) released."""
 
-    __slots__ = ("predicted", "actual", "tokens", "model")
+    __slots__ = ("reserved", "actual", "tokens", "model")
 
-    def __init__(self, predicted: float = 0.0) -> None:
-        self.predicted = predicted
+    def __init__(self, reserved: float = 0.0) -> None:
+        self.reserved = reserved
         self.actual = 0.0
         self.tokens = 0
         self.model: str | None = None
 
     def done(self, model: str, cost: float | None, itok: int | None, otok: int | None) -> None:
         self.model = model
-        self.actual = self.predicted if cost is None else float(cost)
+        self.actual = self.reserved if cost is None else float(cost)
         self.tokens = int(itok or 0) + int(otok or 0)
+
+
+class Topup:
+    """The pool's guard for a budgeted request: before a candidate is called, make sure the request
+    holds that candidate's predicted cost, reserving the difference atomically (the same reservation
+    as the first, in memory or Redis); a candidate the budget cannot cover is skipped (see
+    :mod:`serve.tenants.limits`)."""
+
+    __slots__ = ("state", "tenant", "limits", "decision", "bill", "exp", "refused", "error")
+
+    def __init__(self, state: State, tenant: str, limits: Limits, decision: Decision, bill: Bill,
+                 exp: Explanation) -> None:
+        self.state, self.tenant, self.limits, self.decision = state, tenant, limits, decision
+        self.bill, self.exp = bill, exp
+        self.refused: tuple[str, float, float] | None = None  # the last skipped (model, predicted, USD left)
+        self.error: APIError | None = None  # the budget store failed (fail closed)
+
+    async def __call__(self, model: str) -> str | None:
+        d = self.decision
+        try:
+            cost = float(d.cost[d.models.index(model)])
+        except ValueError:
+            return None  # not one of the policy's models: nothing predicted beyond what the request holds
+        held = self.bill.reserved
+        if cost <= held:
+            return None
+        try:
+            ok, left = await self.state.tenancy.reserve(self.tenant, self.limits, cost - held)
+        except APIError as err:  # the budget store is unreachable: no spend is allowed
+            self.error = err
+            return "the budget store is unreachable"
+        if ok:
+            self.bill.reserved = cost
+            self.exp.budget_rule = (self.exp.budget_rule or "") + f"; fallback {model}: {cost - held:.6g} USD more reserved"
+            return None
+        self.refused = (model, cost, left)
+        self.exp.budget_rule = (self.exp.budget_rule or "") + (f"; fallback {model} skipped: predicted {cost:.6g} USD, "
+                                                               f"this request holds {held:.6g}, {left:.6g} USD left")
+        self.state.metrics.decisions[(model, "over_budget")] += 1
+        return f"predicted {cost:.6g} USD; the budget has {left:.6g} USD left beyond the {held:.6g} this request holds"
 
 
 async def chat_completions(state: State, scope: Scope, receive: Receive, send: Send, rid: str,
@@ -99,8 +141,8 @@ async def chat_completions(state: State, scope: Scope, receive: Receive, send: S
     finally:
         if bill.model is not None:
             exp.answered_model = bill.model
-        if not limits.unlimited and (bill.predicted or bill.actual or bill.tokens):
-            await tenancy.settle(tenant, limits, bill.predicted, bill.actual, bill.tokens)
+        if not limits.unlimited and (bill.reserved or bill.actual or bill.tokens):
+            await tenancy.settle(tenant, limits, bill.reserved, bill.actual, bill.tokens)
         if arm is not None:
             experiment.observe(arm, exp.decision, exp.status, bill.actual if bill.model else 0.0)
     exp.status = status
@@ -191,8 +233,11 @@ async def _chat(state: State, receive: Receive, send: Send, rid: str, t0: float,
     exp.decision, exp.cache = decision, cache_outcome
     if decision is not None:
         state.tenancy.savings.add(decision)
+    guard: Topup | None = None
     if limits.budget_usd is not None:
         chosen, candidates = await _budget(state, tenant, req, limits, decision, chosen, candidates, headers, exp, bill)
+        if decision is not None and len(candidates) > 1:
+            guard = Topup(state, tenant, limits, decision, bill, exp)
     exp.chosen_model = chosen
     headers.append((b"x-cache", b"miss" if key is not None else b"bypass"))
     if record is not None:
@@ -213,15 +258,18 @@ async def _chat(state: State, receive: Receive, send: Send, rid: str, t0: float,
     # ---- provider call
     if req.stream:
         return await _stream(state, receive, send, req, rid, t0, candidates, chosen, headers, key, embedding, record,
-                             bill)
+                             bill, guard)
     t_call = time.perf_counter()
     try:
         async with asyncio.timeout(state.settings.request_timeout_s):
-            done = await state.pool.complete(candidates, req.messages, req.params)
+            if guard is None:
+                done = await state.pool.complete(candidates, req.messages, req.params)
+            else:
+                done = await state.pool.complete(candidates, req.messages, req.params, guard=guard)
     except TimeoutError:
         raise _failed(state, record, t0, _timeout(state, candidates[0])) from None
     except state.provider_error as exc:
-        raise _failed(state, record, t0, _provider_failed(state, candidates, exc)) from None
+        raise _failed(state, record, t0, _provider_failed(state, candidates, exc, guard)) from None
     provider_s = time.perf_counter() - t_call
     if len(done.attempts) > 1:
         _count_attempts(state, done.attempts)
@@ -265,7 +313,7 @@ async def _budget(state: State, tenant: str, req: ChatRequest, limits: Limits, d
         predicted = await _passthrough_cost(state, req)
     ok, left = await tenancy.reserve(tenant, limits, predicted)
     if ok:
-        bill.predicted = predicted
+        bill.reserved = predicted
         exp.budget_rule = (f"within budget: {left:.6g} USD left of {limits.budget_usd:g} ({limits.budget_period}), "
                            f"{predicted:.6g} USD reserved")
         return chosen, candidates
@@ -275,7 +323,7 @@ async def _budget(state: State, tenant: str, req: ChatRequest, limits: Limits, d
             cost = float(decision.cost[decision.models.index(cheaper[0])])
             ok, _ = await tenancy.reserve(tenant, limits, cost)
             if ok:
-                bill.predicted = cost
+                bill.reserved = cost
                 exp.budget_rule = (f"downgraded from {chosen} (predicted {predicted:.6g} USD) to {cheaper[0]} "
                                    f"(predicted {cost:.6g} USD): {left:.6g} USD left of {limits.budget_usd:g}")
                 headers[0] = (b"x-route-model", _ascii(cheaper[0]))
@@ -369,11 +417,15 @@ async def _from_cache(state: State, send: Send, req: ChatRequest, rid: str, t0: 
 
 async def _stream(state: State, receive: Receive, send: Send, req: ChatRequest, rid: str, t0: float,
                   candidates: list[str], chosen: str, headers: list[tuple[bytes, bytes]], key: tuple[str, str] | None,
-                  embedding: Any, record: DecisionRecord | None, bill: Bill | None = None) -> int:
+                  embedding: Any, record: DecisionRecord | None, bill: Bill | None = None,
+                  guard: Topup | None = None) -> int:
     metrics = state.metrics
     deadline = asyncio.get_running_loop().time() + state.settings.request_timeout_s
     t_call = time.perf_counter()
-    gen = state.pool.stream(candidates, req.messages, req.params).__aiter__()
+    if guard is None:
+        gen = state.pool.stream(candidates, req.messages, req.params).__aiter__()
+    else:
+        gen = state.pool.stream(candidates, req.messages, req.params, guard=guard).__aiter__()
     try:
         async with asyncio.timeout_at(deadline):
             first = await gen.__anext__()
@@ -385,7 +437,7 @@ async def _stream(state: State, receive: Receive, send: Send, req: ChatRequest, 
         await _close(gen)
         raise _failed(state, record, t0, _timeout(state, candidates[0])) from None
     except state.provider_error as exc:
-        raise _failed(state, record, t0, _provider_failed(state, candidates, exc)) from None
+        raise _failed(state, record, t0, _provider_failed(state, candidates, exc, guard)) from None
     first_s = time.perf_counter() - t_call
     model = first.model or chosen
     headers.append((b"x-request-id", rid.encode()))
@@ -548,12 +600,26 @@ def _timeout(state: State, model: str) -> APIError:
                          "retry, or raise the timeout in the service settings.", code="timeout")
 
 
-def _provider_failed(state: State, candidates: list[str], exc: Any) -> APIError:
-    """The pool's :class:`~serve.providers.ProviderError` as an OpenAI error with its status."""
+def _provider_failed(state: State, candidates: list[str], exc: Any, guard: Topup | None = None) -> APIError:
+    """The pool's :class:`~serve.providers.ProviderError` as an OpenAI error with its status.
+
+    When the budget guard skipped what was left to try: the budget store's 503, or a 402 naming the
+    fallback the budget could not cover, what failed before it, and when the budget resets.
+    """
     status = int(getattr(exc, "status", 0) or 502)
     kind = str(getattr(exc, "kind", "") or "provider_error")
     _count_attempts(state, getattr(exc, "attempts", None))
     message = str(getattr(exc, "message", exc))
+    if kind == "over_budget" and guard is not None:
+        if guard.error is not None:
+            return guard.error
+        model, cost, left = guard.refused or (candidates[-1], 0.0, 0.0)
+        failed = "; ".join(f"{a.model}: {a.kind}" for a in getattr(exc, "attempts", ()) or ()
+                           if a.kind != "over_budget")
+        return budget_refusal(guard.tenant, guard.limits, cost, left,
+                              what=f"the fallback {model} is predicted to cost {cost:.6g} USD "
+                                   f"(this request holds {guard.bill.reserved:.6g}) after "
+                                   f"{failed or 'the models before it'} failed")
     if status == 400:
         return APIError(400, f"the provider refused the request: {message}", code=kind)
     headers = []
@@ -571,5 +637,5 @@ def _count_attempts(state: State, attempts: Any) -> None:
         return
     errors = state.metrics.provider_errors
     for a in attempts:
-        if not a.ok:
+        if not a.ok and a.kind != "over_budget":  # skipped for the budget: not the provider's error
             errors[(a.model, str(a.kind or a.status or "error"))] += 1
