@@ -114,10 +114,26 @@ def _fallback_storm(world, provider, spent_of) -> None:
     order, cost = _plan(world)
     primary, dear, nxt = order[0], order[1], order[2]
     assert cost[dear] > 10 * cost[primary] and cost[dear] > cost[nxt] > cost[primary], (order, cost)
+    provider.add_fault(primary, "error")  # every call to the router's choice fails: fallbacks answer
+    # a budget that covers the first model but no fallback: 402 naming the fallback, no call for either
+    tight = 1.5 * cost[primary]
+    world["store"].set_limits("spender", {"budget_usd": tight, "budget_period": "day"})
+    _wait_limits(world, tight)
+    before = provider.stats()["requests"]
+    status, h, raw = http("POST", world["services"][0].url + "/v1/chat/completions",
+                          json.dumps({"model": "router", "messages": PROMPT}).encode(),
+                          {"authorization": f"Bearer {world['keys']['spender']}"})
+    err = json.loads(raw)["error"]
+    assert status == 402 and err["code"] == "budget_exceeded" and int(h["retry-after"]) >= 1, (status, err)
+    assert f"the fallback {nxt} is predicted to cost" in err["message"] and f"{primary}: server_error" in err["message"]
+    assert "resets at" in err["message"], err
+    after = provider.stats()["requests"]
+    assert after.get(dear, 0) == before.get(dear, 0) and after.get(nxt, 0) == before.get(nxt, 0)
+    assert spent_of() == (0.0, 0.0)  # a request that got no answer spends nothing and holds nothing
+
     budget = 10.5 * cost[dear]  # room for ten reservations of the dear fallback, not for 200
     world["store"].set_limits("spender", {"budget_usd": budget, "budget_period": "day"})
     _wait_limits(world, budget)
-    provider.add_fault(primary, "error")  # every call to the router's choice fails: fallbacks answer
     before = provider.stats()["requests"]
     results = _storm(world)
     calls = {m: provider.stats()["requests"].get(m, 0) - before.get(m, 0) for m in cost}
@@ -147,14 +163,13 @@ def _fallback_storm(world, provider, spent_of) -> None:
     for m in (dear, nxt):
         assert calls[m] == answered[m], (m, calls, answered)
     assert all(calls[m] == 0 for m in cost if m not in order), calls  # and never for a model not in its order
-    # refusals say which limit and when it resets; a request that fell back explains the skip
+    # refusals say which limit and when it resets; a request answered by the next fallback explains the skip
     refused = [(h, body) for s, h, body, _ in results if s == 402]
     for h, body in refused:
         err = body["error"]
         assert err["type"] == "budget_error" and err["code"] == "budget_exceeded", err
         assert "tenant 'spender' has" in err["message"] and "resets at" in err["message"]
         assert int(h["retry-after"]) >= 1, h
-    assert any(f"the fallback {nxt}" in body["error"]["message"] for _, body in refused), refused[0]
     key = world["keys"]["spender"]
     skipped = [(h["x-request-id"], url) for s, h, body, url in results if s == 200 and body["model"] == nxt]
     rules = [json.loads(http("GET", url + "/v1/decisions/" + rid, headers={"authorization": f"Bearer {key}"})[2])

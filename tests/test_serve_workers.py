@@ -114,8 +114,8 @@ def _post(world, path: str, key: str, body: bytes | dict, method: str = "POST"):
     return status, h, json.loads(raw)
 
 
-def _pid(request_id: str) -> str:
-    return request_id.split("-")[1]  # req-<pid>-...
+def _pid(request_id: str) -> int:
+    return int(request_id.split("-")[1], 16)  # req-<pid in hex>-...
 
 
 def test_limits_cannot_be_set_at_run_time_when_workers_cannot_share_them(two_workers):
@@ -197,12 +197,13 @@ def test_all_feedback_is_joined_and_crossed_workers(two_workers):
     got = dict(zip(df["request_id"].to_list(), df["quality"].to_list()))
     assert {rid: got.get(rid) for rid in rated} == rated  # every 200 is on disk, joined once, with its score
     # both workers took feedback for requests the other one served (the writer's pid is in the part's name)
-    crossed: Counter[str] = Counter()
+    crossed: Counter[int] = Counter()
     for part in two_workers["log"].glob("feedback-*.jsonl"):
-        writer = part.name.rsplit("-", 2)[-2]
+        writer = int(part.name.rsplit("-", 2)[-2])  # feedback-<time>-<pid>-<seq>.jsonl
         for line in part.read_text().splitlines():
             if _pid(json.loads(line)["request_id"]) != writer:
                 crossed[writer] += 1
-    assert len(crossed) == 2 and min(crossed.values()) >= 1, crossed
+    writers = {int(p.name.rsplit("-", 2)[-2]) for p in two_workers["log"].glob("traffic-*.jsonl")}
+    assert len(writers) == 2 and set(crossed) == writers, (crossed, writers)
     claims = two_workers["log"] / ".feedback-claims"
     assert [p for p in claims.rglob("*") if p.is_file()] == []  # every claim released once its feedback was durable
