@@ -15,6 +15,7 @@ import json
 import shutil
 import signal
 from collections import Counter
+from typing import Any
 
 import aiohttp
 import pytest
@@ -220,7 +221,7 @@ def test_fallbacks_in_one_process_without_redis_stay_within_the_budget(provider,
 
 # ---------------------------------------------------------------------- a request that costs more than it reserved
 # (step, amount(s), expected): reserve -> (granted, USD left before it); settle (reserved, actual) -> (spent, reserved)
-EXCESS_STEPS = [  # amounts exact in binary, so the known answers are exact
+EXCESS_STEPS: list[tuple[str, Any, tuple]] = [  # amounts exact in binary, so the known answers are exact
     ("reserve", 0.5, (True, 1.0)),
     ("reserve", 0.25, (True, 0.5)),  # another request
     ("reserve", 0.25, (True, 0.25)),  # the first tops up for a dearer fallback: it now holds 0.75
@@ -252,6 +253,7 @@ async def _excess_steps(limiter) -> list:
 def test_a_request_over_its_reservation_pushes_the_tenant_over_by_its_own_difference_only(where, request):
     from serve.tenants.limits import MemoryLimiter
 
+    limiter: Any
     if where == "memory":
         limiter = MemoryLimiter()
     else:

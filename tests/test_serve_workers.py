@@ -72,7 +72,10 @@ def test_workers_problem_only_when_limits_cannot_be_shared(overrides, note):
 
     problem, said = workers_problem(Settings.load(overrides={"model": "x", **overrides}, environ={}))
     assert problem is None
-    assert (said is None) if note is None else (note in said and "nothing divided" in said)
+    if note is None:
+        assert said is None
+    else:
+        assert said is not None and note in said and "nothing divided" in said
 
 
 def test_per_worker_limits_opt_in_starts_and_says_so(router_dir, provider, tmp_path):
