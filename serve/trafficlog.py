@@ -173,7 +173,8 @@ class TrafficLog:
         self.rotate_s = rotate_s
         self.max_batch = max_batch
         self.on_commit = on_commit
-        self.lookup_wait_s = 1.0 + 2 * commit_ms / 1000.0 if lookup_wait_s is None else lookup_wait_s
+        self.lookup_wait_s = lookup_wait_s
+        self._lookup_s = 1.0 + 2 * commit_ms / 1000.0 if lookup_wait_s is None else lookup_wait_s
         self.directory.mkdir(parents=True, exist_ok=True)
         self.claims = self.directory / CLAIMS
         self.claims.mkdir(exist_ok=True)
@@ -221,7 +222,7 @@ class TrafficLog:
         if request_id in self.requests_:
             return status
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.lookup_wait_s
+        deadline = loop.time() + self._lookup_s
         while True:
             await self._refresh()
             if request_id in self.requests_ or loop.time() >= deadline:

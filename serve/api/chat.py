@@ -204,10 +204,7 @@ async def _chat(state: State, receive: Receive, send: Send, rid: str, t0: float,
     t_call = time.perf_counter()
     try:
         async with asyncio.timeout(state.settings.request_timeout_s):
-            if guard is None:
-                done = await state.pool.complete(candidates, req.messages, req.params)
-            else:
-                done = await state.pool.complete(candidates, req.messages, req.params, guard=guard)
+            done = await state.pool.complete(candidates, req.messages, req.params, guard=guard)
     except TimeoutError:
         raise _failed(state, record, t0, _timeout(state, candidates[0])) from None
     except state.provider_error as exc:
@@ -315,10 +312,7 @@ async def _stream(state: State, receive: Receive, send: Send, req: ChatRequest, 
     metrics = state.metrics
     deadline = asyncio.get_running_loop().time() + state.settings.request_timeout_s
     t_call = time.perf_counter()
-    if guard is None:
-        gen = state.pool.stream(candidates, req.messages, req.params).__aiter__()
-    else:
-        gen = state.pool.stream(candidates, req.messages, req.params, guard=guard).__aiter__()
+    gen = state.pool.stream(candidates, req.messages, req.params, guard=guard).__aiter__()
     try:
         async with asyncio.timeout_at(deadline):
             first = await gen.__anext__()
