@@ -5,7 +5,9 @@
 
 Without a provider configuration every model is sent to the OpenAI-compatible endpoint at
 ``--provider-url`` (start one with ``python -m serve.provider --port 9000``). ``--workers N`` runs N
-uvicorn worker processes that accept on one listening socket bound by the parent. SIGINT/SIGTERM
+uvicorn worker processes that accept on one listening socket bound by the parent; with budgets or
+rate limits set they need ``redis_url`` (shared limits) or ``per_worker_limits: true``, else the
+service exits at once with code 2 and one line saying so. SIGINT/SIGTERM
 stop accepting, let in-flight requests finish (up to ``shutdown_timeout_s``), then close.
 Settings come from ``--config`` and ``ROUTER_SERVE_*`` variables (see :mod:`serve.settings`); a flag
 given on the command line wins.
@@ -79,9 +81,17 @@ def main(argv: list[str] | None = None) -> int:
             "model": args.model, "port": args.port, "host": args.host, "provider_url": args.provider_url,
             "workers": args.workers, "log_level": args.log_level})
         _preflight(settings.model)
+        from serve.tenants import workers_problem
+
+        problem, note = workers_problem(settings)
     except RoutingError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if problem is not None:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+    if note is not None:
+        print(f"warning: {note}", file=sys.stderr, flush=True)
 
     import uvicorn
 

@@ -423,13 +423,11 @@ def build_tenancy(settings: Settings) -> Tenancy:
         from serve.tenants.oidc import OIDCVerifier
 
         oidc = OIDCVerifier(settings.auth.oidc)
+    unshared = settings.workers if settings.workers > 1 and not settings.redis_url and \
+        not settings.per_worker_limits else 0
     tenancy = Tenancy(store=store, defaults=dict(settings.tenants), limiter=limiter, audit=audit,
                       decisions=DecisionStore(settings.decisions_kept), oidc=oidc, reload_s=settings.auth.reload_s,
-                      shared_cache=shared_cache)
-    if settings.workers > 1 and not settings.redis_url and (tenancy.defaults or tenancy.overrides_):
-        log.warning("%d workers without redis_url: each worker keeps its own budgets and rate windows, so a tenant "
-                    "can spend up to %d times its budget; set redis_url to share them.", settings.workers,
-                    settings.workers)
+                      shared_cache=shared_cache, unshared_workers=unshared)
     if not tenancy.auth.enabled:
         log.warning("authentication is OFF: no tenant store (auth.store) and no OIDC issuer are configured, so "
                     "every caller is tenant 'default' with the admin role. Configure auth.store before exposing "

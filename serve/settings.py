@@ -181,6 +181,9 @@ class Settings:
     tenants: dict[str, Limits] = field(default_factory=dict)
     audit: AuditSettings = field(default_factory=AuditSettings)
     redis_url: str | None = None
+    #: ``--workers N`` without ``redis_url``: True lets each worker enforce every budget and rate limit on
+    #: its own (nothing divided, so a tenant can use N times them); False makes that an error at start
+    per_worker_limits: bool = False
     decisions_kept: int = 10_000
     experiment: ExperimentSettings = field(default_factory=ExperimentSettings)
     online: OnlineSettings = field(default_factory=OnlineSettings)

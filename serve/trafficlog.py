@@ -38,16 +38,23 @@ Durability (one writer thread, one commit per ``commit_ms`` window):
 Parts rotate when they pass ``rotate_mb`` or ``rotate_s``; names carry the start time, the process
 id and a sequence number, so processes (``--workers N``) and restarts never write the same file.
 
-Known ids: request ids logged by this process (and, at start, those already in ``dir``) are kept
-in memory so feedback for an unknown id gets a 404 and a second feedback a 409. With several
-worker processes each knows only its own requests (send feedback to the process that served them,
-or run one worker when feedback matters).
+Feedback from any process (``--workers N``, or several services sharing one ``dir``): every request
+id this process logs is kept in memory with its tenant, and an id it does not know is looked up in
+the other writers' traffic parts -- only the bytes added since the last look are read -- waiting up
+to ``lookup_wait_s`` (default 1 s + two commit windows) for the writer that served it to commit, so
+feedback sent to another worker right after the answer finds its request; an id still not found is
+unknown (404). Duplicates are refused across processes by a claim: an empty file
+``.feedback-claims/<sha256 of the id>`` created with ``O_EXCL`` (one process wins) before the
+feedback is queued, then removed once the feedback line is durable; after creating its claim a
+process re-reads the other writers' feedback parts, so feedback committed (and unclaimed) meanwhile
+is seen. A claim left by a process killed before its commit is taken over after ``STALE_CLAIM_S``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import hashlib
 import logging
 import os
 import queue
@@ -62,11 +69,15 @@ import orjson
 
 from serve.logbook import DecisionRecord
 
-__all__ = ["Barrier", "FeedbackItem", "ShadowItem", "TrafficLog"]
+__all__ = ["STALE_CLAIM_S", "Barrier", "FeedbackItem", "ShadowItem", "TrafficLog"]
 
 log = logging.getLogger("serve")
 
 _STOP = object()
+#: A feedback claim older than this whose feedback is in no part was left by a process that died
+#: before its commit; another process may take it over.
+STALE_CLAIM_S = 60.0
+CLAIMS = ".feedback-claims"
 
 
 class ShadowItem:
@@ -177,6 +188,8 @@ class TrafficLog:
         rotate_s: start a new part after this many seconds.
         max_batch: commit early once this many lines are waiting.
         on_commit: called from the writer thread with (lines, seconds) after each commit (metrics).
+        lookup_wait_s: how long a request id this process does not know is looked for in the other
+            writers' parts before it is called unknown (None: 1 s plus two commit windows).
     """
 
     enabled = True
@@ -184,7 +197,7 @@ class TrafficLog:
 
     def __init__(self, directory: str | Path, *, commit_ms: float = 50.0, rotate_mb: float = 64.0,
                  rotate_s: float = 3600.0, max_batch: int = 4096,
-                 on_commit: Callable[[int, float], None] | None = None) -> None:
+                 on_commit: Callable[[int, float], None] | None = None, lookup_wait_s: float | None = None) -> None:
         if not 0 < commit_ms <= 1000:
             raise ValueError(f"commit_ms = {commit_ms!r} must be in (0, 1000].")
         self.directory = Path(directory)
@@ -193,8 +206,19 @@ class TrafficLog:
         self.rotate_s = rotate_s
         self.max_batch = max_batch
         self.on_commit = on_commit
+        self.lookup_wait_s = lookup_wait_s
+        self._lookup_s = 1.0 + 2 * commit_ms / 1000.0 if lookup_wait_s is None else lookup_wait_s
         self.directory.mkdir(parents=True, exist_ok=True)
-        self.requests_, self.rated_ = _known_ids(self.directory)
+        self.claims = self.directory / CLAIMS
+        self.claims.mkdir(exist_ok=True)
+        self.requests_: dict[str, str] = {}  # request id -> tenant: this process's and those read from parts
+        self.rated_: set[str] = set()  # request ids with durable feedback (any process)
+        self._claimed: set[str] = set()  # request ids whose feedback this process is writing
+        self._offsets: dict[Path, int] = {}  # part -> bytes read (whole lines)
+        self._scan(skip_own=False)  # everything already in the directory
+        self._scan_lock: asyncio.Lock | None = None
+        self._scans_asked = 0
+        self._scans_done = 0
         self.feedback_listeners: list[Callable[[dict[str, Any]], None]] = []  # called once a feedback is durable
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         rb = int(rotate_mb * 1024 * 1024)
@@ -213,31 +237,71 @@ class TrafficLog:
         self._queue.put(record)
 
     def feedback_status(self, request_id: str, tenant: str | None = None) -> str:
-        """``"unknown"``, ``"rated"`` (feedback already given) or ``"open"``.
+        """``"unknown"``, ``"rated"`` (feedback given or being written) or ``"open"``, from this process's memory.
 
         With ``tenant``, another tenant's request is ``"unknown"``: a tenant can neither rate nor learn of
-        requests it did not make.
+        requests it did not make. :meth:`find_request` also looks in the other writers' parts.
         """
         owner = self.requests_.get(request_id)
         if owner is None or (tenant is not None and owner != tenant):
             return "unknown"
-        return "rated" if request_id in self.rated_ else "open"
+        return "rated" if request_id in self.rated_ or request_id in self._claimed else "open"
+
+    async def find_request(self, request_id: str, tenant: str | None = None) -> str:
+        """:meth:`feedback_status`, looking in the other writers' parts for an id this process does not know.
+
+        Waits up to ``lookup_wait_s`` for the writer that served it to commit (see the module docs).
+        """
+        status = self.feedback_status(request_id, tenant)
+        if request_id in self.requests_:
+            return status
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._lookup_s
+        while True:
+            await self._refresh()
+            if request_id in self.requests_ or loop.time() >= deadline:
+                return self.feedback_status(request_id, tenant)
+            await asyncio.sleep(min(self.commit_ms / 1000.0, max(0.0, deadline - loop.time())))
+
+    async def claim(self, request_id: str) -> bool:
+        """Take the right to write the one feedback of ``request_id``; False when it has (or is getting) one.
+
+        Atomic across processes sharing the directory (see the module docs); a claim is released by
+        :meth:`submit_feedback` once its line is durable (or its commit failed).
+        """
+        if request_id in self.rated_ or request_id in self._claimed:
+            return False
+        self._claimed.add(request_id)  # no await since the check: a concurrent duplicate here sees it
+        try:
+            won = await asyncio.to_thread(self._claim_file, request_id)
+            if won:
+                await self._refresh()  # feedback another process committed before we claimed
+                if request_id in self.rated_:
+                    await asyncio.to_thread(self._unclaim_file, request_id)
+                    won = False
+        except BaseException:
+            self._claimed.discard(request_id)
+            raise
+        if not won:
+            self._claimed.discard(request_id)
+        return won
 
     def on_shadow(self, row: dict[str, Any]) -> None:
         """Queue one experiment's shadow score of a request (never blocks; written with the next commit)."""
         self._queue.put(ShadowItem(row))
 
     async def submit_feedback(self, row: dict[str, Any]) -> None:
-        """Queue one feedback line and wait until it is on disk (raises OSError when the commit failed)."""
+        """Queue one feedback line and wait until it is on disk (raises OSError when the commit failed).
+
+        Takes the request's claim first unless :meth:`claim` did (ValueError when it already has feedback).
+        """
         rid = row["request_id"]
-        self.rated_.add(rid)  # claimed now: a concurrent duplicate gets 409
+        if rid not in self._claimed and not await self.claim(rid):
+            raise ValueError(f"request {rid!r} already has feedback.")
         item = FeedbackItem(row)
+        item.done.add_done_callback(lambda f: self._release(rid, f))  # also when the waiter is cancelled
         self._queue.put(item)
-        try:
-            await asyncio.wrap_future(item.done)
-        except BaseException:
-            self.rated_.discard(rid)
-            raise
+        await asyncio.wrap_future(item.done)
         for fn in self.feedback_listeners:
             fn(row)
 
@@ -248,6 +312,109 @@ class TrafficLog:
         item = Barrier()
         self._queue.put(item)
         await asyncio.wrap_future(item.done)
+
+    # ------------------------------------------------------------------ claims and other writers' parts
+    def _claim_path(self, request_id: str) -> Path:
+        digest = hashlib.sha256(request_id.encode()).hexdigest()
+        return self.claims / digest[:2] / digest
+
+    def _claim_file(self, request_id: str) -> bool:
+        """Create the claim file (True), or find it held by a live writer (False); takes over stale claims."""
+        path = self._claim_path(request_id)
+        path.parent.mkdir(exist_ok=True)
+        for _ in range(2):
+            try:
+                os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+                return True
+            except FileExistsError:
+                pass
+            try:
+                age = time.time() - path.stat().st_mtime
+            except FileNotFoundError:
+                continue  # released meanwhile: try again
+            if age < STALE_CLAIM_S:
+                return False
+            self._scan(skip_own=True)
+            if request_id in self.rated_:
+                return False
+            try:  # a writer died holding it: one process wins the rename, then claims anew
+                tomb = path.with_name(f"{path.name}.stale-{os.getpid()}-{os.urandom(4).hex()}")
+                os.rename(path, tomb)
+                os.unlink(tomb)
+            except FileNotFoundError:
+                return False
+            log.warning("feedback for %s: took over a claim left %.0f s ago by a writer that did not commit it",
+                        request_id, age)
+        return False
+
+    def _unclaim_file(self, request_id: str) -> None:
+        try:
+            os.unlink(self._claim_path(request_id))
+        except FileNotFoundError:
+            pass
+
+    def _release(self, request_id: str, done: Future[None]) -> None:
+        """The commit of a feedback ended (writer thread): record it if durable, then drop the claim."""
+        if not done.cancelled() and done.exception() is None:
+            self.rated_.add(request_id)
+        self._claimed.discard(request_id)
+        try:
+            self._unclaim_file(request_id)
+        except OSError as exc:  # a leftover claim only delays a duplicate's 409 to a scan; it is reported
+            log.warning("feedback for %s: could not remove its claim: %s", request_id, exc)
+
+    async def _refresh(self) -> None:
+        """Read what other writers appended to their parts, in a thread; concurrent callers share a scan
+        that started after they asked."""
+        if self._scan_lock is None:
+            self._scan_lock = asyncio.Lock()
+        self._scans_asked += 1
+        ticket = self._scans_asked
+        async with self._scan_lock:
+            if self._scans_done >= ticket:
+                return
+            start = self._scans_asked
+            await asyncio.to_thread(self._scan, skip_own=True)
+            self._scans_done = start
+
+    def _scan(self, *, skip_own: bool) -> None:
+        """Add the whole lines appended to the parts since the last scan to the known and rated ids."""
+        me = str(os.getpid())
+        for part in sorted(self.directory.glob("*-*.jsonl")):
+            name = part.name
+            traffic = name.startswith("traffic-")
+            if not traffic and not name.startswith("feedback-"):
+                continue
+            if skip_own and name.rsplit("-", 2)[-2] == me:
+                continue  # this process's own records are in memory already
+            start = self._offsets.get(part, 0)
+            try:
+                size = part.stat().st_size
+                if size <= start:
+                    continue
+                with part.open("rb") as fh:
+                    fh.seek(start)
+                    data = fh.read(size - start)
+            except OSError:
+                continue
+            end = data.rfind(b"\n")
+            if end < 0:
+                continue  # no whole line yet (or a torn tail, which the reader reports)
+            self._offsets[part] = start + end + 1
+            for line in data[:end].split(b"\n"):
+                if not line.strip():
+                    continue
+                try:
+                    row = orjson.loads(line)
+                except orjson.JSONDecodeError:
+                    continue  # a torn line; the reader reports it
+                rid = row.get("request_id") if isinstance(row, dict) else None
+                if not isinstance(rid, str):
+                    continue
+                if traffic:
+                    self.requests_[rid] = str(row.get("tenant") or "default")
+                else:
+                    self.rated_.add(rid)
 
     def close(self) -> None:
         """Commit everything queued, close the parts (a clean shutdown loses nothing)."""
@@ -329,26 +496,3 @@ class TrafficLog:
         self.committed_ += len(traffic) + len(feedback) + len(shadow)
         if self.on_commit is not None:
             self.on_commit(len(traffic) + len(feedback) + len(shadow), time.perf_counter() - t0)
-
-
-def _known_ids(directory: Path) -> tuple[dict[str, str], set[str]]:
-    """Request ids already logged (with their tenant) and already rated in ``directory`` (from earlier runs)."""
-    requests: dict[str, str] = {}
-    rated: set[str] = set()
-    for prefix in ("traffic-", "feedback-"):
-        for part in sorted(directory.glob(prefix + "*.jsonl")):
-            for line in part.read_bytes().split(b"\n"):
-                if not line.strip():
-                    continue
-                try:
-                    row = orjson.loads(line)
-                except orjson.JSONDecodeError:
-                    continue  # a torn tail; the reader reports it
-                rid = row.get("request_id") if isinstance(row, dict) else None
-                if not isinstance(rid, str):
-                    continue
-                if prefix == "traffic-":
-                    requests[rid] = str(row.get("tenant") or "default")
-                else:
-                    rated.add(rid)
-    return requests, rated

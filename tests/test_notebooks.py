@@ -3,7 +3,9 @@
 Each notebook asserts its own key numbers in a cell, so a library change that breaks a tutorial fails
 here. The kernel is this interpreter (the project's virtualenv), registered in a temporary kernelspec
 whose environment puts this checkout first on the path, so the notebooks import the code under test
-on a fresh clone where only ``make install`` ran.
+on a fresh clone where only ``make install`` ran, and gives BLAS / OpenMP one thread: on a small, busy
+CI box two spinning BLAS threads make the tutorials' small matrix products several times slower.
+How long each notebook takes is measured by ``bench/bench_notebooks.py`` (same kernel), not here.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 KERNEL = "routing-toolkit-test"
+ONE_THREAD = {var: "1" for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
 
 
 def test_the_four_tutorials_are_there():
@@ -39,7 +42,8 @@ def kernel_dir(tmp_path_factory):
     jupyter = tmp_path_factory.mktemp("jupyter")
     spec = jupyter / "kernels" / KERNEL
     spec.mkdir(parents=True)
-    env = {"PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+    env = {"PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+           **ONE_THREAD}
     (spec / "kernel.json").write_text(json.dumps({
         "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
         "display_name": "routing toolkit (test)", "language": "python", "env": env,

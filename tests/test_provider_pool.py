@@ -373,3 +373,38 @@ def test_readme_config_example_parses(monkeypatch, tmp_path):
     assert protocols["llama3"] == "ollama" and protocols["claude-haiku-bedrock"] == "litellm"
     assert {d.model: d.wire_model for d in parsed.deployments}["claude-haiku-bedrock"].endswith("-v1:0")
     assert parsed.keys["route-llm"] == "key-abacus" and parsed.keys["llama3"] is None
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_guard_skips_candidates_without_calling_them(url, stream):
+    """The caller's guard runs before each candidate: a refused one is never called, the next is tried;
+    when the guard refuses all that is left the error is 402 ``over_budget`` with every attempt."""
+    url.add_fault("primary", "error")
+    asked: list[str] = []
+
+    async def guard(model):
+        asked.append(model)
+        return "too dear" if model == "dear" else None
+
+    async def run(candidates):
+        pool = _pool(url, names=("primary", "dear", "cheap"))
+        try:
+            if stream:
+                return [c async for c in pool.stream(candidates, MSG, {"max_tokens": 4}, guard=guard)][-1]
+            return await pool.complete(candidates, MSG, {"max_tokens": 4}, guard=guard)
+        finally:
+            await pool.aclose()
+
+    before = url.stats()["requests"]
+    done = _run(run(["primary", "dear", "cheap"]))
+    assert done.model == "cheap" and asked == ["primary", "dear", "cheap"]
+    kinds = [(a.model, a.kind) for a in done.attempts]
+    assert ("dear", "over_budget") in kinds and kinds[-1] == ("cheap", None)
+    after = url.stats()["requests"]
+    assert after.get("dear", 0) == before.get("dear", 0)  # refused by the guard: never sent
+    with pytest.raises(ProviderError) as info:
+        _run(run(["primary", "dear"]))
+    err = info.value
+    assert err.status == 402 and err.kind == "over_budget" and not err.retryable
+    assert [a.kind for a in err.attempts][-1] == "over_budget" and "server_error" in err.message
+    assert url.stats()["requests"].get("dear", 0) == before.get("dear", 0)

@@ -20,13 +20,14 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from router.errors import RoutingError
+from serve.api.budget import Bill, Topup, reserve
 from serve.api.errors import APIError
 from serve.api.http import ClientGone, Receive, Scope, Send, send_bytes, sse_start
+from serve.api.http import header_ascii as _ascii
 from serve.api.parse import ChatRequest, parse_chat
-from serve.decide import Decision, RouteOptions
+from serve.decide import Decision
 from serve.logbook import DecisionRecord
 from serve.lookup import LookupItem
-from serve.tenants import budget_refusal, downgrade
 from serve.tenants.explain import Explanation
 from serve.tenants.limits import Limits
 
@@ -43,23 +44,6 @@ def authenticate(scope: Scope) -> str:
     """The tenant of a request: from the credential the app checked (``scope["principal"]``), never the body."""
     principal = scope.get("principal")
     return principal.tenant if principal is not None else "default"
-
-
-class Bill:
-    """What one request reserved (predicted USD) and what it spent (actual USD, tokens, the answering model)."""
-
-    __slots__ = ("predicted", "actual", "tokens", "model")
-
-    def __init__(self, predicted: float = 0.0) -> None:
-        self.predicted = predicted
-        self.actual = 0.0
-        self.tokens = 0
-        self.model: str | None = None
-
-    def done(self, model: str, cost: float | None, itok: int | None, otok: int | None) -> None:
-        self.model = model
-        self.actual = self.predicted if cost is None else float(cost)
-        self.tokens = int(itok or 0) + int(otok or 0)
 
 
 async def chat_completions(state: State, scope: Scope, receive: Receive, send: Send, rid: str,
@@ -100,8 +84,8 @@ async def chat_completions(state: State, scope: Scope, receive: Receive, send: S
     finally:
         if bill.model is not None:
             exp.answered_model = bill.model
-        if not limits.unlimited and (bill.predicted or bill.actual or bill.tokens):
-            await tenancy.settle(tenant, limits, bill.predicted, bill.actual, bill.tokens)
+        if not limits.unlimited and (bill.reserved or bill.actual or bill.tokens):
+            await tenancy.settle(tenant, limits, bill.reserved, bill.actual, bill.tokens)
         if arm is not None:
             experiment.observe(arm, exp.decision, exp.status, bill.actual if bill.model else 0.0)
     exp.status = status
@@ -211,8 +195,11 @@ async def _chat(state: State, receive: Receive, send: Send, rid: str, t0: float,
     exp.decision, exp.cache = decision, cache_outcome
     if decision is not None:
         state.tenancy.savings.add(decision)
+    guard: Topup | None = None
     if limits.budget_usd is not None:
-        chosen, candidates = await _budget(state, tenant, req, limits, decision, chosen, candidates, headers, exp, bill)
+        chosen, candidates = await reserve(state, tenant, req, limits, decision, chosen, candidates, headers, exp, bill)
+        if decision is not None and len(candidates) > 1:
+            guard = Topup(state, tenant, limits, decision, bill, exp)
     exp.chosen_model = chosen
     headers.append((b"x-cache", b"miss" if key is not None else b"bypass"))
     if record is not None:
@@ -235,15 +222,15 @@ async def _chat(state: State, receive: Receive, send: Send, rid: str, t0: float,
     # ---- provider call
     if req.stream:
         return await _stream(state, receive, send, req, rid, t0, candidates, chosen, headers, key, embedding, record,
-                             bill)
+                             bill, guard)
     t_call = time.perf_counter()
     try:
         async with asyncio.timeout(state.settings.request_timeout_s):
-            done = await state.pool.complete(candidates, req.messages, req.params)
+            done = await state.pool.complete(candidates, req.messages, req.params, guard=guard)
     except TimeoutError:
         raise _failed(state, record, t0, _timeout(state, candidates[0])) from None
     except state.provider_error as exc:
-        raise _failed(state, record, t0, _provider_failed(state, candidates, exc)) from None
+        raise _failed(state, record, t0, _provider_failed(state, candidates, exc, guard)) from None
     provider_s = time.perf_counter() - t_call
     if len(done.attempts) > 1:
         _count_attempts(state, done.attempts)
@@ -280,44 +267,6 @@ def _unroutable(exc: BaseException) -> APIError:
     raise exc
 
 
-async def _budget(state: State, tenant: str, req: ChatRequest, limits: Limits, decision: Decision | None,
-                  chosen: str, candidates: list[str], headers: list[tuple[bytes, bytes]], exp: Explanation,
-                  bill: Bill) -> tuple[str, list[str]]:
-    """Reserve the predicted cost in the tenant's budget, downgrade to a cheaper model, or refuse (402).
-
-    Runs before any provider call; returns the (possibly downgraded) model and candidate list.
-    """
-    tenancy = state.tenancy
-    if decision is not None:
-        predicted = decision.predicted_cost
-    else:
-        predicted = await _passthrough_cost(state, req)
-    ok, left = await tenancy.reserve(tenant, limits, predicted)
-    if ok:
-        bill.predicted = predicted
-        exp.budget_rule = (f"within budget: {left:.6g} USD left of {limits.budget_usd:g} ({limits.budget_period}), "
-                           f"{predicted:.6g} USD reserved")
-        return chosen, candidates
-    if limits.on_budget == "downgrade" and decision is not None:
-        cheaper = downgrade(decision, left, req.options.allowed, state.settings.fallbacks)
-        if cheaper:
-            cost = float(decision.cost[decision.models.index(cheaper[0])])
-            ok, _ = await tenancy.reserve(tenant, limits, cost)
-            if ok:
-                bill.predicted = cost
-                exp.budget_rule = (f"downgraded from {chosen} (predicted {predicted:.6g} USD) to {cheaper[0]} "
-                                   f"(predicted {cost:.6g} USD): {left:.6g} USD left of {limits.budget_usd:g}")
-                headers[0] = (b"x-route-model", _ascii(cheaper[0]))
-                if len(headers) > 2 and headers[2][0] == b"x-route-predicted-cost":
-                    headers[2] = (b"x-route-predicted-cost", f"{cost:.6g}".encode())
-                headers.append((b"x-route-budget", b"downgraded"))
-                state.metrics.decisions[(cheaper[0], "downgraded")] += 1
-                return cheaper[0], cheaper
-    exp.budget_rule = (f"refused ({limits.on_budget}): predicted {predicted:.6g} USD, {left:.6g} USD left of "
-                       f"{limits.budget_usd:g} ({limits.budget_period})")
-    raise budget_refusal(tenant, limits, predicted, left)
-
-
 class SharedHit:
     """A hit from the replicas' shared cache tier, shaped like the local cache's hits."""
 
@@ -340,17 +289,6 @@ def _share(state: State, key: tuple[str, str], entry: dict[str, Any], embedding:
         task = asyncio.get_running_loop().create_task(shared.put(key[0], key[1], entry, embedding))
         _pending.add(task)
         task.add_done_callback(_pending.discard)
-
-
-async def _passthrough_cost(state: State, req: ChatRequest) -> float:
-    """A pass-through request's predicted cost: the policy's cost model for that model, when it knows it."""
-    if req.model not in state.holder.current.models:
-        return 0.0
-    try:
-        d = await state.decider.decide(req.messages, RouteOptions(allowed=(req.model,)))
-    except RoutingError:
-        return 0.0
-    return d.predicted_cost
 
 
 async def _from_cache(state: State, send: Send, req: ChatRequest, rid: str, t0: float, hit: Any, outcome: str,
@@ -398,11 +336,12 @@ async def _from_cache(state: State, send: Send, req: ChatRequest, rid: str, t0: 
 
 async def _stream(state: State, receive: Receive, send: Send, req: ChatRequest, rid: str, t0: float,
                   candidates: list[str], chosen: str, headers: list[tuple[bytes, bytes]], key: tuple[str, str] | None,
-                  embedding: Any, record: DecisionRecord | None, bill: Bill | None = None) -> int:
+                  embedding: Any, record: DecisionRecord | None, bill: Bill | None = None,
+                  guard: Topup | None = None) -> int:
     metrics = state.metrics
     deadline = asyncio.get_running_loop().time() + state.settings.request_timeout_s
     t_call = time.perf_counter()
-    gen = state.pool.stream(candidates, req.messages, req.params).__aiter__()
+    gen = state.pool.stream(candidates, req.messages, req.params, guard=guard).__aiter__()
     try:
         async with asyncio.timeout_at(deadline):
             first = await gen.__anext__()
@@ -414,7 +353,7 @@ async def _stream(state: State, receive: Receive, send: Send, req: ChatRequest, 
         await _close(gen)
         raise _failed(state, record, t0, _timeout(state, candidates[0])) from None
     except state.provider_error as exc:
-        raise _failed(state, record, t0, _provider_failed(state, candidates, exc)) from None
+        raise _failed(state, record, t0, _provider_failed(state, candidates, exc, guard)) from None
     first_s = time.perf_counter() - t_call
     model = first.model or chosen
     headers.append((b"x-request-id", rid.encode()))
@@ -533,14 +472,6 @@ def _usage(itok: int | None, otok: int | None) -> dict[str, int]:
     return {"prompt_tokens": i, "completion_tokens": o, "total_tokens": i + o}
 
 
-def _ascii(text: str, limit: int = 128) -> bytes:
-    """Header-safe bytes: printable ASCII only (others become ``?``), at most ``limit`` characters."""
-    text = text[:limit]
-    if text.isascii() and text.isprintable():
-        return text.encode()
-    return "".join(c if " " <= c <= "~" else "?" for c in text).encode()
-
-
 def _account(state: State, model: str, chosen: str, provider_s: float, cost: float | None,
              itok: int | None, otok: int | None) -> None:
     m = state.metrics
@@ -593,12 +524,15 @@ def _timeout(state: State, model: str) -> APIError:
                          "retry, or raise the timeout in the service settings.", code="timeout")
 
 
-def _provider_failed(state: State, candidates: list[str], exc: Any) -> APIError:
-    """The pool's :class:`~serve.providers.ProviderError` as an OpenAI error with its status."""
+def _provider_failed(state: State, candidates: list[str], exc: Any, guard: Topup | None = None) -> APIError:
+    """The pool's :class:`~serve.providers.ProviderError` as an OpenAI error with its status
+    (the budget's refusal when the budget guard skipped what was left to try)."""
     status = int(getattr(exc, "status", 0) or 502)
     kind = str(getattr(exc, "kind", "") or "provider_error")
     _count_attempts(state, getattr(exc, "attempts", None))
     message = str(getattr(exc, "message", exc))
+    if kind == "over_budget" and guard is not None:
+        return guard.refusal(getattr(exc, "attempts", None))
     if status == 400:
         return APIError(400, f"the provider refused the request: {message}", code=kind)
     headers = []
@@ -616,5 +550,5 @@ def _count_attempts(state: State, attempts: Any) -> None:
         return
     errors = state.metrics.provider_errors
     for a in attempts:
-        if not a.ok:
+        if not a.ok and a.kind != "over_budget":  # skipped for the budget: not the provider's error
             errors[(a.model, str(a.kind or a.status or "error"))] += 1

@@ -8,9 +8,10 @@ status  code                        when
 ======  ==========================  ===============================================================
 200                                 on disk (the traffic log's commit holding it was fsync'd)
 400     ``invalid_feedback``        not JSON, not an object, missing/unknown fields, wrong types, range
-404     ``unknown_request``         no request with this id in the traffic log
+404     ``unknown_request``         no request with this id in the traffic log (any worker's), or
+                                    another tenant's
 404     ``feedback_disabled``       the service keeps no traffic log (set ``logbook.dir``)
-409     ``duplicate_feedback``      the request already has feedback
+409     ``duplicate_feedback``      the request already has feedback (given to any worker)
 503     ``log_unavailable``         the commit failed (disk error); retry later
 ======  ==========================  ===============================================================
 
@@ -100,19 +101,19 @@ async def feedback(state: State, scope: Scope, receive: Receive, send: Send) -> 
     book = state.logbook
     raw = await read_body(scope, receive, MAX_BODY)
     row = parse_feedback(raw)
-    status_of = getattr(book, "feedback_status", None)
-    if status_of is None:
+    find = getattr(book, "find_request", None)
+    if find is None:
         raise APIError(404, "this service keeps no traffic log, so it cannot take feedback; start it with "
                             "logbook.dir set (config file or ROUTER_SERVE_LOGBOOK__DIR).", code="feedback_disabled")
     rid = row["request_id"]
     principal = scope.get("principal")
     # a tenant rates only its own requests; an admin (or a service without keys) may rate any
     tenant = None if principal is None or principal.can("admin") else principal.tenant
-    known = status_of(rid, tenant)
+    known = await find(rid, tenant)  # this worker's requests, else the other workers' parts
     if known == "unknown":
         raise APIError(404, f"no request {rid!r} in the traffic log; send the x-request-id of a response "
                             "this service gave.", param="request_id", code="unknown_request")
-    if known == "rated":
+    if known == "rated" or not await book.claim(rid):  # type: ignore[attr-defined]
         raise APIError(409, f"request {rid!r} already has feedback; each request takes one.",
                        param="request_id", code="duplicate_feedback")
     from datetime import UTC, datetime

@@ -12,7 +12,7 @@ from typing import Any
 
 from serve.api.errors import APIError
 
-__all__ = ["ClientGone", "header", "new_request_id", "read_body", "send_bytes", "send_error", "sse_start"]
+__all__ = ["ClientGone", "header", "header_ascii", "new_request_id", "read_body", "send_bytes", "send_error", "sse_start"]
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -34,6 +34,14 @@ def header(scope: Scope, name: bytes) -> bytes | None:
         if k == name:
             return v  # type: ignore[no-any-return]
     return None
+
+
+def header_ascii(text: str, limit: int = 128) -> bytes:
+    """Header-safe bytes: printable ASCII only (others become ``?``), at most ``limit`` characters."""
+    text = text[:limit]
+    if text.isascii() and text.isprintable():
+        return text.encode()
+    return "".join(c if " " <= c <= "~" else "?" for c in text).encode()
 
 
 _counter = 0

@@ -125,6 +125,12 @@ async def dispatch_admin(state: State, scope: Scope, receive: Receive, send: Sen
         body = await _json(scope, receive)
         try:
             lim = Limits.from_dict(body)
+        except (ConfigError, TypeError) as exc:
+            raise APIError(400, str(exc), code="invalid_value") from None
+        if t.unshared_workers > 1 and not lim.unlimited:
+            raise APIError(409, "cannot set a budget or rate limits: " + t.unshared_message(parts[1]),
+                           code="limits_not_shared")
+        try:
             await asyncio.to_thread(_store(state).set_limits, parts[1], lim.to_dict())
         except (ConfigError, TypeError) as exc:
             raise APIError(400, str(exc), code="invalid_value") from None

@@ -7,6 +7,12 @@ that is longer (a ``Retry-After`` beyond ``max_retry_after_s`` moves on at once)
 an unknown model moves on to the next candidate without retrying; a request the provider calls invalid
 (400, 413, 422) ends the call, since no other model would take it either.
 
+A caller may pass ``guard``, an async check run before the first attempt on each candidate (after its
+breaker let it through): it returns None to go ahead or a reason to skip the candidate, which is recorded
+as an attempt of kind ``over_budget``; the service uses it to reserve a dearer fallback's predicted cost in
+the tenant's budget, or skip it. When no candidate answered and one was skipped so, the error has kind
+``over_budget`` and status 402.
+
 Each deployment has a circuit breaker: ``failure_threshold`` consecutive failed attempts cool it down for
 ``cooldown_s``; candidates cooling down are skipped. After the cooldown one request probes it (half-open): a
 success closes the breaker, a failure cools it down again.
@@ -38,7 +44,7 @@ import asyncio
 import functools
 import random
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -55,6 +61,11 @@ SUPPORTED_PARAMS = frozenset({"temperature", "max_tokens", "max_completion_token
                               "response_format"})
 #: What the native Anthropic / Gemini / Ollama codecs translate; anything else goes through litellm.
 _NATIVE_PARAMS = frozenset({"temperature", "max_tokens", "max_completion_tokens", "top_p", "stop", "user"})
+#: Attempt kinds of candidates that were skipped, not called.
+_SKIPPED = ("cooling_down", "no_deployment", "over_budget")
+
+#: ``guard(model)``: None to call ``model``, or the reason to skip it.
+Guard = Callable[[str], Awaitable[str | None]]
 
 
 @functools.lru_cache(maxsize=1)
@@ -205,8 +216,11 @@ class ProviderPool:
         return cls(parsed.deployments, parsed.keys, default_base_url=parsed.default_base_url, **parsed.pool)
 
     # ------------------------------------------------------------------ public calls
-    async def complete(self, candidates: Sequence[str], messages: list[dict], params: dict) -> Completion:
+    async def complete(self, candidates: Sequence[str], messages: list[dict], params: dict, *,
+                       guard: Guard | None = None) -> Completion:
         """The first complete answer among ``candidates`` (preference order).
+
+        ``guard``: checked before each candidate is first called (see the module docs).
 
         Raises:
             ProviderError: no candidate answered; ``status`` is what to give the client.
@@ -215,6 +229,8 @@ class ProviderPool:
         t0 = time.perf_counter()
         attempts: list[Attempt] = []
         for dep, br in self._candidates(candidates, attempts):
+            if guard is not None and not await self._guarded(guard, dep, br, attempts):
+                continue
             client = self._client_for(dep, messages, params)
             key = self._keys.get(dep.model)
             for i in range(dep.max_retries + 1):
@@ -240,8 +256,9 @@ class ProviderPool:
                 await asyncio.sleep(wait)
         raise self._final_error(attempts)
 
-    async def stream(self, candidates: Sequence[str], messages: list[dict], params: dict) -> AsyncIterator[Chunk]:
-        """Stream the answer of the first candidate that gives a first token.
+    async def stream(self, candidates: Sequence[str], messages: list[dict], params: dict, *,
+                     guard: Guard | None = None) -> AsyncIterator[Chunk]:
+        """Stream the answer of the first candidate that gives a first token (``guard``: as for :meth:`complete`).
 
         Yields text chunks, then one last chunk with ``finish_reason``, usage, cost and attempts.
 
@@ -253,6 +270,8 @@ class ProviderPool:
         t0 = time.perf_counter()
         attempts: list[Attempt] = []
         for dep, br in self._candidates(candidates, attempts):
+            if guard is not None and not await self._guarded(guard, dep, br, attempts):
+                continue
             client = self._client_for(dep, messages, params)
             key = self._keys.get(dep.model)
             for i in range(dep.max_retries + 1):
@@ -348,6 +367,20 @@ class ProviderPool:
                 continue
             yield dep, br
 
+    @staticmethod
+    async def _guarded(guard: Guard, dep: Deployment, br: _Breaker, attempts: list[Attempt]) -> bool:
+        """Whether the caller's guard lets ``dep`` be called; a refusal is recorded and frees the breaker's probe."""
+        try:
+            why = await guard(dep.model)
+        except BaseException:
+            br.release()
+            raise
+        if why is None:
+            return True
+        br.release()
+        attempts.append(Attempt(dep.model, False, None, why, 0.0, kind="over_budget"))
+        return False
+
     def _client_for(self, dep: Deployment, messages: list[dict], params: dict) -> Any:
         if dep.protocol == "openai" or (dep.protocol != "litellm" and not _needs_litellm(messages, params)):
             return self._native
@@ -433,10 +466,13 @@ class ProviderPool:
                                     kind="stream_broken", attempts=attempts)
 
     def _final_error(self, attempts: list[Attempt]) -> ProviderError:
-        tried = [a for a in attempts if a.kind not in ("cooling_down", "no_deployment")]
+        tried = [a for a in attempts if a.kind not in _SKIPPED]
         summary = "; ".join(f"{a.model}: {a.kind}" + (f" ({a.error})" if a.error else "") for a in attempts[-6:])
         if not attempts:
             return ProviderError("no candidates", status=503, kind="no_deployment", attempts=attempts)
+        if any(a.kind == "over_budget" for a in attempts):  # the caller's guard stopped what was left to try
+            return ProviderError(f"no candidate answered within what the guard allowed: {summary}", status=402,
+                                 retryable=False, kind="over_budget", attempts=attempts)
         if not tried:
             if all(a.kind == "no_deployment" for a in attempts):
                 return ProviderError(f"no candidate model has a deployment: {summary}", status=503,

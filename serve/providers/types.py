@@ -35,6 +35,7 @@ ERROR_KINDS = {
     "stream_broken": "a stream failed after tokens were already given to the caller (no fallback possible)",
     "cooling_down": "every candidate deployment is cooling down after repeated failures",
     "no_deployment": "no candidate model has a configured deployment",
+    "over_budget": "the caller's guard refused every candidate left (e.g. the tenant's budget cannot cover it)",
 }
 
 
@@ -110,7 +111,8 @@ class Attempt:
     status: int | None
     error: str | None
     latency_s: float
-    kind: str | None = None            # ERROR_KINDS key for failures; "skipped" for a cooling-down candidate
+    kind: str | None = None            # ERROR_KINDS key: why it failed, or why it was skipped (cooling_down,
+                                       # no_deployment, over_budget)
     retry_after_s: float | None = None
 
 

@@ -14,11 +14,29 @@ for everyone, overridden per tenant by the admin endpoint / ``python -m serve.ad
 ``max_body_bytes`` a per-tenant request size limit below the service's own ``max_body_bytes``
 =================  ===========================================================================
 
-The budget is checked before the provider call with the *predicted* cost, which is reserved, and
-settled with the *actual* cost afterwards: ``spent + reserved + predicted <= budget`` must hold for
-a request to start, so concurrent requests cannot overspend by more than the gap between one
-request's actual and predicted cost. :class:`MemoryLimiter` keeps the state in this process;
-:class:`serve.tenants.shared.RedisLimiter` keeps the same state in Redis for several replicas.
+The budget rule (the same in memory and in Redis, where each step is one atomic script):
+
+1. **Reserve before any call.** A request starts only if ``spent + reserved + predicted <= budget``
+   for the predicted cost of the model it calls first; that amount is added to ``reserved``.
+2. **Cover every model that is called.** Before a fallback is called (the first model failed), the
+   request must hold that fallback's predicted cost: the difference to what it holds is reserved
+   by the same check. A fallback the budget cannot cover is *skipped* -- never called -- and the
+   next candidate tried; when none is left the answer is 402 ``budget_exceeded`` (which budget,
+   what is left, when it resets).
+3. **Settle once.** When the request ends, its actual cost is added to ``spent`` and everything it
+   reserved is released from ``reserved`` (a failed request releases all and spends nothing).
+
+So every provider call is covered by a reservation, and the budget is passed only where a model
+costs more than predicted. A request whose actual cost exceeds what it reserved is charged in full,
+but its excess is never taken out of other requests' reservations, and while ``spent + reserved``
+is at or above the budget no reservation (first or fallback) is granted: such a request pushes the
+tenant over by at most its own ``actual - reserved``. The spend of a period therefore ends at most
+the sum of those excesses over the requests in flight when the budget ran out -- one request's
+difference when at most one of them exceeded its prediction, and nothing when predictions are
+upper estimates. (No admission rule can do better without an upper bound on each call's cost:
+the calls have started when their costs become known.) :class:`MemoryLimiter` keeps the state in
+this process; :class:`serve.tenants.shared.RedisLimiter` keeps the same state in Redis for several
+replicas.
 
 >>> import asyncio
 >>> lim, lm = MemoryLimiter(), Limits(budget_usd=1.0, rpm=2)
