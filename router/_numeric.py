@@ -6,8 +6,10 @@ import numpy as np
 
 __all__ = ["ROW_BLOCK", "pad_rows", "rows_matmul"]
 
-#: rows per block of a batch-invariant matrix product (see :func:`pad_rows`)
-ROW_BLOCK = 16
+#: rows per block of a batch-invariant matrix product (see :func:`pad_rows`): 4 is the smallest block that
+#: keeps rows invariant with OpenBLAS here (1 takes the matrix-vector path), and costs a single prompt's kNN
+#: search ~0.28 ms against ~0.43 ms for 16 (2,816 x 262 float32 training rows)
+ROW_BLOCK = 4
 
 
 def pad_rows(x: np.ndarray, block: int = ROW_BLOCK) -> np.ndarray:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from router._numeric import pad_rows, rows_matmul
+from router._numeric import ROW_BLOCK, pad_rows, rows_matmul
 from router.data.synthetic import generate
 from router.encoders import HashingEncoder
 from router.policies import EpsilonGreedy, LinUCB
@@ -24,8 +24,9 @@ def test_rows_matmul_does_not_depend_on_the_other_rows():
         pos = int(rng.integers(n))
         batch[pos] = q
         assert np.array_equal(rows_matmul(batch, w)[pos], alone), n
-    assert pad_rows(np.ones((16, 3))).shape == (16, 3) and pad_rows(np.ones((17, 3))).shape == (32, 3)
-    assert pad_rows(np.ones((0, 3))).shape == (16, 3)
+    b = ROW_BLOCK
+    assert pad_rows(np.ones((b, 3))).shape == (b, 3) and pad_rows(np.ones((b + 1, 3))).shape == (2 * b, 3)
+    assert pad_rows(np.ones((0, 3))).shape == (b, 3)
 
 
 @pytest.fixture(scope="module")
