@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["main", "simulate"]
+__all__ = ["main", "request_messages", "request_plan", "simulate"]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -139,6 +139,32 @@ async def _run(args: argparse.Namespace, outcomes: Any, rows: np.ndarray, fb: np
     return results
 
 
+def request_plan(outcomes: Any, requests: int, seed: int, task: Any = None, feedback_share: float = 1.0,
+                 name: str = "data") -> tuple[np.ndarray, np.ndarray]:
+    """The simulator's plan: (data rows sent, in order (requests,); whether each gets feedback (requests,)).
+
+    The rows of ``task`` (all when None) shuffled by ``seed``, repeated when more requests than
+    prompts are asked; feedback is drawn with the same seed. Tests that drive the online learner in
+    process use it to replay exactly the stream a simulation sends.
+    """
+    from router.errors import ConfigError
+
+    idx = np.arange(outcomes.n_prompts)
+    if task:
+        idx = idx[np.isin(outcomes.tasks, task)]
+        if idx.size == 0:
+            raise ConfigError(f"{name}: no prompts of task(s) {task}; tasks are {sorted(set(outcomes.tasks))}.")
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(idx)
+    rows = np.resize(order, requests)  # repeats the data when more requests than prompts are asked
+    return rows, rng.random(requests) < feedback_share
+
+
+def request_messages(outcomes: Any, row: int) -> list[dict[str, Any]]:
+    """The chat messages the simulator sends for data row ``row``."""
+    return _messages(outcomes, row)
+
+
 def simulate(args: argparse.Namespace) -> dict[str, Any]:
     """Run the simulation ``args`` describes (see the module docs); returns the summary."""
     from router.data.registry import load_source
@@ -149,15 +175,7 @@ def simulate(args: argparse.Namespace) -> dict[str, Any]:
     if not 0.0 <= args.feedback_share <= 1.0:
         raise ConfigError(f"--feedback-share {args.feedback_share} must be in [0, 1].")
     outcomes = load_source(args.data)
-    idx = np.arange(outcomes.n_prompts)
-    if args.task:
-        idx = idx[np.isin(outcomes.tasks, args.task)]
-        if idx.size == 0:
-            raise ConfigError(f"{args.data}: no prompts of task(s) {args.task}; tasks are {sorted(set(outcomes.tasks))}.")
-    rng = np.random.default_rng(args.seed)
-    order = rng.permutation(idx)
-    rows = np.resize(order, args.requests)  # repeats the data when more requests than prompts are asked
-    fb = rng.random(args.requests) < args.feedback_share
+    rows, fb = request_plan(outcomes, args.requests, args.seed, args.task, args.feedback_share, name=args.data)
     t0 = time.perf_counter()
     results = asyncio.run(_run(args, outcomes, rows, fb))
     wall = time.perf_counter() - t0
