@@ -38,8 +38,8 @@ Example:
     array([[0.2, 0.8]])
     >>> truth = np.tile([0.9, 0.1], (300, 1))                # rated traffic: model 0 is the good one here
     >>> _ = g.update(np.tile([1.0, 0.0], (300, 1)), g.distance(-x[:1].repeat(300, 0)), truth)
-    >>> np.round(g.prior_, 2).tolist()                       # (30 * 0.2 + 300 * 0.9) / 330 = 0.84
-    [0.84, 0.16]
+    >>> np.round(g.prior_, 3).tolist()                       # (100 * 0.2 + 300 * 0.9) / 400 = 0.725
+    [0.725, 0.275]
 """
 
 from __future__ import annotations
