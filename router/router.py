@@ -58,6 +58,7 @@ from router.decision import DecisionRule
 from router.encoders.prefix import PrefixStripper
 from router.errors import ConfigError, PersistenceError, UnknownModelError
 from router.features import PromptStats
+from router.lambdas import default_lambda_grid
 from router.persist import load_component, read_json, save_component, write_json
 
 __all__ = ["Decisions", "Router", "default_lambda_grid", "prompt_lengths", "prompt_texts"]
@@ -78,6 +79,9 @@ class Decisions:
         lam, mu: the trade-off used (a mixed rule's first lambda; see :class:`~router.decision.DecisionRule`).
         ood: (n,) True where the prompt was beyond the router's out-of-distribution threshold (its quality
             predictions shrunk toward the priors; see :mod:`router.ood`), or None without a guard.
+        ood_distance: (n,) each prompt's distance to the guard's training prompts, or None without a guard.
+        raw_quality: (n, m) the predictions before the guard (what :meth:`Router.update_guard` learns
+            from), or None without a guard.
     """
 
     models: tuple[str, ...]
@@ -92,6 +96,8 @@ class Decisions:
     mu: float
     timings_ms: dict[str, float] = field(default_factory=dict)
     ood: np.ndarray | None = None
+    ood_distance: np.ndarray | None = None
+    raw_quality: np.ndarray | None = None
 
     @property
     def chosen(self) -> list[str]:
@@ -131,26 +137,6 @@ class Decisions:
             for j in cols:
                 data[f"{prefix}:{self.models[j]}"] = values[:, j]
         return pl.DataFrame(data)
-
-
-def default_lambda_grid(quality: np.ndarray, cost: np.ndarray, n: int = 41) -> np.ndarray:
-    """Lambda values that trace the whole cost-quality curve, from the best model to the cheapest.
-
-    Critical lambdas are where two models swap places on a prompt: ``dq / dc`` for every pair with
-    more quality at more cost. The grid holds 0, quantiles of those ratios, and one value above the
-    largest (where every prompt goes to its cheapest model).
-
-    Args:
-        quality: (n, m) predicted quality. cost: (n, m) predicted cost.
-    """
-    q = np.asarray(quality, dtype=np.float64)
-    c = np.asarray(cost, dtype=np.float64)
-    dq = q[:, :, None] - q[:, None, :]
-    dc = c[:, :, None] - c[:, None, :]
-    valid = (dq > 0) & (dc > 0)
-    ratios = (dq[valid] / dc[valid]) if valid.any() else np.array([1.0])
-    inner = np.quantile(ratios, np.linspace(0.0, 1.0, max(n - 2, 1)))
-    return np.unique(np.concatenate([[0.0], inner, [ratios.max() * 10.0 + 1.0]]))
 
 
 class Router:
@@ -294,7 +280,7 @@ class Router:
         if ood_quantile is not None:
             from router.ood import OODGuard
 
-            guard = OODGuard(quantile=ood_quantile).fit(embeddings, outcomes.quality)
+            guard = OODGuard(quantile=ood_quantile).fit(embeddings, outcomes.quality, outcomes.cost)
         return cls(outcomes.models, encoder, predictor, cost_model, None, rule, pre, meta, feats, guard,
                    context_windows=model_windows(outcomes.models, context_windows))
 
@@ -303,8 +289,37 @@ class Router:
         from router.ood import OODGuard
 
         emb, _ = self.embed(list(outcomes.prompts))
-        quality = np.asarray(outcomes.subset(models=list(self.models)).quality)
-        self.ood = OODGuard(quantile=quantile, **options).fit(emb, quality)
+        mine = outcomes.subset(models=list(self.models))
+        self.ood = OODGuard(quantile=quantile, **options).fit(emb, mine.quality, mine.cost)
+        return self
+
+    def update_guard(self, prompts: Sequence[Prompt] | None, quality: Any, cost: Any = None, *,
+                     chosen: Sequence[str] | None = None, propensity: Any = None,
+                     embedded: tuple[np.ndarray, np.ndarray] | None = None) -> Router:
+        """Teach the out-of-distribution guard the priors and trust of rated traffic; returns self.
+
+        Full information: ``quality`` (n, m) (and ``cost`` (n, m) USD) of every model, columns in
+        :attr:`models` order. Bandit feedback: ``chosen`` (n,) the model names used, ``quality`` (n,)
+        and ``cost`` (n,) of those, ``propensity`` (n,) their probabilities. See
+        :meth:`router.ood.OODGuard.update`; the service's online learner feeds the same method.
+        """
+        if self.ood is None:
+            raise ConfigError("this router has no out-of-distribution guard to update; fit one with "
+                              "Router.fit(..., ood_quantile=0.95) or router.fit_ood_guard(train_outcomes).")
+        if embedded is None:
+            if prompts is None:
+                raise ConfigError("give the rated prompts or their embedded=(embeddings, lengths).")
+            embedded = self.embed(prompts)
+        q_raw, _, _ = self._raw_predict(*embedded)
+        dist = self.ood.distance(embedded[0])  # type: ignore[attr-defined]
+        idx = None
+        if chosen is not None:
+            pos = {m: i for i, m in enumerate(self.models)}
+            unknown = sorted({str(m) for m in chosen if m not in pos})
+            if unknown:
+                raise UnknownModelError(f"chosen model(s) {unknown} are not in this router's pool {list(self.models)}.")
+            idx = np.array([pos[m] for m in chosen], dtype=np.int64)
+        self.ood.update(q_raw, dist, quality, cost, chosen=idx, propensity=propensity)  # type: ignore[attr-defined]
         return self
 
     # ------------------------------------------------------------------ prediction
@@ -324,19 +339,29 @@ class Router:
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Predicted (quality, cost, latency), each (n, m), for prompts or precomputed embeddings.
 
-        With an out-of-distribution guard, quality is shrunk toward the priors for unfamiliar prompts.
+        With an out-of-distribution guard, quality and cost are shrunk toward its priors (see :mod:`router.ood`).
         """
         q, c, lat, _ = self._predict(prompts, embeddings, lengths)
         return q, c, lat
 
     def _predict(self, prompts: Sequence[Prompt] | None, embeddings: np.ndarray | None,
-                 lengths: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+                 lengths: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, Any]:
+        """(quality, cost, latency, guard) with the guard applied; guard is None or (flags, distance, raw quality)."""
         if embeddings is None:
             if prompts is None:
                 raise ConfigError("give prompts or embeddings.")
             embeddings, lengths = self.embed(prompts)
         if lengths is None:
             raise ConfigError("give prompt lengths with precomputed embeddings.")
+        q, c, lat = self._raw_predict(embeddings, lengths)
+        if self.ood is None:
+            return q, c, lat, None
+        dist = self.ood.distance(embeddings)  # type: ignore[attr-defined]
+        q_guarded, c = self.ood.apply(q, c, dist)  # type: ignore[attr-defined]
+        return q_guarded, c, lat, (dist > self.ood.threshold_, dist, q)  # type: ignore[attr-defined]
+
+    def _raw_predict(self, embeddings: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(quality, cost, latency) of the router's own parts, before any guard."""
         c = np.asarray(self.cost.predict(embeddings, lengths))
         lat_pred = (self.latency or self.cost).predict_latency(embeddings, lengths)
         lat = np.zeros_like(c) if lat_pred is None else np.asarray(lat_pred)
@@ -347,12 +372,7 @@ class Router:
             q = np.clip(reward + self.policy_lam * c + self.policy_mu * lat, 0.0, 1.0)
         else:
             q = self.quality.predict(embeddings)
-        ood = None
-        if self.ood is not None:
-            dist = self.ood.distance(embeddings)  # type: ignore[attr-defined]
-            q = self.ood.shrink(q, embeddings, distance=dist)  # type: ignore[attr-defined]
-            ood = dist > self.ood.threshold_  # type: ignore[attr-defined]
-        return q, c, lat, ood
+        return q, c, lat
 
     @staticmethod
     def _policy_context(embeddings: np.ndarray) -> np.ndarray:
@@ -406,7 +426,7 @@ class Router:
         t0 = time.perf_counter()
         emb, lengths = self.embed(prompts) if embedded is None else embedded
         t1 = time.perf_counter()
-        q, c, lat, ood = self._predict(None, emb, lengths)
+        q, c, lat, guard = self._predict(None, emb, lengths)
         t2 = time.perf_counter()
         rule = self.rule.with_(lam=lam, mu=mu, max_cost=max_cost, max_latency=max_latency)
         mask, window_notes = self._window_mask(prompts, lengths, self.allowed_mask(allowed))
@@ -429,7 +449,7 @@ class Router:
             reasons = [f"{r}; {w}" if w else r for r, w in zip(reasons, window_notes)]
         timings = {"encode": (t1 - t0) * 1e3, "predict": (t2 - t1) * 1e3, "decide": (t3 - t2) * 1e3}
         return Decisions(self.models, chosen, out.probabilities, q, c, lat, out.utility, reasons,
-                         rule.lam, rule.mu, timings, ood)
+                         rule.lam, rule.mu, timings, *(guard or (None, None, None)))
 
     def sweep(
         self,
@@ -464,7 +484,8 @@ class Router:
             window = window[:, cols]
             if not window.any(axis=1).all():
                 self._window_mask(prompts, lengths, np.isin(np.arange(len(self.models)), cols))  # raises
-        lams = default_lambda_grid(q, c) if lambdas is None else np.asarray(lambdas, dtype=np.float64)
+        lams = (default_lambda_grid(q - self.rule.mu * lat, c, feasible=window) if lambdas is None
+                else np.asarray(lambdas, dtype=np.float64))
         probs = np.stack([self.rule.with_(lam=float(lv)).probabilities(q, c, lat, window).probabilities
                           for lv in lams])
         return lams, probs.argmax(axis=2), probs, q

@@ -346,8 +346,9 @@ class Decider:
                          max_latency=opts.max_latency, embedded=embedded)
         picks = None
         if online is not None and embedded is not None:
+            guard = None if d.raw_quality is None else (d.raw_quality, d.ood_distance)
             picks = online.choose(embedded[0], d.quality, d.cost, np.isfinite(d.utility),
-                                  tenants or ["default"] * len(d))
+                                  tenants or ["default"] * len(d), guard=guard)
         models = d.models
         max_cost = opts.max_cost if opts.max_cost is not None else router.rule.max_cost
         max_latency = opts.max_latency if opts.max_latency is not None else router.rule.max_latency

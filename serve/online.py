@@ -18,8 +18,14 @@ router's rule allows (limits still apply):
 * **updates**: a feedback (durable first, see :mod:`serve.trafficlog`) is applied to the policy
   at once, under a lock, from the context remembered for that request id (the last
   ``memory`` requests): staleness is the feedback's commit window, well under a second;
+* **the out-of-distribution guard learns too**: when the router has a guard (:mod:`router.ood`), each
+  feedback also updates the guard's per-model priors and trust (:meth:`router.ood.OODGuard.update`,
+  the method ``Router.update_guard`` calls offline), weighted by ``1 / propensity``, so prompts of a
+  task the router never saw are shrunk toward what this traffic's ratings say about each model
+  rather than toward the training means; the router's own decisions (requests with per-request
+  overrides, and the warm start) use the updated guard at once;
 * **snapshots**: :meth:`OnlineLearner.snapshot` writes a normal router directory with the policy
-  inside (every ``snapshot_s`` seconds to ``snapshot_dir``, and on shutdown), which
+  (and the updated guard) inside (every ``snapshot_s`` seconds to ``snapshot_dir``, and on shutdown), which
   ``training promote`` can judge and register as a candidate. The service never moves a registry
   alias: the champion changes only by promotion.
 """
@@ -38,13 +44,23 @@ __all__ = ["OnlineChoice", "OnlineLearner"]
 
 
 class OnlineChoice:
-    """The online policy's pick for one prompt."""
+    """The online policy's pick for one prompt; ``guard`` is (raw predicted quality (m,), distance) or None."""
 
-    __slots__ = ("action", "context", "explored", "greedy", "propensity")
+    __slots__ = ("action", "context", "explored", "greedy", "guard", "propensity")
 
-    def __init__(self, action: int, propensity: float, explored: bool, greedy: int, context: np.ndarray) -> None:
-        self.action, self.propensity, self.explored, self.greedy, self.context = (
-            action, propensity, explored, greedy, context)
+    def __init__(self, action: int, propensity: float, explored: bool, greedy: int, context: np.ndarray,
+                 guard: tuple[np.ndarray, float] | None = None) -> None:
+        self.action, self.propensity, self.explored, self.greedy, self.context, self.guard = (
+            action, propensity, explored, greedy, context, guard)
+
+
+class _Pending:
+    """What a routed request leaves for its feedback."""
+
+    __slots__ = ("actual_cost", "choice", "cost", "tenant")
+
+    def __init__(self, choice: OnlineChoice, cost: float, tenant: str) -> None:
+        self.choice, self.cost, self.tenant, self.actual_cost = choice, cost, tenant, False
 
 
 class OnlineLearner:
@@ -87,16 +103,22 @@ class OnlineLearner:
         self.lock = threading.Lock()
         self.warmed_ = 0
         self.updates_ = 0
+        self.guard_updates_ = 0
         self.explored_ = 0
         self.decided_: defaultdict[str, int] = defaultdict(int)
         self.explored_by_tenant_: defaultdict[str, int] = defaultdict(int)
-        self._pending: OrderedDict[str, tuple[np.ndarray, int, float, str]] = OrderedDict()
+        self._pending: OrderedDict[str, _Pending] = OrderedDict()
         self._rng = np.random.default_rng(seed)
 
     # ------------------------------------------------------------------ decisions (decider thread)
     def choose(self, embeddings: np.ndarray, quality: np.ndarray, cost: np.ndarray, feasible: np.ndarray,
-               tenants: list[str]) -> list[OnlineChoice]:
-        """Draw a model for each prompt (rows of the (n, d) embeddings, (n, m) predictions and mask)."""
+               tenants: list[str], guard: tuple[np.ndarray, np.ndarray] | None = None) -> list[OnlineChoice]:
+        """Draw a model for each prompt (rows of the (n, d) embeddings, (n, m) predictions and mask).
+
+        ``guard``: the router's (raw predicted quality (n, m), guard distance (n,)) from its
+        :class:`~router.router.Decisions` (``raw_quality``, ``ood_distance``), kept so the feedback can
+        teach the out-of-distribution guard; None when the router has no guard.
+        """
         ctx = self.router._policy_context(embeddings)
         with self.lock:
             if self.warmed_ < self.warm_prompts:
@@ -120,14 +142,15 @@ class OnlineLearner:
                 if explored:
                     self.explored_by_tenant_[tenant] += 1
                     self.explored_ += 1
-                out.append(OnlineChoice(a, prop, explored, greedy, ctx[i]))
+                g = None if guard is None else (np.asarray(guard[0][i], dtype=np.float64), float(guard[1][i]))
+                out.append(OnlineChoice(a, prop, explored, greedy, ctx[i], g))
         return out
 
     # ------------------------------------------------------------------ feedback (event loop)
     def remember(self, request_id: str, choice: OnlineChoice, cost: float, tenant: str) -> None:
         """Keep a routed request's context until its feedback arrives (oldest forgotten first)."""
         with self.lock:
-            self._pending[request_id] = (choice.context, choice.action, cost, tenant)
+            self._pending[request_id] = _Pending(choice, cost, tenant)
             while len(self._pending) > self.memory:
                 self._pending.popitem(last=False)
 
@@ -136,18 +159,25 @@ class OnlineLearner:
         with self.lock:
             item = self._pending.get(request_id)
             if item is not None:
-                self._pending[request_id] = (item[0], item[1], cost, item[3])
+                item.cost, item.actual_cost = cost, True
 
     def on_feedback(self, row: dict[str, Any]) -> bool:
-        """Apply one durable feedback to the policy; False when the request's context is unknown."""
+        """Apply one durable feedback to the policy (and the router's guard); False when the request's
+        context is unknown."""
         with self.lock:
             item = self._pending.pop(str(row.get("request_id")), None)
             if item is None or row.get("quality") is None:
                 return False
-            ctx, a, cost, _ = item
-            reward = float(row["quality"]) - self.lam * cost
-            self.policy_.update(ctx[None, :], np.array([a]), np.array([reward]))
+            ch, quality = item.choice, float(row["quality"])
+            reward = quality - self.lam * item.cost
+            self.policy_.update(ch.context[None, :], np.array([ch.action]), np.array([reward]))
             self.updates_ += 1
+            guard = getattr(self.router, "ood", None)
+            if guard is not None and ch.guard is not None and len(ch.guard[0]) == len(self.router.models):
+                guard.update(ch.guard[0][None, :], np.array([ch.guard[1]]), np.array([quality]),
+                             np.array([item.cost]) if item.actual_cost else None,
+                             chosen=np.array([ch.action]), propensity=np.array([ch.propensity]))
+                self.guard_updates_ += 1
         return True
 
     # ------------------------------------------------------------------ snapshots
@@ -161,10 +191,11 @@ class OnlineLearner:
         base = self.router
         with self.lock:
             policy = copy.deepcopy(self.policy_)
+            guard = copy.deepcopy(getattr(base, "ood", None))
             n = self.updates_
         snap = Router(base.models, base.encoder, policy, base.cost, base.latency,
                       rule=DecisionRule(lam=self.lam, mu=float(base.rule.mu)), preprocessor=base.preprocessor,
-                      features=base.features,
+                      features=base.features, ood=guard,
                       metadata={"router_kind": f"online:{self.policy_name}", "n_updates": n,
                                 "warm_start": base.metadata.get("trained_on"), "snapshot_time": time.time()},
                       policy_lam=self.lam, policy_mu=float(base.rule.mu), context_windows=base.context_windows,

@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["main", "simulate"]
+__all__ = ["main", "request_messages", "request_plan", "simulate"]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -176,6 +176,39 @@ def _row(outcomes: Any, r: _Result) -> dict[str, Any]:
     return {"row": r.row, "prompt_id": str(outcomes.prompt_ids[r.row]), **{k: v for k, v in asdict(r).items() if k != "row"}}
 
 
+def request_plan(outcomes: Any, requests: int, seed: int, task: Any = None, feedback_share: float = 1.0,
+                 name: str = "data") -> tuple[np.ndarray, np.ndarray]:
+    """The simulator's plan: (data rows sent, in order (requests,); whether each gets feedback (requests,)).
+
+    The rows of ``task`` (all when None) shuffled by ``seed``, repeated when more requests than
+    prompts are asked; feedback is drawn with the same seed. Tests that drive the online learner in
+    process use it to replay exactly the stream a simulation sends.
+    """
+    rows, fb, _ = _plan(outcomes, requests, seed, task, feedback_share, name)
+    return rows, fb
+
+
+def _plan(outcomes: Any, requests: int, seed: int, task: Any, feedback_share: float,
+          name: str) -> tuple[np.ndarray, np.ndarray, np.random.Generator]:
+    """:func:`request_plan`, and the generator it drew from (the simulator draws its users next)."""
+    from router.errors import ConfigError
+
+    idx = np.arange(outcomes.n_prompts)
+    if task:
+        idx = idx[np.isin(outcomes.tasks, task)]
+        if idx.size == 0:
+            raise ConfigError(f"{name}: no prompts of task(s) {task}; tasks are {sorted(set(outcomes.tasks))}.")
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(idx)
+    rows = np.resize(order, requests)  # repeats the data when more requests than prompts are asked
+    return rows, rng.random(requests) < feedback_share, rng
+
+
+def request_messages(outcomes: Any, row: int) -> list[dict[str, Any]]:
+    """The chat messages the simulator sends for data row ``row``."""
+    return _messages(outcomes, row)
+
+
 def simulate(args: argparse.Namespace, *, stop: threading.Event | None = None,
              on_result: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Run the simulation ``args`` describes (see the module docs); returns the summary.
@@ -194,15 +227,7 @@ def simulate(args: argparse.Namespace, *, stop: threading.Event | None = None,
     if n_users < 0:
         raise ConfigError(f"--users {n_users} must be >= 0 (0: requests name no user).")
     outcomes = load_source(args.data)
-    idx = np.arange(outcomes.n_prompts)
-    if args.task:
-        idx = idx[np.isin(outcomes.tasks, args.task)]
-        if idx.size == 0:
-            raise ConfigError(f"{args.data}: no prompts of task(s) {args.task}; tasks are {sorted(set(outcomes.tasks))}.")
-    rng = np.random.default_rng(args.seed)
-    order = rng.permutation(idx)
-    rows = np.resize(order, args.requests)  # repeats the data when more requests than prompts are asked
-    fb = rng.random(args.requests) < args.feedback_share
+    rows, fb, rng = _plan(outcomes, args.requests, args.seed, args.task, args.feedback_share, args.data)
     users: list[str | None] = ([f"user-{k}" for k in rng.integers(0, n_users, args.requests)] if n_users
                                else [None] * args.requests)
     t0 = time.perf_counter()

@@ -67,6 +67,24 @@ def test_zero_router_two_models_by_hand() -> None:
     assert evaluate_curves(o2, {"r": ([0.0], np.zeros((1, 4), int))}, n_bootstrap=0).zero_aiq == pytest.approx(0.8)
 
 
+def test_a_router_made_of_the_single_models_scores_exactly_the_zero_router() -> None:
+    """Fairness of the comparison: a "router" whose settings are "always model j" has the zero router's
+    hull, so its AIQ, per-task AIQ and every bootstrap replicate equal the zero router's (gain 0 with a
+    (0, 0) interval). Any difference between a router and the zero router is then the router's own."""
+    rng = np.random.default_rng(3)
+    n = 120
+    q = rng.random((n, 4))
+    c = np.tile([0.001, 0.003, 0.004, 0.02], (n, 1)) * rng.uniform(0.5, 1.5, (n, 1))
+    o = make_outcomes(q, c, tasks=["a"] * 60 + ["b"] * 60)
+    singles = np.repeat(np.arange(4)[:, None], n, axis=1)
+    res = evaluate_curves(o, {"singles": (np.arange(4.0), singles)}, n_bootstrap=50, seed=1)
+    r = res.routers["singles"]
+    assert r.aiq == pytest.approx(res.zero_aiq, abs=1e-12) and r.aiq_ci == pytest.approx(res.zero_aiq_ci, abs=1e-12)
+    for t in ("a", "b"):
+        assert r.per_task[t]["aiq"] == pytest.approx(res.task_models[t]["zero_aiq"], abs=1e-12)
+        assert r.per_task[t]["gain_vs_zero_ci"] == pytest.approx((0.0, 0.0), abs=1e-12)
+
+
 def test_router_identical_to_one_model_sits_on_its_point() -> None:
     rng = np.random.default_rng(1)
     q = rng.random((50, 3))
