@@ -24,14 +24,6 @@ from router.router import Router
 
 
 @pytest.fixture(scope="module")
-def provider():
-    from serve.provider import running
-
-    with running(data="demo", latency_ms=1) as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
 def wrong_router(tmp_path_factory):
     """A router that learned reversed quality: offline, it picks the worst model for each prompt."""
     from router.data.synthetic import generate

@@ -123,8 +123,10 @@ async def _chat(state: State, receive: Receive, send: Send, rid: str, t0: float,
                 found = await state.lookup.submit(LookupItem(key[0], key[1], req.messages, req.options, tenant, fused))
                 embedding, hit = found.embedding, found.hit
                 known = {key[1]: found.raw}
+                if isinstance(found.error, RoutingError):
+                    raise _unroutable(found.error) from None
                 if found.error is not None:
-                    raise _unroutable(found.error)
+                    raise found.error
                 looked_up = found.decision
                 if looked_up is not None:
                     metrics.decide_latency.observe(time.perf_counter() - t_look)
@@ -260,11 +262,9 @@ async def _chat(state: State, receive: Receive, send: Send, rid: str, t0: float,
     return 200
 
 
-def _unroutable(exc: BaseException) -> APIError:
-    """A decision error as the client sees it: bad input is a 400; anything else is the service's own fault."""
-    if isinstance(exc, RoutingError):
-        return APIError(400, f"cannot route this request: {exc}", param="messages")
-    raise exc
+def _unroutable(exc: RoutingError) -> APIError:
+    """A request the router cannot decide (bad input), as the client sees it: a 400."""
+    return APIError(400, f"cannot route this request: {exc}", param="messages")
 
 
 class SharedHit:

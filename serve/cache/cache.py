@@ -254,14 +254,10 @@ class SemanticCache:
             self._expire_locked()
             index = self._indexes.get(scope)
             found = index.search(vec) if index is not None and vec is not None else None
-            if found is not None and found[1] >= self.threshold_:
-                entry = self.store_.get(self._ids[found[0]])
-                assert entry is not None
-                self.store_.touch(entry.entry_id)
-                self._counts["hits_semantic"] += 1
-            else:
-                self._counts["misses"] += 1
+            entry = self._semantic_locked(found)
+            if entry is None:
                 return None
+        assert found is not None
         return self._hit(entry, min(found[1], 1.0), exact=False)
 
     def get_many(self, queries: list[tuple[str, str, np.ndarray]]) -> list[CacheHit | None]:
@@ -289,15 +285,23 @@ class SemanticCache:
             for scope, rows in by_scope.items():
                 found = self._indexes[scope].search_many(np.stack([vecs[i] for i in rows]))  # type: ignore[misc]
                 for i, f in zip(rows, found):
-                    if f is not None and f[1] >= self.threshold_:
-                        entry = self.store_.get(self._ids[f[0]])
-                        assert entry is not None
-                        self.store_.touch(entry.entry_id)
-                        self._counts["hits_semantic"] += 1
+                    entry = self._semantic_locked(f)
+                    if entry is not None:
+                        assert f is not None
                         entries[i] = (entry, min(f[1], 1.0), False)
-                    else:
-                        self._counts["misses"] += 1
         return [None if e is None else self._hit(e[0], e[1], exact=e[2]) for e in entries]
+
+    def _semantic_locked(self, found: tuple[int, float] | None) -> Entry | None:
+        """The entry of the nearest neighbour ``found`` when it is at or above the threshold (a semantic
+        hit, counted and touched); None otherwise (a miss, counted)."""
+        if found is None or found[1] < self.threshold_:
+            self._counts["misses"] += 1
+            return None
+        entry = self.store_.get(self._ids[found[0]])
+        assert entry is not None
+        self.store_.touch(entry.entry_id)
+        self._counts["hits_semantic"] += 1
+        return entry
 
     def _exact_locked(self, scope: str, key: str) -> Entry | None:
         entry = self.store_.find_exact(scope, key)
