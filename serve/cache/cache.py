@@ -6,11 +6,13 @@ per-scope FAISS indexes and :mod:`serve.cache.store` for where entries live.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
+import os
+import secrets
 import threading
 import time
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,7 +112,7 @@ class SemanticCache:
         max_entries: int = 100_000,
         clock: Callable[[], float] = time.monotonic,
         store: CacheStore | None = None,
-        ivf_from: int = 8192,
+        ivf_from: int = 1024,
         nprobe: int = 8,
         background_rebuild: bool = True,
     ) -> None:
@@ -336,7 +338,7 @@ class SemanticCache:
             old = self.store_.find_exact(scope, key)
             if old is not None:
                 self._remove_locked(old.entry_id)
-            entry = Entry(uuid.uuid4().hex, scope, tenant, key, value_json, self.clock(),
+            entry = Entry(_new_entry_id(), scope, tenant, key, value_json, self.clock(),
                           vec if vec is not None else np.zeros(0, dtype=np.float32))
             self.store_.add(entry)
             self._scope_ids.setdefault(scope, set()).add(entry.entry_id)
@@ -358,7 +360,7 @@ class SemanticCache:
             plan = index.plan_rebuild() if index is not None else None
         if plan is not None:  # a large scope due (re)training: k-means without the lock, off the caller
             if self.background_rebuild:
-                thread = threading.Thread(target=self._rebuild, args=(scope, index, plan), daemon=True,
+                thread = threading.Thread(target=self._rebuild, args=(scope, index, plan, True), daemon=True,
                                           name="serve.cache-rebuild")
                 with self._lock:
                     self._threads.add(thread)
@@ -380,7 +382,10 @@ class SemanticCache:
                 if thread.is_alive():
                     return False
 
-    def _rebuild(self, scope: str, index: ScopeIndex, plan: tuple[np.ndarray, np.ndarray]) -> None:
+    def _rebuild(self, scope: str, index: ScopeIndex, plan: tuple[np.ndarray, np.ndarray],
+                 background: bool = False) -> None:
+        if background:
+            _lowest_priority()
         try:
             built = build_ivf(*plan, nprobe=self.nprobe)
         except BaseException:
@@ -479,3 +484,22 @@ class SemanticCache:
                 "threshold": self.threshold_,
                 "encoder": encoder_identity(self.encoder_),
             }
+
+
+def _lowest_priority() -> None:
+    """Give the calling thread the lowest CPU priority (Linux: a thread id is a valid PRIO_PROCESS
+    target), so a rebuild sharing a core with the event loop runs in the time requests leave."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+    except (AttributeError, OSError):  # not Linux, or not permitted: run at the normal priority
+        pass
+
+
+_ENTRY_PREFIX = secrets.token_hex(8)  # per process: ids stay unique across a service's workers
+_entry_counter = itertools.count()
+
+
+def _new_entry_id() -> str:
+    """A new entry id: 32 hex characters, unique in this process and, by its random prefix, across
+    processes (a uuid4 per entry costs a system call for its randomness)."""
+    return f"{_ENTRY_PREFIX}{next(_entry_counter):016x}"

@@ -5,14 +5,19 @@ has its own index: a search only ever reads that scope's vectors, so an answer c
 tenants or parameters whatever the similarities are.
 
 * Below ``ivf_from`` live vectors a scope uses ``IndexIDMap2(IndexFlatIP)``: exact search, whose
-  cost grows with the scope (a 100k x 256 float32 scope is a 100 MB scan per lookup).
+  cost grows with the scope (a 100k x 256 float32 scope is a 100 MB scan per lookup). The default
+  1,024 is about where inverted lists start to pay (measured here with 256-wide vectors: 2,048 flat
+  vectors cost 46 us per query in batches of 8, inverted lists 21 us; 8,192 cost 135 against 24).
 * From ``ivf_from`` on it uses ``IndexIVFFlat`` (``nlist ~ 2 * sqrt(n)`` k-means cells, ``nprobe``
   of them read per lookup): approximate, a few percent of the scan. A missed neighbour can only
   lose a hit, never add a false one (a hit still needs similarity >= the threshold). The cells are
-  trained on the scope's own vectors and retrained each time the scope grows ``regrow`` times.
+  trained on the scope's own vectors and retrained each time the scope grows ``regrow`` times
+  (default 2: cells trained at 1,024 vectors and grown to 2, 4 and 8 times that cost 37, 71 and 142 us
+  per query, so a fourfold growth already doubles the lookup).
   Training runs in a background thread, outside the cache's lock (:meth:`ScopeIndex.plan_rebuild`
   takes a snapshot, :func:`build_ivf` trains, :meth:`ScopeIndex.install` replays what changed
-  meanwhile); lookups use the old index until then.
+  meanwhile); lookups use the old index until then. The thread runs at the lowest CPU priority
+  (nice 19), so on a core shared with the service's event loop k-means only uses time requests leave.
 
 Removal is deferred: ``remove_ids`` compacts the whole index (O(n) per call, costlier than a
 search at 100k), so a removed label is remembered as dead and skipped by :meth:`ScopeIndex.search`,
@@ -73,7 +78,7 @@ def build_ivf(vectors: np.ndarray, labels: np.ndarray, nprobe: int, seed: int = 
     index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
     index.cp.seed = seed
     index.cp.niter = 10  # cells need not be optimal, only balanced enough
-    index.cp.max_points_per_centroid = 64  # k-means on at most 64 * nlist sampled vectors
+    index.cp.max_points_per_centroid = 40  # k-means on at most 40 * nlist sampled vectors (faiss wants 39)
     with _one_thread():
         index.train(vectors)
         index.add_with_ids(vectors, labels)
@@ -99,7 +104,7 @@ class ScopeIndex:
         (7, 0.6...)
     """
 
-    def __init__(self, dim: int, *, ivf_from: int = 8192, nprobe: int = 8, regrow: float = 8.0) -> None:
+    def __init__(self, dim: int, *, ivf_from: int = 1024, nprobe: int = 8, regrow: float = 2.0) -> None:
         faiss = _faiss()
         self.dim = dim
         self.ivf_from = ivf_from
@@ -110,6 +115,7 @@ class ScopeIndex:
         self._next_rebuild = ivf_from
         self._ivf = False
         self._journal: list[tuple[int, np.ndarray | None]] | None = None  # changes during a rebuild
+        self._pending: list[tuple[int, np.ndarray]] = []  # added, not yet in the FAISS index (see add)
 
     @property
     def kind(self) -> str:
@@ -118,15 +124,24 @@ class ScopeIndex:
 
     def __len__(self) -> int:
         """Live vectors."""
-        return int(self._index.ntotal) - len(self._dead)
+        return int(self._index.ntotal) + len(self._pending) - len(self._dead)
 
     def add(self, label: int, vector: np.ndarray) -> None:
-        with _one_thread():
-            self._index.add_with_ids(vector.reshape(1, -1), np.array([label], dtype=np.int64))
+        """Add one vector. It reaches the FAISS index with the others added since, in one call, before
+        the next search, removal or rebuild (one FAISS call per vector costs ~9 us, in a batch ~3 us)."""
+        self._pending.append((label, vector.reshape(-1)))
         if self._journal is not None:
             self._journal.append((label, vector))
 
+    def _flush(self) -> None:
+        if self._pending:
+            pending, self._pending = self._pending, []
+            with _one_thread():
+                self._index.add_with_ids(np.stack([v for _, v in pending]).astype(np.float32, copy=False),
+                                         np.fromiter((lab for lab, _ in pending), dtype=np.int64, count=len(pending)))
+
     def remove(self, label: int) -> None:
+        self._flush()
         self._dead.add(label)
         if self._journal is not None:
             self._journal.append((label, None))
@@ -135,6 +150,7 @@ class ScopeIndex:
 
     def compact(self) -> None:
         """Drop every dead label from the FAISS index now (one O(n) pass)."""
+        self._flush()
         if self._dead:
             with _one_thread():
                 self._index.remove_ids(np.fromiter(self._dead, dtype=np.int64, count=len(self._dead)))
@@ -142,6 +158,7 @@ class ScopeIndex:
 
     def search(self, vector: np.ndarray) -> tuple[int, float] | None:
         """(label, similarity) of the nearest live vector found, or None."""
+        self._flush()
         total = int(self._index.ntotal)
         if total == len(self._dead):
             return None
@@ -163,6 +180,7 @@ class ScopeIndex:
         An exact scope is scanned once for the whole batch (one float32 matrix product, memory-bound
         like a single query's scan); inverted lists are searched as one FAISS batch.
         """
+        self._flush()
         total = int(self._index.ntotal)
         if total == len(self._dead):
             return [None] * len(vectors)
@@ -225,6 +243,7 @@ class ScopeIndex:
         """Switch to ``index`` (built from the snapshot), replaying the changes journaled since."""
         assert self._journal is not None, "install() without plan_rebuild()"
         journal, self._journal = self._journal, None
+        self._pending = []  # every add since plan_rebuild() is in the journal, replayed below
         removed: set[int] = set()
         with _one_thread():
             for label, vector in journal:
