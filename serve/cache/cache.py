@@ -112,7 +112,7 @@ class SemanticCache:
         max_entries: int = 100_000,
         clock: Callable[[], float] = time.monotonic,
         store: CacheStore | None = None,
-        ivf_from: int = 1024,
+        ivf_from: int = 2048,
         nprobe: int = 8,
         background_rebuild: bool = True,
     ) -> None:

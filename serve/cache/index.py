@@ -6,14 +6,16 @@ tenants or parameters whatever the similarities are.
 
 * Below ``ivf_from`` live vectors a scope uses ``IndexIDMap2(IndexFlatIP)``: exact search, whose
   cost grows with the scope (a 100k x 256 float32 scope is a 100 MB scan per lookup). The default
-  1,024 is about where inverted lists start to pay (measured here with 256-wide vectors: 2,048 flat
-  vectors cost 46 us per query in batches of 8, inverted lists 21 us; 8,192 cost 135 against 24).
-* From ``ivf_from`` on it uses ``IndexIVFFlat`` (``nlist ~ 2 * sqrt(n)`` k-means cells, ``nprobe``
+  2,048 is about where inverted lists start to pay (measured here with 256-wide vectors in batches of
+  8 queries: 2,048 flat vectors cost 45 us per query, inverted lists 19 us; 8,192 cost 186 against 38).
+* From ``ivf_from`` on it uses ``IndexIVFFlat`` (``nlist ~ sqrt(n)`` k-means cells, ``nprobe``
   of them read per lookup): approximate, a few percent of the scan. A missed neighbour can only
   lose a hit, never add a false one (a hit still needs similarity >= the threshold). The cells are
   trained on the scope's own vectors and retrained each time the scope grows ``regrow`` times
-  (default 2: cells trained at 1,024 vectors and grown to 2, 4 and 8 times that cost 37, 71 and 142 us
-  per query, so a fourfold growth already doubles the lookup).
+  (default 2: with cells trained at 1,024 vectors, growing the scope 2, 4 and 8 times cost 37, 71 and
+  142 us per query, so retraining at each doubling keeps lookups near the fresh cost). With
+  ``sqrt(n)`` cells, 40 training vectors per cell and 6 k-means rounds a retraining costs ~60k
+  multiply-adds per vector of the scope (76 ms at 8,192 vectors here).
   Training runs in a background thread, outside the cache's lock (:meth:`ScopeIndex.plan_rebuild`
   takes a snapshot, :func:`build_ivf` trains, :meth:`ScopeIndex.install` replays what changed
   meanwhile); lookups use the old index until then. The thread runs at the lowest CPU priority
@@ -73,12 +75,14 @@ def build_ivf(vectors: np.ndarray, labels: np.ndarray, nprobe: int, seed: int = 
     """
     faiss = _faiss()
     n, dim = vectors.shape
-    nlist = int(max(1, min(1024, 2 * np.sqrt(n), n // 39)))  # faiss wants >= 39 training points per cell
+    nlist = int(max(1, min(1024, np.sqrt(n), n // 39)))  # faiss wants >= 39 training points per cell
     quantizer = faiss.IndexFlatIP(dim)
     index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
     index.cp.seed = seed
-    index.cp.niter = 10  # cells need not be optimal, only balanced enough
-    index.cp.max_points_per_centroid = 40  # k-means on at most 40 * nlist sampled vectors (faiss wants 39)
+    # cells need not be optimal, only balanced enough: k-means on 40 sampled vectors per cell, 6 rounds,
+    # so a (re)training costs ~60k multiply-adds per vector of the scope (a few microseconds each)
+    index.cp.niter = 6
+    index.cp.max_points_per_centroid = 40
     with _one_thread():
         index.train(vectors)
         index.add_with_ids(vectors, labels)
@@ -104,7 +108,7 @@ class ScopeIndex:
         (7, 0.6...)
     """
 
-    def __init__(self, dim: int, *, ivf_from: int = 1024, nprobe: int = 8, regrow: float = 2.0) -> None:
+    def __init__(self, dim: int, *, ivf_from: int = 2048, nprobe: int = 8, regrow: float = 2.0) -> None:
         faiss = _faiss()
         self.dim = dim
         self.ivf_from = ivf_from
