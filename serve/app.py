@@ -291,7 +291,7 @@ async def build_state(settings: Settings) -> State:
     if settings.cache.enabled:
         cache = await asyncio.to_thread(_build_cache, settings)
     decider = Decider(holder, fallbacks=settings.fallbacks, max_batch=settings.batch_max,
-                      window_s=settings.batch_window_ms / 1000.0,
+                      window_s=settings.batch_window_ms / 1000.0, target=settings.batch_target,
                       in_thread=encode_in_thread(settings.encode_in_thread, policy.router.encoder),
                       on_batch=metrics.batch_sizes.observe,
                       shared_encoder=_identity(cache.encoder_) if cache is not None else None)
@@ -300,7 +300,7 @@ async def build_state(settings: Settings) -> State:
 
         lookup = Lookup(cache, decider, embed_for_cache, max_batch=settings.batch_max,
                         window_s=settings.batch_window_ms / 1000.0, encode_in_thread_setting=settings.encode_in_thread,
-                        on_batch=metrics.batch_sizes.observe)
+                        on_batch=metrics.batch_sizes.observe, target=settings.batch_target)
     from serve.providers import SUPPORTED_PARAMS, ProviderError, ProviderPool
 
     pool = ProviderPool.from_config(settings.providers or None, settings.provider_url, list(policy.router.models))
@@ -314,7 +314,7 @@ async def build_state(settings: Settings) -> State:
         challenger = await asyncio.to_thread(load_policy, c_spec)
         c_holder = PolicyHolder(challenger)
         c_decider = Decider(c_holder, fallbacks=settings.fallbacks, max_batch=settings.batch_max,
-                            window_s=settings.batch_window_ms / 1000.0,
+                            window_s=settings.batch_window_ms / 1000.0, target=settings.batch_target,
                             in_thread=encode_in_thread(settings.encode_in_thread, challenger.router.encoder))
         experiment = tenancy.experiment = Experiment(ex.name, ex.mode, ex.split, ex.sticky, c_decider, c_holder,
                                                      lam=ex.lam)

@@ -55,12 +55,12 @@ class Lookup:
 
     def __init__(self, cache: Any, decider: Decider, embed: Callable[[Any, list[str]], list[tuple[Any, Any]]], *,
                  max_batch: int = 64, window_s: float = 0.0, encode_in_thread_setting: str = "auto",
-                 on_batch: Callable[[int], None] | None = None) -> None:
+                 on_batch: Callable[[int], None] | None = None, target: int = 16) -> None:
         self.cache = cache
         self.decider = decider
         self._embed = embed
         self.batcher: MicroBatcher[LookupItem, LookupResult] = MicroBatcher(
-            self._compute, max_batch=max_batch, window_s=window_s, name="lookup", on_batch=on_batch,
+            self._compute, max_batch=max_batch, window_s=window_s, name="lookup", on_batch=on_batch, target=target,
             in_thread=encode_in_thread(encode_in_thread_setting, cache.encoder_))
 
     def submit(self, item: LookupItem) -> asyncio.Future[LookupResult]:

@@ -192,6 +192,7 @@ class Settings:
     max_messages: int = 1000
     batch_max: int = 64
     batch_window_ms: float = 1.0
+    batch_target: int = 16
     encode_in_thread: str = "auto"
     fallbacks: int = 2
     request_timeout_s: float = 120.0
@@ -212,6 +213,7 @@ class Settings:
         _check(self.max_messages, self.max_messages >= 1, "max_messages", ">= 1")
         _check(self.batch_max, self.batch_max >= 1, "batch_max", ">= 1")
         _check(self.batch_window_ms, 0 <= self.batch_window_ms <= 50, "batch_window_ms", "in [0, 50]")
+        _check(self.batch_target, self.batch_target >= 1, "batch_target", ">= 1")
         _check(self.encode_in_thread, self.encode_in_thread in ("auto", "always", "never"), "encode_in_thread",
                "one of auto, always, never")
         _check(self.fallbacks, self.fallbacks >= 0, "fallbacks", ">= 0")

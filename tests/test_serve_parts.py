@@ -91,6 +91,36 @@ def test_micro_batcher_runs_one_batch_per_loop_turn_and_isolates_failures():
     assert isinstance(out[2], ValueError) and str(out[2]) == "bad -3"
 
 
+def test_micro_batcher_waits_only_when_more_items_are_expected_within_the_window():
+    """Known answers of the window rule: idle (fewer than one more item expected within the window) ->
+    no wait; busy -> until ``target`` items are expected, never longer than the window."""
+    b: MicroBatcher[int, int] = MicroBatcher(lambda items: items, window_s=0.004, target=16)
+    b.rate = 200.0  # 0.8 items expected in 4 ms
+    assert b.wait_s() == 0.0
+    b.rate = 1000.0  # 4 expected; 16 would take 16 ms: wait the whole window
+    assert b.wait_s() == pytest.approx(0.004)
+    b.rate = 10_000.0  # 16 expected after 1.6 ms
+    assert b.wait_s() == pytest.approx(0.0016)
+    b._items = list(range(12))  # 4 more needed: 0.4 ms
+    assert b.wait_s() == pytest.approx(0.0004)
+    b._items = list(range(20))
+    assert b.wait_s() == 0.0
+    assert MicroBatcher(lambda items: items, window_s=0.0).wait_s() == 0.0
+
+
+def test_micro_batcher_rate_counts_recent_submits():
+    async def main() -> float:
+        b: MicroBatcher[int, int] = MicroBatcher(lambda items: items, window_s=0.004)
+        futs = [b.submit(i) for i in range(50)]  # 50 items within microseconds: 50 / tau
+        rate = b.rate
+        await asyncio.gather(*futs)
+        return rate
+
+    from serve.decide import RATE_TAU_S
+
+    assert asyncio.run(main()) == pytest.approx(50 / RATE_TAU_S, rel=0.01)
+
+
 def test_micro_batcher_in_a_thread_batches_what_arrives_while_busy():
     import threading
     import time
