@@ -50,7 +50,7 @@ from bench.loadgen import LoadSpec, run_load  # noqa: E402
 from bench.serve_procs import Service, free_port, machine_info  # noqa: E402
 from bench.serve_report import GOAL_HIT_RATE, GOAL_MISS_CPU_MS, GOAL_MISS_RATE, write_report  # noqa: E402
 
-MISS_RATES = [25, 50, 100, 150, 250, 500, 1000, 1500, 2000]
+MISS_RATES = [25, 50, 100, 150, 250, 350, 500, 700, 1000, 1500, 2000]
 HIT_RATES = [500, 1000, 2000, 3000, 4000, 5000, 6000, 8000]
 NULL_RATES = [10000]  # plus every hit rate: the floor under each
 QUICK = {"miss": [100, 500], "hit": [1000, 5000], "null": [5000]}
