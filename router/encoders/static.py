@@ -57,7 +57,9 @@ class StaticEncoder(Encoder):
     ``model`` is either a directory holding a model2vec model (loaded as is; that path is the
     saved reference), or a sentence-transformers model name / path to distil from (default
     MiniLM). Distilled models are cached under ``<cache root>/static-<name>-pca<dims>`` and
-    reused. Nothing is loaded or distilled until the first :meth:`encode`.
+    reused. Nothing is loaded or distilled until the first :meth:`encode`. A BERT WordPiece tokenizer
+    (MiniLM's) is replaced for ASCII texts by :class:`~router.encoders.wordpiece.BertWordPiece`, which
+    gives the same ids ~10x faster, so the vectors are bit-identical.
 
     Args:
         model: model2vec directory, or source model to distil from.

@@ -23,9 +23,10 @@ Texts that are not ASCII, or that contain an added token's literal text (``[UNK]
 tokenizer matches those before normalising), go to the Hugging Face tokenizer, batched.
 
 Memory: the memo is cleared when it passes ``max_words`` entries (200,000 by default). An entry
-is a bytes key, a tuple of ids and a dict slot, ~150 bytes for a typical English chunk (ids are
-shared int objects), so the memo stays under ~30 MB; measured 8.7 MB for 57k chunks of RouterBench
-prompts (``bench/results/tokenize.md``).
+is a bytes key, a tuple of ids and a dict slot (ids are shared int objects): 3.3 MB for the 20k
+chunks of the demo and RouterBench prompts, ~160 bytes a chunk, so ~32 MB at the bound
+(``bench/results/tokenize.md``). The memo is per instance (one per loaded static model); concurrent
+threads may share it (a race costs a recomputation, never a wrong id).
 
 Example:
     >>> from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
