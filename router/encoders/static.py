@@ -19,6 +19,7 @@ import numpy as np
 from router.base import Encoder
 from router.encoders._common import check_texts, l2_normalize, quiet_model_load
 from router.encoders.sentence_transformer import resolve_model_path
+from router.encoders.wordpiece import BertWordPiece
 from router.errors import ConfigError, PersistenceError
 
 __all__ = ["StaticEncoder", "default_cache_dir", "is_static_model_dir"]
@@ -56,7 +57,9 @@ class StaticEncoder(Encoder):
     ``model`` is either a directory holding a model2vec model (loaded as is; that path is the
     saved reference), or a sentence-transformers model name / path to distil from (default
     MiniLM). Distilled models are cached under ``<cache root>/static-<name>-pca<dims>`` and
-    reused. Nothing is loaded or distilled until the first :meth:`encode`.
+    reused. Nothing is loaded or distilled until the first :meth:`encode`. A BERT WordPiece tokenizer
+    (MiniLM's) is replaced for ASCII texts by :class:`~router.encoders.wordpiece.BertWordPiece`, which
+    gives the same ids ~10x faster, so the vectors are bit-identical.
 
     Args:
         model: model2vec directory, or source model to distil from.
@@ -80,6 +83,7 @@ class StaticEncoder(Encoder):
         if not isinstance(pca_dims, int) or pca_dims < 2:
             raise ConfigError(f"pca_dims must be an int >= 2, got {pca_dims!r}.")
         self._model: Any = None
+        self._wordpiece: BertWordPiece | None = None
 
     # ------------------------------------------------------------------ distilling and caching
     def cached_path(self) -> Path:
@@ -131,6 +135,8 @@ class StaticEncoder(Encoder):
             model = StaticModel.from_pretrained(str(path))
             # float16 tables are stored compactly; float32 pools ~30% faster in numpy.
             model.embedding = np.asarray(model.embedding, dtype=np.float32)
+            # BERT WordPiece tokenizers (MiniLM's) get a bit-exact Python path for ASCII texts, ~10x faster
+            self._wordpiece = BertWordPiece.from_tokenizer(model.tokenizer) if _plain_lookup(model) else None
             self._model = model
         return self._model
 
@@ -146,7 +152,7 @@ class StaticEncoder(Encoder):
         if not items:
             return np.zeros((0, self.dim), dtype=np.float32)
         if _plain_lookup(model):
-            vecs = _encode_plain(model, items)
+            vecs = _encode_plain(model, items, self._wordpiece)
         else:
             vecs = model.encode(items, show_progress_bar=False, use_multiprocessing=False)
         return l2_normalize(np.asarray(vecs, dtype=np.float32))
@@ -160,22 +166,26 @@ def _plain_lookup(model: Any) -> bool:
             and hasattr(model, "median_token_length") and hasattr(model, "unk_token_id"))
 
 
-def _encode_plain(model: Any, items: list[str]) -> np.ndarray:
+def _encode_plain(model: Any, items: list[str], wordpiece: BertWordPiece | None = None) -> np.ndarray:
     """``StaticModel.encode(items)`` without its per-call overhead (batch dispatch, progress bar,
     resetting the tokenizer's truncation twice): the same steps and the same arithmetic, so the
     result is bit-identical -- cut each text to ``max_length * median_token_length`` characters,
     tokenise the batch (the tokenizer truncates to ``max_length`` tokens, as set at load), drop the
     unknown token, average each text's token rows (texts of equal token count together), and
-    normalise when the model says so. Texts with no known token give a zero row.
+    normalise when the model says so. Texts with no known token give a zero row. ``wordpiece``, when
+    given, stands in for the tokenizer (the same ids; see :mod:`router.encoders.wordpiece`).
     """
     max_length = model.max_length
     if max_length is not None:
         cut = max_length * model.median_token_length
         items = [t[:cut] for t in items]
-    ids = [e.ids for e in model.tokenizer.encode_batch_fast(items, add_special_tokens=False)]
+    if wordpiece is not None:
+        ids = wordpiece.encode_ids(items)
+    else:
+        ids = [e.ids for e in model.tokenizer.encode_batch_fast(items, add_special_tokens=False)]
     unk = model.unk_token_id
     if unk is not None:
-        ids = [[t for t in row if t != unk] for row in ids]
+        ids = [[t for t in row if t != unk] if unk in row else row for row in ids]
     table = model.embedding
     out = np.zeros((len(ids), table.shape[1]), dtype=table.dtype)
     buckets: dict[int, list[int]] = {}
