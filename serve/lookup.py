@@ -77,7 +77,7 @@ class Lookup:
             if len(items) == 1:
                 raise
             return [self._one(it) for it in items]  # isolate the text that cannot be embedded
-        hits = self.cache.get_many([(it.scope, it.text, unit) for it, (_, unit) in zip(items, rows)])
+        hits = self.cache.get_many([(it.scope, it.text, unit) for it, (_, unit) in zip(items, rows)], unit=True)
         out: list[LookupResult | BaseException] = [LookupResult(raw, unit, hit) for (raw, unit), hit in zip(rows, hits)]
         todo = [i for i, (it, hit) in enumerate(zip(items, hits)) if hit is None and it.route]
         if todo:

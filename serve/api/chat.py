@@ -246,7 +246,7 @@ async def _chat(state: State, receive: Receive, send: Send, rid: str, t0: float,
     elif key is not None and cache is not None and done.finish_reason in ("stop", "length"):
         entry = {"text": done.text, "model": done.model, "finish_reason": done.finish_reason,
                  "input_tokens": done.input_tokens, "output_tokens": done.output_tokens}
-        cache.put(key[0], key[1], entry, embedding=embedding)
+        cache.put(key[0], key[1], entry, embedding=embedding, unit=embedding is not None)
         _share(state, key, entry, embedding)
     body = orjson.dumps({
         "id": "chatcmpl-" + rid, "object": "chat.completion", "created": int(time.time()), "model": done.model,
@@ -425,7 +425,7 @@ async def _stream(state: State, receive: Receive, send: Send, req: ChatRequest, 
         text = "".join(parts)
         if key is not None and state.cache is not None and finish in ("stop", "length"):
             entry = {"text": text, "model": model, "finish_reason": finish, "input_tokens": itok, "output_tokens": otok}
-            state.cache.put(key[0], key[1], entry, embedding=embedding)
+            state.cache.put(key[0], key[1], entry, embedding=embedding, unit=embedding is not None)
             _share(state, key, entry, embedding)
     _account(state, model, chosen, provider_s, cost, itok, otok)
     if bill is not None:

@@ -213,6 +213,11 @@ class SemanticCache:
         norm = float(np.linalg.norm(vec))
         return None if norm == 0.0 else vec / norm
 
+    @staticmethod
+    def _unit(embedding: np.ndarray) -> np.ndarray | None:
+        """A row of :meth:`embed` as it is; None for the all-zero row of a text with no direction."""
+        return embedding if embedding.any() else None
+
     # ------------------------------------------------------------------ lookups
     @staticmethod
     def _check(scope: Any, text: Any) -> str:
@@ -262,14 +267,16 @@ class SemanticCache:
         assert found is not None
         return self._hit(entry, min(found[1], 1.0), exact=False)
 
-    def get_many(self, queries: list[tuple[str, str, np.ndarray]]) -> list[CacheHit | None]:
+    def get_many(self, queries: list[tuple[str, str, np.ndarray]], *, unit: bool = False) -> list[CacheHit | None]:
         """:meth:`get` for a batch of ``(scope, text, embedding)``: one index pass per scope.
 
         Same answers as calling :meth:`get` on each (exact key first, then the nearest text of the
         scope at or above the threshold), with the queries of one scope searched together.
+        ``unit=True`` says the embeddings are this cache's own rows (:meth:`embed`: the encoder's width,
+        unit norm or all zero), so they are used as they are instead of being checked and normalised.
         """
         keys = [self._check(scope, text) for scope, text, _ in queries]
-        vecs = [self._vector(text, emb) for _, text, emb in queries]
+        vecs = [self._unit(emb) if unit else self._vector(text, emb) for _, text, emb in queries]
         entries: list[tuple[Entry, float, bool] | None] = [None] * len(queries)
         with self._lock:
             self._expire_locked()
@@ -318,11 +325,12 @@ class SemanticCache:
                         max(0.0, self.clock() - entry.created))
 
     # ------------------------------------------------------------------ writes
-    def put(self, scope: str, text: str, value: dict, embedding: np.ndarray | None = None) -> str:
+    def put(self, scope: str, text: str, value: dict, embedding: np.ndarray | None = None, *,
+            unit: bool = False) -> str:
         """Store ``value`` (a JSON-able dict) as the answer for (scope, text); returns the entry id.
 
         An entry with the same (scope, normalised text) is replaced. An empty text is stored for
-        exact matching only.
+        exact matching only. ``unit=True``: ``embedding`` is this cache's own row (see :meth:`get_many`).
         """
         key = self._check(scope, text)
         tenant = parse_scope(scope)
@@ -332,7 +340,7 @@ class SemanticCache:
             value_json = json.dumps(value, ensure_ascii=False, allow_nan=False)
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"value must be JSON-serialisable (it is stored as JSON): {exc}.") from exc
-        vec = self._vector(text, embedding) if key else None
+        vec = (self._unit(embedding) if unit and embedding is not None else self._vector(text, embedding)) if key else None
         with self._lock:
             self._expire_locked()
             old = self.store_.find_exact(scope, key)
