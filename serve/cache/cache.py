@@ -9,7 +9,6 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import os
 import secrets
 import threading
 import time
@@ -112,7 +111,7 @@ class SemanticCache:
         max_entries: int = 100_000,
         clock: Callable[[], float] = time.monotonic,
         store: CacheStore | None = None,
-        ivf_from: int = 2048,
+        ivf_from: int = 8192,
         nprobe: int = 8,
         background_rebuild: bool = True,
     ) -> None:
@@ -368,7 +367,7 @@ class SemanticCache:
             plan = index.plan_rebuild() if index is not None else None
         if plan is not None:  # a large scope due (re)training: k-means without the lock, off the caller
             if self.background_rebuild:
-                thread = threading.Thread(target=self._rebuild, args=(scope, index, plan, True), daemon=True,
+                thread = threading.Thread(target=self._rebuild, args=(scope, index, plan), daemon=True,
                                           name="serve.cache-rebuild")
                 with self._lock:
                     self._threads.add(thread)
@@ -390,10 +389,7 @@ class SemanticCache:
                 if thread.is_alive():
                     return False
 
-    def _rebuild(self, scope: str, index: ScopeIndex, plan: tuple[np.ndarray, np.ndarray],
-                 background: bool = False) -> None:
-        if background:
-            _lowest_priority()
+    def _rebuild(self, scope: str, index: ScopeIndex, plan: tuple[np.ndarray, np.ndarray]) -> None:
         try:
             built = build_ivf(*plan, nprobe=self.nprobe)
         except BaseException:
@@ -492,15 +488,6 @@ class SemanticCache:
                 "threshold": self.threshold_,
                 "encoder": encoder_identity(self.encoder_),
             }
-
-
-def _lowest_priority() -> None:
-    """Give the calling thread the lowest CPU priority (Linux: a thread id is a valid PRIO_PROCESS
-    target), so a rebuild sharing a core with the event loop runs in the time requests leave."""
-    try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
-    except (AttributeError, OSError):  # not Linux, or not permitted: run at the normal priority
-        pass
 
 
 _ENTRY_PREFIX = secrets.token_hex(8)  # per process: ids stay unique across a service's workers

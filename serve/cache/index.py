@@ -6,20 +6,25 @@ tenants or parameters whatever the similarities are.
 
 * Below ``ivf_from`` live vectors a scope uses ``IndexIDMap2(IndexFlatIP)``: exact search, whose
   cost grows with the scope (a 100k x 256 float32 scope is a 100 MB scan per lookup). The default
-  2,048 is about where inverted lists start to pay (measured here with 256-wide vectors in batches of
-  8 queries: 2,048 flat vectors cost 45 us per query, inverted lists 19 us; 8,192 cost 186 against 38).
+  8,192 is where inverted lists clearly pay on clustered traffic: on the service benchmark's templated
+  prompts (9,000 cached) the eight nearest cells hold 15% of the scope, so a batch of 8 queries cost 83
+  us each against 235 for the exact scan, while below a few thousand vectors the exact scan is as cheap
+  and needs no training (which shares the service's core: with inverted lists from 2,048 vectors the
+  retrainings pushed the 700 requests/s benchmark step's P99 from 113 to 775 ms).
 * From ``ivf_from`` on it uses ``IndexIVFFlat`` (``nlist ~ sqrt(n)`` k-means cells, ``nprobe``
   of them read per lookup): approximate, a few percent of the scan. A missed neighbour can only
   lose a hit, never add a false one (a hit still needs similarity >= the threshold). The cells are
   trained on the scope's own vectors and retrained each time the scope grows ``regrow`` times
-  (default 2: with cells trained at 1,024 vectors, growing the scope 2, 4 and 8 times cost 37, 71 and
-  142 us per query, so retraining at each doubling keeps lookups near the fresh cost). With
+  (default 4: with cells trained at 1,024 vectors, growing the scope 2, 4 and 8 times cost 37, 71 and
+  142 us per query on random vectors, so a retraining every fourfold growth keeps lookups within about
+  twice the fresh cost). With
   ``sqrt(n)`` cells, 40 training vectors per cell and 6 k-means rounds a retraining costs ~60k
   multiply-adds per vector of the scope (76 ms at 8,192 vectors here).
   Training runs in a background thread, outside the cache's lock (:meth:`ScopeIndex.plan_rebuild`
   takes a snapshot, :func:`build_ivf` trains, :meth:`ScopeIndex.install` replays what changed
-  meanwhile); lookups use the old index until then. The thread runs at the lowest CPU priority
-  (nice 19), so on a core shared with the service's event loop k-means only uses time requests leave.
+  meanwhile); lookups use the old index until then. (Running that thread at the lowest CPU priority
+  was tried: on a core busy with the event loop k-means then hardly ran, the flat index kept growing
+  and the service fell behind -- 334 against 666 requests/s achieved at 700/s.)
 
 Removal is deferred: ``remove_ids`` compacts the whole index (O(n) per call, costlier than a
 search at 100k), so a removed label is remembered as dead and skipped by :meth:`ScopeIndex.search`,
@@ -108,7 +113,7 @@ class ScopeIndex:
         (7, 0.6...)
     """
 
-    def __init__(self, dim: int, *, ivf_from: int = 2048, nprobe: int = 8, regrow: float = 2.0) -> None:
+    def __init__(self, dim: int, *, ivf_from: int = 8192, nprobe: int = 8, regrow: float = 4.0) -> None:
         faiss = _faiss()
         self.dim = dim
         self.ivf_from = ivf_from
@@ -249,13 +254,17 @@ class ScopeIndex:
         journal, self._journal = self._journal, None
         self._pending = []  # every add since plan_rebuild() is in the journal, replayed below
         removed: set[int] = set()
-        with _one_thread():
-            for label, vector in journal:
-                if vector is None:
-                    removed.add(label)
-                else:
-                    removed.discard(label)
-                    index.add_with_ids(vector.reshape(1, -1), np.array([label], dtype=np.int64))
+        added: list[tuple[int, np.ndarray]] = []
+        for label, vector in journal:
+            if vector is None:
+                removed.add(label)
+            else:
+                removed.discard(label)
+                added.append((label, vector.reshape(-1)))
+        if added:  # one FAISS call for everything added meanwhile (labels are never reused)
+            with _one_thread():
+                index.add_with_ids(np.stack([v for _, v in added]).astype(np.float32, copy=False),
+                                   np.fromiter((lab for lab, _ in added), dtype=np.int64, count=len(added)))
         self._index = index
         self._ivf = True
         self._dead = removed
