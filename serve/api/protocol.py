@@ -90,9 +90,9 @@ class ServeHttpProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.connections.discard(self)
         if self.logger.level <= TRACE_LOG_LEVEL:
-            prefix = "%s:%d - " % self.client if self.client else ""
+            prefix = "{}:{} - ".format(*self.client) if self.client else ""
             self.logger.log(TRACE_LOG_LEVEL, "%sHTTP connection lost", prefix)
-        cycle = self.cycle
+        cycle: _Cycle | None = self.cycle  # type: ignore[assignment]
         if cycle is not None:
             if not cycle.response_complete:
                 cycle.disconnected = True
@@ -163,8 +163,8 @@ class ServeHttpProtocol(HttpToolsProtocol):
         else:
             app = self.app  # type: ignore[assignment]
         existing = self.cycle
-        self.cycle = cycle = _Cycle(self, scope, http_version != "1.0" and parser.should_keep_alive(),
-                                    self.expect_100_continue)  # type: ignore[assignment]
+        cycle = _Cycle(self, scope, http_version != "1.0" and parser.should_keep_alive(), self.expect_100_continue)
+        self.cycle = cycle  # type: ignore[assignment]
         if existing is None or existing.response_complete:
             self._start(cycle, app)
         else:  # pipelined: queued behind the request being answered, reading paused meanwhile
@@ -273,7 +273,7 @@ class _Cycle:
     async def run_asgi(self, app: App) -> None:
         logger = self.proto.logger
         try:
-            result = await app(self.scope, self.receive, self.send)
+            result = await app(self.scope, self.receive, self.send)  # type: ignore[func-returns-value]
         except BaseException as exc:
             logger.error("Exception in ASGI application\n", exc_info=exc)
             if not self.response_started:
