@@ -48,6 +48,8 @@ def make_app(seen: dict[str, threading.Event]) -> Any:
                 return b"".join(parts)
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":  # a websocket handed over by uvicorn: refused by returning
+            return
         path = scope["path"]
         if path.startswith("/echo"):
             body = await read_all(receive)
@@ -142,10 +144,9 @@ class Running:
     def __init__(self, http: str, **config: Any) -> None:
         self.seen = {"disconnect": threading.Event(), "slow-started": threading.Event()}
         self.port = free_port()
-        options = {"timeout_keep_alive": 1, **config}
+        options = {"timeout_keep_alive": 1, "access_log": False, **config}
         self.server = uvicorn.Server(uvicorn.Config(make_app(self.seen), host="127.0.0.1", port=self.port, http=http,
-                                                    loop="uvloop", lifespan="off", log_config=None,
-                                                    access_log=False, **options))
+                                                    loop="uvloop", lifespan="off", log_config=None, **options))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def __enter__(self) -> Running:
@@ -208,7 +209,7 @@ def read_response(sock: socket.socket, buffered: bytes = b"") -> tuple[bytes, by
 
 
 def no_date(data: bytes) -> bytes:
-    return re.sub(rb"date: [^\r\n]*\r\n", b"", data)
+    return re.sub(rb"(?i)\r\ndate: [^\r\n]*", b"", data)
 
 
 CLOSE = b"GET /echo?last=1 HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n"
@@ -240,7 +241,17 @@ TABLE = {
                                     + b"400\r\n" + b"x" * 1024 + b"\r\n" + b"400\r\n" + b"y" * 1024 + b"\r\n0\r\n\r\n"),
     "body within the limit": b"POST /limit HTTP/1.1\r\nhost: t\r\ncontent-length: 4\r\n\r\nabcd",
     "large answer": b"GET /big HTTP/1.1\r\nhost: t\r\n\r\n",
+    "large body (reading paused and resumed)": (b"POST /echo HTTP/1.1\r\nhost: t\r\ncontent-length: 200000\r\n\r\n"
+                                                + bytes(range(256)) * 781 + b"0" * 64),
+    "large chunked body": (b"POST /echo HTTP/1.1\r\nhost: t\r\ntransfer-encoding: chunked\r\n\r\n"
+                           + (b"8000\r\n" + b"q" * 0x8000 + b"\r\n") * 5 + b"0\r\n\r\n"),
+    "HTTP/1.0 asking for keep-alive": b"GET /echo HTTP/1.0\r\nconnection: keep-alive\r\n\r\n",
     "unknown path": b"DELETE /nowhere HTTP/1.1\r\nhost: t\r\n\r\n",
+    "unsupported upgrade (served as plain HTTP)": (b"GET /echo?up=1 HTTP/1.1\r\nhost: t\r\nconnection: upgrade\r\n"
+                                                   b"upgrade: h2c\r\n\r\n"),
+    "websocket upgrade (handed to uvicorn's websocket protocol)": (
+        b"GET /echo HTTP/1.1\r\nhost: t\r\nconnection: Upgrade\r\nupgrade: websocket\r\nsec-websocket-version: 13\r\n"
+        b"sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"),
     "malformed request line": b"GET /echo HTTP/9.Z\r\n\r\n",
     "malformed header": b"GET /echo HTTP/1.1\r\nhost t\r\n\r\n",
 }
@@ -356,6 +367,16 @@ def test_graceful_shutdown_lets_the_request_in_flight_finish():
         assert not srv.thread.is_alive()
         busy.close()
         idle.close()
+
+
+def test_the_access_log_reads_as_uvicorns(caplog):
+    lines = {}
+    for http in (THEIRS, OURS):
+        caplog.clear()
+        with caplog.at_level("INFO", logger="uvicorn.access"), Running(http, access_log=True) as srv:
+            exchange(srv.port, b"GET /echo?q=1 HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n")
+        lines[http] = [r.getMessage().split(" - ", 1)[1] for r in caplog.records if r.name == "uvicorn.access"]
+    assert lines[OURS] == lines[THEIRS] == ['"GET /echo?q=1 HTTP/1.1" 200']
 
 
 def test_limit_concurrency_answers_503_as_uvicorn_does():
