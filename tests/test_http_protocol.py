@@ -369,6 +369,17 @@ def test_graceful_shutdown_lets_the_request_in_flight_finish():
         idle.close()
 
 
+def test_finished_requests_leave_the_servers_task_and_connection_sets(servers):
+    srv = servers["ours"]
+    for path in ("/echo", "/boom-before", "/boom-after", "/none", "/sse", "/long"):
+        exchange(srv.port, b"GET %s HTTP/1.1\r\nhost: t\r\n\r\n" % path.encode() + CLOSE)
+    state = srv.server.server_state
+    deadline = time.monotonic() + 10
+    while (state.tasks or state.connections) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not state.tasks and not state.connections  # what graceful shutdown waits on
+
+
 def test_the_access_log_reads_as_uvicorns(caplog):
     lines = {}
     for http in (THEIRS, OURS):

@@ -199,8 +199,8 @@ class ServeHttpProtocol(HttpToolsProtocol):
             task = self.loop.create_task(coro, context=contextvars.Context())
         else:
             task = self.loop.create_task(coro)
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        self.tasks.add(task)  # left by run_asgi itself: a done callback would cost one more turn of the loop
+        cycle.task = task
 
     def on_response_complete(self) -> None:
         self.server_state.total_requests += 1
@@ -239,7 +239,7 @@ class _Cycle:
 
     __slots__ = ("proto", "scope", "transport", "flow", "keep_alive", "waiting_for_100_continue", "disconnected",
                  "chunks", "size", "more_body", "news", "waiters", "response_started", "response_complete",
-                 "chunked_encoding", "expected_content_length", "head", "finished")
+                 "chunked_encoding", "expected_content_length", "head", "finished", "task")
 
     def __init__(self, proto: ServeHttpProtocol, scope: dict[str, Any], keep_alive: bool, expect_100: bool) -> None:
         self.proto = proto
@@ -260,6 +260,7 @@ class _Cycle:
         self.expected_content_length = 0
         self.head: bytes | None = None  # the response head, held until the first body message
         self.finished = False  # run_asgi has returned: a late response end must not start the next request
+        self.task: asyncio.Task[None] | None = None  # the task running run_asgi, in server_state.tasks until it ends
 
     def notify(self) -> None:
         self.news = True
@@ -292,6 +293,7 @@ class _Cycle:
                 self._abort()
         finally:
             self.finished = True
+            self.proto.tasks.discard(self.task)  # type: ignore[arg-type]
 
     def _abort(self) -> None:
         """Close the connection mid-response (the head, when held, goes out first, as uvicorn would have sent it)."""
