@@ -14,10 +14,8 @@ warm-up of ``--warmup`` requests; recorded is the server process's CPU time (use
 Configurations:
 
 * ``empty, uvicorn``: an empty ASGI app (reads the body, answers a 12-byte JSON body) on uvicorn with uvloop and
-  its httptools protocol, ``proxy_headers`` off;
+  its httptools protocol (uvicorn's other defaults, as the service has them);
 * ``empty, ours``: the same app and uvicorn settings with ``http="serve.api.protocol:ServeHttpProtocol"``;
-* ``empty, uvicorn + proxy headers``: uvicorn's defaults (X-Forwarded-* applied per request), which is what the
-  service ran before it had its own protocol (it now applies them only with the access log on);
 * ``cache hits, uvicorn`` / ``cache hits, ours``: ``python -m serve`` (``http_protocol: uvicorn`` or ``serve``)
   answering exact cache hits: ``--prompts`` distinct prompts are sent once first (misses, answered by the local
   provider and cached), then cycled; every measured answer must carry ``x-cache: hit``.
@@ -57,11 +55,11 @@ async def empty_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": EMPTY_BODY})
 
 
-def serve_empty(port: int, http: str, proxy_headers: bool) -> None:
+def serve_empty(port: int, http: str) -> None:
     import uvicorn
 
-    uvicorn.run(empty_app, host="127.0.0.1", port=port, http=http, proxy_headers=proxy_headers, loop="uvloop",
-                lifespan="off", log_level="info", access_log=False)
+    uvicorn.run(empty_app, host="127.0.0.1", port=port, http=http, loop="uvloop", lifespan="off", log_level="info",
+                access_log=False)
 
 
 HIT_BODY = b"x" * 420
@@ -277,12 +275,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--server-cpu", default="0")
     ap.add_argument("--client-cpu", default="1")
     ap.add_argument("--out", default=str(RESULTS / "http_protocol"), help="output path without suffix")
-    ap.add_argument("--serve-empty", nargs=3, metavar=("PORT", "HTTP", "PROXY_HEADERS"),
+    ap.add_argument("--serve-empty", nargs=2, metavar=("PORT", "HTTP"),
                     help="internal: run the empty app on uvicorn and nothing else")
     args = ap.parse_args(argv)
     if args.serve_empty:
-        port, http, proxy = args.serve_empty
-        serve_empty(int(port), http, proxy == "1")
+        serve_empty(int(args.serve_empty[0]), args.serve_empty[1])
         return 0
 
     from bench.bench_serve import ensure_router
@@ -299,10 +296,9 @@ def main(argv: list[str] | None = None) -> int:
                                     "--latency-ms", "0"], args.client_cpu, f"http://127.0.0.1:{prov_port}/healthz", env,
                        logs / "provider.log", cwd=ROOT)
     configs: dict[str, dict[str, Any]] = {}
-    for name, http, proxy in (("empty, uvicorn", "httptools", "0"), ("empty, ours", OURS, "0"),
-                              ("empty, uvicorn + proxy headers", "httptools", "1")):
+    for name, http in (("empty, uvicorn", "httptools"), ("empty, ours", OURS)):
         port = free_port()
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--serve-empty", str(port), http, proxy]
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--serve-empty", str(port), http]
         configs[name] = {"port": port, "requests": [post("/v1/chat/completions", b'{"model": "m"}')], "hits": False,
                          "bodies": [b'{"model": "m"}'],
                          "svc": Service(name, cmd, args.server_cpu, None, env, logs / f"{port}.log", cwd=ROOT,
@@ -363,8 +359,6 @@ def _ratios(runs: dict[str, list[dict[str, Any]]]) -> tuple[dict[str, float], di
     med = {name: statistics.median(r["cpu_ms_per_request"] for r in rows) for name, rows in runs.items()}
     ratios = {}
     for what, ours, theirs in (("empty app", "empty, ours", "empty, uvicorn"),
-                               ("empty app, against uvicorn + proxy headers", "empty, ours",
-                                "empty, uvicorn + proxy headers"),
                                ("cache hits", "cache hits, ours", "cache hits, uvicorn")):
         per_run = [a["cpu_ms_per_request"] / b["cpu_ms_per_request"] for a, b in zip(runs[ours], runs[theirs])]
         ratios[what] = {"ours_over_uvicorn_median": med[ours] / med[theirs], "per_run": per_run,
@@ -438,8 +432,7 @@ def markdown(doc: dict) -> str:
     lines += ["", "Ours / uvicorn in process (median over runs): " + ", ".join(
         f"{what} {x:.2f}" for what, x in doc["in_process_ratios"].items()) + "."]
     lines += ["", "The cache-hit rows are `python -m serve` with `http_protocol: uvicorn` and with `http_protocol: serve` "
-              "(the default); both run with `proxy_headers` off (the service applies X-Forwarded-* only when the "
-              "access log is on), so they differ by the protocol class alone. Every measured hit answer carried "
+              "(the default): they differ by the protocol class alone. Every measured hit answer carried "
               "`x-cache: hit`."]
     return "\n".join(lines) + "\n"
 

@@ -101,12 +101,11 @@ def main(argv: list[str] | None = None) -> int:
     log_config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)  # the service's own messages, as uvicorn's
     log_config["loggers"]["serve"] = {"handlers": ["default"], "level": settings.log_level.upper(), "propagate": False}
     # The HTTP/1.1 protocol is our own class (serve.api.protocol: uvicorn's httptools protocol with a leaner
-    # per-request path), named by module path so worker processes import it too. Client address and scheme
-    # are read by nothing but uvicorn's access log, so X-Forwarded-* are only applied when that log is on.
+    # per-request path), named by module path so worker processes import it too.
     http = PROTOCOL if settings.http_protocol == "serve" else "httptools"
     common: dict[str, Any] = {"log_config": log_config, "host": settings.host, "port": settings.port, "loop": "uvloop",
-                              "http": http, "proxy_headers": settings.access_log, "lifespan": "on",
-                              "log_level": settings.log_level, "access_log": settings.access_log,
+                              "http": http, "lifespan": "on", "log_level": settings.log_level,
+                              "access_log": settings.access_log,
                               "timeout_graceful_shutdown": max(1, round(settings.shutdown_timeout_s))}
     if settings.workers > 1:
         os.environ[ENV_PREFIX + "SETTINGS_JSON"] = settings.to_json()
