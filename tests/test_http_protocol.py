@@ -415,3 +415,11 @@ def test_python_m_serve_runs_our_protocol_single_process_and_with_workers(router
     monkeypatch.setenv("ROUTER_SERVE_HTTP_PROTOCOL", "uvicorn")
     main(["--model", str(router_dir), "--port", "1"])
     assert seen.pop().http == "httptools"
+
+
+def test_http_protocol_setting_takes_serve_or_uvicorn():
+    from serve.settings import Settings, SettingsError
+
+    assert Settings.load(overrides={"model": "r"}, environ={}).http_protocol == "serve"
+    with pytest.raises(SettingsError, match="http_protocol.*serve or uvicorn"):
+        Settings.load(overrides={"model": "r", "http_protocol": "h11"}, environ={})
