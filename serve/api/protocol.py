@@ -30,7 +30,7 @@ pass uvicorn's name rule (``HEADER_RE``: no control bytes, separators or spaces)
 the head is joined, the number of control bytes in it (CR, LF and every other byte uvicorn's value
 rule refuses; tab is allowed) must be exactly the two of each line end this class wrote itself;
 any extra one means a value carries it, and :meth:`_Cycle.send` raises ``RuntimeError("Invalid HTTP
-header value.")`` before anything is written and before the response counts as started, so the app
+header value (header b'NAME').")`` before anything is written and before the response counts as started, so the app
 can still answer 500 (uvicorn raises the same error but marks the response started, and the client
 only sees the connection close).
 """
@@ -201,7 +201,10 @@ class ServeHttpProtocol(HttpToolsProtocol):
             task = self.loop.create_task(coro, context=contextvars.Context())
         else:
             task = self.loop.create_task(coro)
-        self.tasks.add(task)  # left by run_asgi itself: a done callback would cost one more turn of the loop
+        # run_asgi takes the task out again as it ends (a done callback would cost one more turn of the loop);
+        # only a task cancelled before its first step stays, which uvicorn does once it has stopped waiting
+        # on this set (the graceful-shutdown timeout)
+        self.tasks.add(task)
         cycle.task = task
 
     def on_response_complete(self) -> None:
