@@ -1,4 +1,4 @@
-"""``python -m serve``: the routing service (OpenAI-compatible) on uvicorn with uvloop and httptools.
+"""``python -m serve``: the routing service (OpenAI-compatible) on uvicorn with uvloop and our HTTP/1.1 protocol.
 
     python -m serve --model DIR|models:/NAME@ALIAS [--port 8000] [--host 127.0.0.1]
                     [--provider-url http://127.0.0.1:9000] [--config FILE] [--workers N]
@@ -28,7 +28,10 @@ from typing import Any
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
-__all__ = ["main"]
+__all__ = ["PROTOCOL", "main"]
+
+#: the protocol class uvicorn runs (``http_protocol: serve``), as ``uvicorn.Config(http=...)`` takes it
+PROTOCOL = "serve.api.protocol:ServeHttpProtocol"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -97,9 +100,13 @@ def main(argv: list[str] | None = None) -> int:
 
     log_config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)  # the service's own messages, as uvicorn's
     log_config["loggers"]["serve"] = {"handlers": ["default"], "level": settings.log_level.upper(), "propagate": False}
-    common: dict[str, Any] = {"log_config": log_config, "host": settings.host, "port": settings.port, "loop": "uvloop", "http": "httptools",
-              "lifespan": "on", "log_level": settings.log_level, "access_log": settings.access_log,
-              "timeout_graceful_shutdown": max(1, round(settings.shutdown_timeout_s))}
+    # The HTTP/1.1 protocol is our own class (serve.api.protocol: uvicorn's httptools protocol with a leaner
+    # per-request path), named by module path so worker processes import it too.
+    http = PROTOCOL if settings.http_protocol == "serve" else "httptools"
+    common: dict[str, Any] = {"log_config": log_config, "host": settings.host, "port": settings.port, "loop": "uvloop",
+                              "http": http, "lifespan": "on", "log_level": settings.log_level,
+                              "access_log": settings.access_log,
+                              "timeout_graceful_shutdown": max(1, round(settings.shutdown_timeout_s))}
     if settings.workers > 1:
         os.environ[ENV_PREFIX + "SETTINGS_JSON"] = settings.to_json()
         uvicorn.run("serve.app:create_app_from_env", factory=True, workers=settings.workers, **common)

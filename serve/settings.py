@@ -199,6 +199,9 @@ class Settings:
     shutdown_timeout_s: float = 30.0
     log_level: str = "info"
     access_log: bool = False
+    #: the HTTP/1.1 protocol class uvicorn runs: ``serve`` (:mod:`serve.api.protocol`, leaner per request) or
+    #: ``uvicorn`` (uvicorn's own httptools protocol)
+    http_protocol: str = "serve"
 
     def __post_init__(self) -> None:
         if not self.model:
@@ -219,6 +222,7 @@ class Settings:
         _check(self.fallbacks, self.fallbacks >= 0, "fallbacks", ">= 0")
         _check(self.request_timeout_s, self.request_timeout_s > 0, "request_timeout_s", "> 0")
         _check(self.shutdown_timeout_s, self.shutdown_timeout_s >= 0, "shutdown_timeout_s", ">= 0")
+        _check(self.http_protocol, self.http_protocol in ("serve", "uvicorn"), "http_protocol", "serve or uvicorn")
         _check(self.log_level, self.log_level in ("critical", "error", "warning", "info", "debug", "trace"),
                "log_level", "one of critical, error, warning, info, debug, trace")
         _check(self.cache.ttl_s, self.cache.ttl_s > 0, "cache.ttl_s", "> 0")
