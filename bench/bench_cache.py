@@ -149,7 +149,7 @@ def _one_size(n: int, ctx: dict[str, Any]) -> dict[str, Any]:
     for i, v in enumerate(matrix):
         flat.add(i, v)
     flat_s = timed(lambda qv: flat.search(qv[1]), hq + mq)
-    # the cache's index (inverted lists from 8,192 entries) against exact search, on duplicate questions
+    # the cache's index (inverted lists from 2,048 entries) against exact search, on duplicate questions
     exact_nn = [flat.search(v) for _, v in dq]
     cache_nn = [cache._indexes[scope].search(v) for _, v in dq]
     same_nn = float(np.mean([e is not None and c is not None and e[0] == c[0] for e, c in zip(exact_nn, cache_nn)]))
@@ -177,7 +177,7 @@ def _one_size(n: int, ctx: dict[str, Any]) -> dict[str, Any]:
     ev = [(t_, vecs[where[t_]]) for t_ in misses[:200]]
     row["put_at_capacity_us"] = timed(
         lambda qv: cache.put(scope, qv[0] + " (new)", RESPONSE, embedding=qv[1]), ev) * 1e6
-    if n >= 8192:
+    if n >= 2048:
         sample = matrix[: min(n, 65536)]
         t = time.process_time()
         build_ivf(sample, np.arange(sample.shape[0], dtype=np.int64), nprobe=8)
@@ -277,7 +277,7 @@ def write_markdown(doc: dict[str, Any], path: Path) -> None:
         "CPU microseconds per query, one thread (embedding given; add the encoder's time above for a new "
         "question). "
         "numpy: `argmax(M @ q)` over the same vectors; FAISS flat: the exact index the cache uses below "
-        f"8,192 entries. Semantic hits: a cached question in another case (another exact key, same words); misses: "
+        f"2,048 entries. Semantic hits: a cached question in another case (another exact key, same words); misses: "
         f"questions not cached; same neighbour / hit recall: the cache's index vs exact search on {lk['rows'][0]['duplicate_queries']} "
         f"Quora duplicates of cached questions. Building the key (`scope()` + `text()`) costs {lk['key_us']:.1f} us "
         "per request.",

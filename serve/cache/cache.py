@@ -111,8 +111,8 @@ class SemanticCache:
         max_entries: int = 100_000,
         clock: Callable[[], float] = time.monotonic,
         store: CacheStore | None = None,
-        ivf_from: int = 8192,
-        nprobe: int = 8,
+        ivf_from: int = 2048,
+        nprobe: int = 4,
         background_rebuild: bool = True,
     ) -> None:
         self.encoder = encoder

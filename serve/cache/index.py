@@ -6,25 +6,25 @@ tenants or parameters whatever the similarities are.
 
 * Below ``ivf_from`` live vectors a scope uses ``IndexIDMap2(IndexFlatIP)``: exact search, whose
   cost grows with the scope (a 100k x 256 float32 scope is a 100 MB scan per lookup). The default
-  8,192 is where inverted lists clearly pay on clustered traffic: on the service benchmark's templated
-  prompts (9,000 cached) the eight nearest cells hold 15% of the scope, so a batch of 8 queries cost 83
-  us each against 235 for the exact scan, while below a few thousand vectors the exact scan is as cheap
-  and needs no training (which shares the service's core: with inverted lists from 2,048 vectors the
-  retrainings pushed the 700 requests/s benchmark step's P99 from 113 to 775 ms).
+  2,048 is where inverted lists start to pay: a lone query's exact scan of 3,000 vectors costs ~0.3 ms
+  (memory-bound), and the service searches many lone queries when it is not busy.
 * From ``ivf_from`` on it uses ``IndexIVFFlat`` (``nlist ~ sqrt(n)`` k-means cells, ``nprobe``
-  of them read per lookup): approximate, a few percent of the scan. A missed neighbour can only
-  lose a hit, never add a false one (a hit still needs similarity >= the threshold). The cells are
-  trained on the scope's own vectors and retrained each time the scope grows ``regrow`` times
-  (default 4: with cells trained at 1,024 vectors, growing the scope 2, 4 and 8 times cost 37, 71 and
-  142 us per query on random vectors, so a retraining every fourfold growth keeps lookups within about
-  twice the fresh cost). With
-  ``sqrt(n)`` cells, 40 training vectors per cell and 6 k-means rounds a retraining costs ~60k
-  multiply-adds per vector of the scope (76 ms at 8,192 vectors here).
-  Training runs in a background thread, outside the cache's lock (:meth:`ScopeIndex.plan_rebuild`
-  takes a snapshot, :func:`build_ivf` trains, :meth:`ScopeIndex.install` replays what changed
-  meanwhile); lookups use the old index until then. (Running that thread at the lowest CPU priority
-  was tried: on a core busy with the event loop k-means then hardly ran, the flat index kept growing
-  and the service fell behind -- 334 against 666 requests/s achieved at 700/s.)
+  of them read per lookup): approximate, a few percent of the scan. With the shipped static
+  threshold (0.979) on Quora duplicates, 4 cells find 99.5% of the exact scan's hits at 20,000
+  cached questions (200 of 201), as 8 do, at half the cost (67 against 127 us per query); 2 find
+  98.5%. A missed neighbour can only lose a hit, never add a false one (a hit still needs
+  similarity >= the threshold).
+* The cells are trained on the scope's own vectors and retrained each time the scope grows
+  ``regrow`` times (default 4: with cells trained at 1,024 vectors, growing the scope 2, 4 and 8
+  times cost 37, 71 and 142 us per query on random vectors, so a retraining every fourfold growth
+  keeps lookups within about twice the fresh cost). With ``sqrt(n)`` cells, 40 training vectors per
+  cell and 6 k-means rounds a retraining costs ~60k multiply-adds per vector of the scope (76 ms at
+  8,192 vectors here). Training runs in a background thread, outside the cache's lock
+  (:meth:`ScopeIndex.plan_rebuild` takes a snapshot, :func:`build_ivf` trains,
+  :meth:`ScopeIndex.install` replays what changed meanwhile in one FAISS call); lookups use the old
+  index until then. (Running that thread at the lowest CPU priority was tried: on a core busy with
+  the event loop k-means then hardly ran, the flat index kept growing and the service fell behind --
+  334 against 666 requests/s achieved at 700/s.)
 
 Removal is deferred: ``remove_ids`` compacts the whole index (O(n) per call, costlier than a
 search at 100k), so a removed label is remembered as dead and skipped by :meth:`ScopeIndex.search`,
@@ -113,7 +113,7 @@ class ScopeIndex:
         (7, 0.6...)
     """
 
-    def __init__(self, dim: int, *, ivf_from: int = 8192, nprobe: int = 8, regrow: float = 4.0) -> None:
+    def __init__(self, dim: int, *, ivf_from: int = 2048, nprobe: int = 4, regrow: float = 4.0) -> None:
         faiss = _faiss()
         self.dim = dim
         self.ivf_from = ivf_from
