@@ -336,3 +336,20 @@ def test_router_reuses_the_cache_encoders_vectors_only_when_the_encoders_are_ide
     np.testing.assert_array_equal(np.stack([g.quality for g in got]), expected.quality)
     got, reused = run(HashingEncoder(dim=64), poison=True)  # another encoder: its vectors are never used
     assert reused == 0 and [g.chosen for g in got] == expected.chosen
+
+
+def test_service_processes_freeze_the_loaded_state_and_collect_young_objects_rarely():
+    import gc
+
+    from serve.app import GC_THRESHOLDS, ServeApp, create_app, tune_gc
+    from serve.settings import Settings
+
+    before = gc.get_threshold()
+    try:
+        tune_gc()
+        assert gc.get_threshold() == GC_THRESHOLDS and gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
+    assert create_app(Settings(model="m")).tune_gc  # python -m serve and its workers
+    assert not ServeApp(Settings(model="m")).tune_gc  # an app embedded in another process
