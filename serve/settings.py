@@ -191,7 +191,7 @@ class Settings:
     max_body_bytes: int = 4 * 1024 * 1024
     max_messages: int = 1000
     batch_max: int = 64
-    batch_window_ms: float = 1.0
+    batch_window_ms: float = 3.0
     batch_target: int = 16
     encode_in_thread: str = "auto"
     fallbacks: int = 2
