@@ -157,6 +157,11 @@ class CostModel(Component):
         """(n, m) predicted seconds, or None (the default: no latency model)."""
         return None
 
+    def predict_both(self, embeddings: np.ndarray, prompt_chars: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """``(predict(...), predict_latency(...))`` in one call; a model whose two predictions share
+        work (e.g. the predicted answer length) overrides it to do that work once."""
+        return self.predict(embeddings, prompt_chars), self.predict_latency(embeddings, prompt_chars)
+
 
 class Policy(Component):
     """Contextual-bandit policy over ``n_actions`` models on contexts of width ``dim``.

@@ -136,6 +136,19 @@ class CostPredictor(CostModel):
 
     def predict(self, embeddings: np.ndarray, prompt_lengths: np.ndarray) -> np.ndarray:
         """(n, m) predicted USD per call, for prompt lengths (n,) in the unit ``fit`` saw."""
+        return self._predict_cost(embeddings, prompt_lengths, None)
+
+    def predict_both(self, embeddings: np.ndarray, prompt_lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """``(predict(...), predict_latency(...))`` with the answer length predicted once for both."""
+        self._check_fitted("mode_")
+        out = self.predict_output_tokens(embeddings, prompt_lengths)
+        cost = self._predict_cost(embeddings, prompt_lengths, out)
+        if self._latency is None or out is None:
+            return cost, None
+        return cost, np.asarray(self._latency.predict(out))
+
+    def _predict_cost(self, embeddings: np.ndarray, prompt_lengths: np.ndarray, out: np.ndarray | None) -> np.ndarray:
+        """:meth:`predict`, given the predicted answer tokens when already known (tokens mode)."""
         self._check_fitted("mode_")
         lengths = np.asarray(prompt_lengths, dtype=np.float64)
         if self.mode_ == "cost":
@@ -147,7 +160,8 @@ class CostPredictor(CostModel):
                 log_cost = np.clip(log_cost, self.log_range_[0], self.log_range_[1])
             return np.asarray(np.exp(log_cost) * self.price_in_)
         assert self.price_in_ is not None and self.price_out_ is not None and self.length_per_token_ is not None
-        out = self.predict_output_tokens(embeddings, lengths)
+        if out is None:
+            out = self.predict_output_tokens(embeddings, lengths)
         assert out is not None
         tin = lengths[:, None] / self.length_per_token_[None, :]
         return np.asarray(tin * self.price_in_ + out * self.price_out_)

@@ -362,8 +362,12 @@ class Router:
 
     def _raw_predict(self, embeddings: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(quality, cost, latency) of the router's own parts, before any guard."""
-        c = np.asarray(self.cost.predict(embeddings, lengths))
-        lat_pred = (self.latency or self.cost).predict_latency(embeddings, lengths)
+        if self.latency is None:  # one cost model predicts both (sharing its predicted answer length)
+            cost_pred, lat_pred = self.cost.predict_both(embeddings, lengths)
+            c = np.asarray(cost_pred)
+        else:
+            c = np.asarray(self.cost.predict(embeddings, lengths))
+            lat_pred = self.latency.predict_latency(embeddings, lengths)
         lat = np.zeros_like(c) if lat_pred is None else np.asarray(lat_pred)
         if isinstance(self.quality, Policy):
             # a policy learns reward = quality - lam0 * cost - mu0 * latency at its training trade-off;

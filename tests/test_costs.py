@@ -115,3 +115,23 @@ def test_predictions_stay_in_the_training_range_off_distribution():
     fresh = TokenCostModel(alpha=1e-3)
     fresh.set_state(cm.get_state())
     assert np.array_equal(fresh.predict_target(far, np.full(5, 10.0)), pred)
+
+
+def test_predict_both_equals_the_two_predictions_it_replaces():
+    """The router asks a cost model for USD and seconds in one call; the answers must be exactly the
+    separate calls' (the predicted answer length is computed once instead of twice)."""
+    from router.base import CostModel
+    from router.cost_predictor import CostPredictor
+    from router.data.synthetic import generate
+
+    o = generate(300, seed=2).outcomes
+    x = np.random.default_rng(1).normal(size=(300, 16)).astype(np.float32)
+    lengths = np.array([len(p) for p in o.prompts], dtype=float)
+    cp = CostPredictor().fit(x, lengths, o)
+    cost, lat = cp.predict_both(x[:37], lengths[:37])
+    assert np.array_equal(cost, cp.predict(x[:37], lengths[:37]))
+    expected_lat = cp.predict_latency(x[:37], lengths[:37])
+    assert expected_lat is not None and lat is not None and np.array_equal(lat, expected_lat)
+    # the default of any cost model: the two calls as they are
+    both = CostModel.predict_both(cp, x[:5], lengths[:5])
+    assert np.array_equal(both[0], cost[:5]) and np.array_equal(both[1], lat[:5])

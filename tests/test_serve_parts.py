@@ -91,30 +91,20 @@ def test_micro_batcher_runs_one_batch_per_loop_turn_and_isolates_failures():
     assert isinstance(out[2], ValueError) and str(out[2]) == "bad -3"
 
 
-def test_micro_batcher_waits_only_under_load_and_no_longer_than_target_needs():
-    """Known answers of the window rule: idle (no batch in the last IDLE_S) -> no wait; under load ->
-    the window, or less when ``target`` items are expected sooner at the current rate."""
-    from serve.decide import IDLE_S
-
-    async def main() -> list[float]:
-        b: MicroBatcher[int, int] = MicroBatcher(lambda items: items, window_s=0.004, target=16)
-        b._loop = loop = asyncio.get_running_loop()
-        out = [b.wait_s()]  # never flushed: idle
-        b._last_flush = loop.time()
-        b.rate = 1000.0  # 16 items would take 16 ms: the whole window
-        out.append(b.wait_s())
-        b.rate = 10_000.0  # 16 expected after 1.6 ms
-        out.append(b.wait_s())
-        b._items = list(range(12))  # 4 more needed: 0.4 ms
-        out.append(b.wait_s())
-        b._items = list(range(20))
-        out.append(b.wait_s())
-        b._last_flush = loop.time() - 2 * IDLE_S  # idle again
-        b._items = []
-        out.append(b.wait_s())
-        return out
-
-    assert asyncio.run(main()) == pytest.approx([0.0, 0.004, 0.0016, 0.0004, 0.0, 0.0])
+def test_micro_batcher_waits_only_when_more_items_are_expected_within_the_window():
+    """Known answers of the window rule: fewer than one more item expected within the window -> no
+    wait; more -> the window, or less when ``target`` items are expected sooner."""
+    b: MicroBatcher[int, int] = MicroBatcher(lambda items: items, window_s=0.003, target=16)
+    b.rate = 150.0  # 0.45 items expected in 3 ms
+    assert b.wait_s() == 0.0
+    b.rate = 1000.0  # 3 expected; 16 would take 16 ms: the whole window
+    assert b.wait_s() == pytest.approx(0.003)
+    b.rate = 10_000.0  # 16 expected after 1.6 ms
+    assert b.wait_s() == pytest.approx(0.0016)
+    b._items = list(range(12))  # 4 more needed: 0.4 ms
+    assert b.wait_s() == pytest.approx(0.0004)
+    b._items = list(range(20))
+    assert b.wait_s() == 0.0
     assert MicroBatcher(lambda items: items, window_s=0.0).wait_s() == 0.0
 
 
