@@ -8,18 +8,19 @@ tenants or parameters whatever the similarities are.
   cost grows with the scope (a 100k x 256 float32 scope is a 100 MB scan per lookup). The default
   2,048 is where inverted lists start to pay: a lone query's exact scan of 3,000 vectors costs ~0.3 ms
   (memory-bound), and the service searches many lone queries when it is not busy.
-* From ``ivf_from`` on it uses ``IndexIVFFlat`` (``nlist ~ sqrt(n)`` k-means cells, ``nprobe``
+* From ``ivf_from`` on it uses ``IndexIVFFlat`` (``nlist ~ 2 * sqrt(n)`` k-means cells, ``nprobe``
   of them read per lookup): approximate, a few percent of the scan. With the shipped static
-  threshold (0.979) on Quora duplicates, 4 cells find 99.5% of the exact scan's hits at 20,000
-  cached questions (200 of 201), as 8 do, at half the cost (67 against 127 us per query); 2 find
-  98.5%. A missed neighbour can only lose a hit, never add a false one (a hit still needs
+  threshold (0.979) on Quora duplicates, 4 cells find every one of the exact scan's hits at 4,096
+  and 20,000 cached questions (170 of 170, 201 of 201), as 8 do, at about half the cost (47 against
+  90 us per query at 20,000); 2 find 98%. (``sqrt(n)`` cells train four times faster but, on real
+  questions, leave some cells so large that a lookup at 100,000 entries took 2.7 ms.) A missed neighbour can only lose a hit, never add a false one (a hit still needs
   similarity >= the threshold).
 * The cells are trained on the scope's own vectors and retrained each time the scope grows
   ``regrow`` times (default 4: with cells trained at 1,024 vectors, growing the scope 2, 4 and 8
   times cost 37, 71 and 142 us per query on random vectors, so a retraining every fourfold growth
-  keeps lookups within about twice the fresh cost). With ``sqrt(n)`` cells, 40 training vectors per
-  cell and 6 k-means rounds a retraining costs ~60k multiply-adds per vector of the scope (76 ms at
-  8,192 vectors here). Training runs in a background thread, outside the cache's lock
+  keeps lookups within about twice the fresh cost). With 39 training vectors per cell and 4 k-means
+  rounds a retraining costs ~160k multiply-adds per vector of the scope (88 ms at 4,096 vectors
+  here, 0.55 s at 20,000). Training runs in a background thread, outside the cache's lock
   (:meth:`ScopeIndex.plan_rebuild` takes a snapshot, :func:`build_ivf` trains,
   :meth:`ScopeIndex.install` replays what changed meanwhile in one FAISS call); lookups use the old
   index until then. (Running that thread at the lowest CPU priority was tried: on a core busy with
@@ -45,6 +46,8 @@ __all__ = ["ScopeIndex", "build_ivf"]
 #: compact when dead labels exceed this share of the index (and at least _MIN_DEAD of them).
 _DEAD_SHARE = 0.25
 _MIN_DEAD = 64
+#: vectors added without a search in between that are sent to FAISS together (see ScopeIndex.add)
+_PENDING_MAX = 64
 
 
 def _faiss() -> Any:
@@ -80,14 +83,14 @@ def build_ivf(vectors: np.ndarray, labels: np.ndarray, nprobe: int, seed: int = 
     """
     faiss = _faiss()
     n, dim = vectors.shape
-    nlist = int(max(1, min(1024, np.sqrt(n), n // 39)))  # faiss wants >= 39 training points per cell
+    nlist = int(max(1, min(1024, 2 * np.sqrt(n), n // 39)))  # faiss wants >= 39 training points per cell
     quantizer = faiss.IndexFlatIP(dim)
     index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
     index.cp.seed = seed
-    # cells need not be optimal, only balanced enough: k-means on 40 sampled vectors per cell, 6 rounds,
-    # so a (re)training costs ~60k multiply-adds per vector of the scope (a few microseconds each)
-    index.cp.niter = 6
-    index.cp.max_points_per_centroid = 40
+    # cells need not be optimal, only balanced enough: k-means on 39 sampled vectors per cell, 4 rounds,
+    # so a (re)training costs ~160k multiply-adds per vector of the scope
+    index.cp.niter = 4
+    index.cp.max_points_per_centroid = 39
     with _one_thread():
         index.train(vectors)
         index.add_with_ids(vectors, labels)
@@ -137,10 +140,13 @@ class ScopeIndex:
 
     def add(self, label: int, vector: np.ndarray) -> None:
         """Add one vector. It reaches the FAISS index with the others added since, in one call, before
-        the next search, removal or rebuild (one FAISS call per vector costs ~9 us, in a batch ~3 us)."""
+        the next search, removal or rebuild, or once ``_PENDING_MAX`` wait (one FAISS call per vector
+        costs ~9 us, in a batch ~3 us)."""
         self._pending.append((label, vector.reshape(-1)))
         if self._journal is not None:
             self._journal.append((label, vector))
+        if len(self._pending) >= _PENDING_MAX:
+            self._flush()
 
     def _flush(self) -> None:
         if self._pending:
