@@ -12,7 +12,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 BENCHES = ["bench_encoders.py", "bench_tokenize.py", "bench_envs.py", "bench_routers.py", "bench_ceiling.py", "bench_cache.py",
-           "bench_serve.py", "bench_notebooks.py"]
+           "bench_serve.py", "bench_http_protocol.py", "bench_notebooks.py"]
 QUICK = {"bench_routers.py", "bench_serve.py", "bench_tokenize.py"}  # the benchmarks that have a --quick mode
 
 
