@@ -60,13 +60,16 @@ def test_two_workers_serve_from_two_processes(tmp_path):
             svc.wait_ready()
             ids: set[str] = set()
             statuses = set()
-            for _ in range(40):  # new connection each time: the kernel spreads them over the workers
+            # a new connection each time: the kernel spreads them over the workers. /readyz answers as soon
+            # as one worker is up, so keep asking (bounded) until the second one has started too
+            deadline = time.monotonic() + 60
+            while len(ids) < 2 and time.monotonic() < deadline:
                 status, headers, _ = http("POST", svc.url + "/v1/chat/completions", BODY,
                                           {"content-type": "application/json"})
                 statuses.add(status)
                 ids.add(headers["x-request-id"].split("-")[1])  # req-<pid>-...
-                if len(ids) == 2:
-                    break
+                if len(ids) < 2:
+                    time.sleep(0.02)
         finally:
             code = svc.stop()
     assert statuses == {200}
