@@ -197,7 +197,7 @@ class Bench:
             raise RuntimeError(f"{target} answered no warm-up request: {warm.errors} {warm.status_counts}")
         for rate in rates:
             row = self.step(target, svc, url, rate, make_bodies(rate), headers)
-            if stop_on_fail and not row["sustained"]:
+            if stop_on_fail and not self.args.no_stop and not row["sustained"]:
                 break
 
     # -- the run -----------------------------------------------------------------------------
@@ -388,6 +388,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--serve-args", default="", help="extra flags for python -m serve (quoted)")
     ap.add_argument("--start-timeout", type=float, default=120.0)
     ap.add_argument("--no-profile", action="store_true", help="skip the py-spy profile when a target is missed")
+    ap.add_argument("--no-stop", action="store_true",
+                    help="run every rate of a ladder even after one is not sustained (the summary still counts the "
+                         "highest rate with every lower one sustained)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None,
                     help="output path without suffix (default bench/results/serve; --quick: out/bench-serve/quick, "
