@@ -140,7 +140,6 @@ class CostPredictor(CostModel):
 
     def predict_both(self, embeddings: np.ndarray, prompt_lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """``(predict(...), predict_latency(...))`` with the answer length predicted once for both."""
-        self._check_fitted("mode_")
         out = self.predict_output_tokens(embeddings, prompt_lengths)
         cost = self._predict_cost(embeddings, prompt_lengths, out)
         if self._latency is None or out is None:

@@ -339,7 +339,12 @@ class SemanticCache:
             value_json = json.dumps(value, ensure_ascii=False, allow_nan=False)
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"value must be JSON-serialisable (it is stored as JSON): {exc}.") from exc
-        vec = (self._unit(embedding) if unit and embedding is not None else self._vector(text, embedding)) if key else None
+        if not key:
+            vec = None
+        elif unit and embedding is not None:
+            vec = self._unit(embedding)
+        else:
+            vec = self._vector(text, embedding)
         with self._lock:
             self._expire_locked()
             old = self.store_.find_exact(scope, key)

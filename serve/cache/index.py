@@ -13,8 +13,9 @@ tenants or parameters whatever the similarities are.
   threshold (0.979) on Quora duplicates, 4 cells find every one of the exact scan's hits at 4,096
   and 20,000 cached questions (170 of 170, 201 of 201), as 8 do, at about half the cost (47 against
   90 us per query at 20,000); 2 find 98%. (``sqrt(n)`` cells train four times faster but, on real
-  questions, leave some cells so large that a lookup at 100,000 entries took 2.7 ms.) A missed neighbour can only lose a hit, never add a false one (a hit still needs
-  similarity >= the threshold).
+  questions, leave some cells so large that a lookup at 100,000 entries took 2.7 ms.) A missed
+  neighbour can only lose a hit, never add a false one (a hit still needs similarity >= the
+  threshold).
 * The cells are trained on the scope's own vectors and retrained each time the scope grows
   ``regrow`` times (default 4: with cells trained at 1,024 vectors, growing the scope 2, 4 and 8
   times cost 37, 71 and 142 us per query on random vectors, so a retraining every fourfold growth
@@ -74,6 +75,13 @@ def _one_thread() -> Iterator[None]:
         yield
     finally:
         faiss.omp_set_num_threads(previous)
+
+
+def _add_all(index: Any, pairs: list[tuple[int, np.ndarray]]) -> None:
+    """Add ``(label, vector)`` pairs to a FAISS index in one call."""
+    with _one_thread():
+        index.add_with_ids(np.stack([v for _, v in pairs]).astype(np.float32, copy=False),
+                           np.fromiter((lab for lab, _ in pairs), dtype=np.int64, count=len(pairs)))
 
 
 def build_ivf(vectors: np.ndarray, labels: np.ndarray, nprobe: int, seed: int = 0) -> Any:
@@ -151,9 +159,7 @@ class ScopeIndex:
     def _flush(self) -> None:
         if self._pending:
             pending, self._pending = self._pending, []
-            with _one_thread():
-                self._index.add_with_ids(np.stack([v for _, v in pending]).astype(np.float32, copy=False),
-                                         np.fromiter((lab for lab, _ in pending), dtype=np.int64, count=len(pending)))
+            _add_all(self._index, pending)
 
     def remove(self, label: int) -> None:
         self._flush()
@@ -268,9 +274,7 @@ class ScopeIndex:
                 removed.discard(label)
                 added.append((label, vector.reshape(-1)))
         if added:  # one FAISS call for everything added meanwhile (labels are never reused)
-            with _one_thread():
-                index.add_with_ids(np.stack([v for _, v in added]).astype(np.float32, copy=False),
-                                   np.fromiter((lab for lab, _ in added), dtype=np.int64, count=len(added)))
+            _add_all(index, added)
         self._index = index
         self._ivf = True
         self._dead = removed
